@@ -20,12 +20,17 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import orjson
+from scipy.stats import rankdata
 
 from stream_monitor.errors import StateError
+from stream_monitor.schema import ModelSchema
+
+if TYPE_CHECKING:
+    from stream_monitor.events import PredictionBatch
 
 #: Version of the JSON layout written by :meth:`ReferenceProfile.to_json`; bump on incompatible change.
 PROFILE_FORMAT = 1
@@ -404,3 +409,362 @@ class ReferenceProfile:
         except orjson.JSONDecodeError as exc:
             raise StateError(f"bad profile: not JSON ({exc})") from exc
         return cls.from_dict(decoded)
+
+
+def _binary_baseline(
+    score: np.ndarray, predicted_positive: np.ndarray, label: np.ndarray
+) -> dict[str, float]:
+    """AUC from scores (ties get average ranks), accuracy and F1 from the 0.5-thresholded decision."""
+    baseline: dict[str, float] = {}
+    truth = label == 1.0
+    if truth.size:
+        tp = int(np.sum(predicted_positive & truth))
+        fp = int(np.sum(predicted_positive & ~truth))
+        fn = int(np.sum(~predicted_positive & truth))
+        baseline["accuracy"] = float(np.mean(predicted_positive == truth))
+        # sklearn's zero_division=0 convention: no positives predicted or present means F1 = 0.
+        baseline["f1"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    scored = ~np.isnan(score)
+    n_pos = int(np.sum(truth & scored))
+    n_neg = int(np.sum(~truth & scored))
+    if n_pos and n_neg:
+        ranks = rankdata(score[scored])
+        rank_sum = float(np.sum(ranks[truth[scored]]))
+        baseline["auc"] = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return baseline
+
+
+def _multiclass_baseline(predicted: list[str], label: list[str]) -> dict[str, float]:
+    """Accuracy and macro F1 over the classes seen in labels or predictions (sklearn's default set)."""
+    if not label:
+        return {}
+    pred_arr = np.array(predicted, dtype=object)
+    true_arr = np.array(label, dtype=object)
+    f1_per_class = []
+    for cls_name in sorted(set(predicted) | set(label)):
+        is_pred = pred_arr == cls_name
+        is_true = true_arr == cls_name
+        tp = int(np.sum(is_pred & is_true))
+        wrong = int(np.sum(is_pred ^ is_true))
+        f1_per_class.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
+    return {"accuracy": float(np.mean(pred_arr == true_arr)), "f1": float(np.mean(f1_per_class))}
+
+
+def _regression_baseline(prediction: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    error = prediction - label
+    error = error[~np.isnan(error)]
+    if error.size == 0:
+        return {}
+    return {
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mean_error": float(np.mean(error)),
+    }
+
+
+def _event_rate(ts: np.ndarray) -> float | None:
+    known = ts[np.isfinite(ts)]
+    if known.size < 2:
+        return None
+    span = float(known.max() - known.min())
+    return ts.size / span if span > 0 else None
+
+
+def _build(
+    schema: ModelSchema,
+    numeric: np.ndarray,
+    categorical: Sequence[Sequence[str | None]],
+    score: np.ndarray,
+    pred_label: Sequence[str | None],
+    ts: np.ndarray,
+    labels: np.ndarray | None,
+    *,
+    bins: int,
+    top_k: int,
+    sample_size: int,
+    seed: int,
+    created_at: float,
+) -> ReferenceProfile:
+    n_events = ts.size
+    if numeric.shape != (len(schema.numeric_names), n_events):
+        raise ValueError(
+            f"numeric block has shape {numeric.shape}, expected {(len(schema.numeric_names), n_events)}"
+        )
+    if len(categorical) != len(schema.categorical_names):
+        raise ValueError(
+            f"{len(categorical)} categorical columns, schema has {len(schema.categorical_names)}"
+        )
+    if labels is not None and len(labels) != n_events:
+        raise ValueError(f"{len(labels)} labels for {n_events} events")
+    # A different seed per column keeps each sample independent of the others' sizes.
+    numeric_profiles = {
+        name: NumericProfile.from_values(numeric[i], bins=bins, sample_size=sample_size, seed=seed + i)
+        for i, name in enumerate(schema.numeric_names)
+    }
+    categorical_profiles = {
+        name: CategoricalProfile.from_values(categorical[i], top_k=top_k)
+        for i, name in enumerate(schema.categorical_names)
+    }
+
+    prediction: NumericProfile | CategoricalProfile | None = None
+    baseline: dict[str, float] = {}
+    if schema.task == "multiclass":
+        if any(p is not None for p in pred_label):
+            prediction = CategoricalProfile.from_values(pred_label, top_k=top_k)
+        if labels is not None:
+            pairs = [
+                (p, str(t))
+                for p, t in zip(pred_label, labels, strict=True)
+                if p is not None and t is not None and t == t  # t == t drops float NaN labels
+            ]
+            baseline = _multiclass_baseline([p for p, _ in pairs], [t for _, t in pairs])
+    else:
+        if not np.all(np.isnan(score)):
+            prediction = NumericProfile.from_values(
+                score, bins=bins, sample_size=sample_size, seed=seed + len(schema.numeric_names)
+            )
+        if labels is not None:
+            label_values = np.asarray(labels, dtype=np.float64)
+            if schema.task == "regression":
+                baseline = _regression_baseline(score, label_values)
+            else:
+                # A binary prediction given only as a class label still has a decision, not a score.
+                from_label = np.array([p == schema.positive_class for p in pred_label], dtype=bool)
+                decided = ~np.isnan(score) | np.array([p is not None for p in pred_label], dtype=bool)
+                keep = decided & ~np.isnan(label_values)
+                predicted_positive = np.where(np.isnan(score), from_label, score >= 0.5)
+                baseline = _binary_baseline(score[keep], predicted_positive[keep], label_values[keep])
+
+    return ReferenceProfile(
+        version=1,
+        model_id=schema.model_id,
+        created_at=created_at,
+        n_events=n_events,
+        numeric=numeric_profiles,
+        categorical=categorical_profiles,
+        prediction=prediction,
+        baseline=baseline,
+        event_rate=_event_rate(ts),
+    )
+
+
+def build_reference(
+    schema: ModelSchema,
+    batch: PredictionBatch,
+    labels: np.ndarray | None = None,
+    *,
+    bins: int = 10,
+    top_k: int = 20,
+    sample_size: int = 5000,
+    seed: int = 0,
+    created_at: float = 0.0,
+) -> ReferenceProfile:
+    """Profile a batch of reference events (usually the training or validation set) of one model.
+
+    ``labels`` (aligned with the batch, NaN/None = unknown) add the baseline performance: float 1.0/0.0
+    for binary (1.0 = the schema's positive class), class strings for multiclass, values for
+    regression. Binary decisions threshold the score at 0.5.
+
+    >>> from types import SimpleNamespace
+    >>> from stream_monitor.schema import FeatureSpec, ModelSchema
+    >>> schema = ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),))
+    >>> batch = SimpleNamespace(  # the PredictionBatch columns that a profile reads
+    ...     model_id="m", ts=np.array([0.0, 1.0, 2.0, 4.0]), numeric=np.array([[1.0, 2.0, 3.0, 4.0]]),
+    ...     categorical=[], score=np.array([1.0, 2.0, 3.0, 4.0]), pred_label=[None] * 4)
+    >>> ref = build_reference(schema, batch, np.array([1.0, 2.0, 5.0, 4.0]), bins=2)
+    >>> ref.numeric["x"].edges.tolist(), ref.baseline, ref.event_rate
+    ([2.5], {'mae': 0.5, 'rmse': 1.0, 'mean_error': -0.5}, 1.0)
+    """
+    if batch.model_id != schema.model_id:
+        raise ValueError(f"batch of model {batch.model_id!r} given for schema of {schema.model_id!r}")
+    return _build(
+        schema,
+        np.asarray(batch.numeric, dtype=np.float64).reshape(len(schema.numeric_names), len(batch.ts)),
+        batch.categorical,
+        np.asarray(batch.score, dtype=np.float64),
+        batch.pred_label,
+        np.asarray(batch.ts, dtype=np.float64),
+        labels,
+        bins=bins,
+        top_k=top_k,
+        sample_size=sample_size,
+        seed=seed,
+        created_at=created_at,
+    )
+
+
+#: Version of the :meth:`ReferenceWarmup.snapshot` layout.
+WARMUP_FORMAT = 1
+
+
+class ReferenceWarmup:
+    """Collects the first ``n_events`` live events of a model, then builds its reference from them.
+
+    For models deployed without a training-data reference. Memory is bounded by ``n_events``: only
+    the columns a profile needs are kept, events past ``n_events`` are ignored, and the columns are
+    dropped once the profile is built. ``add`` returns the profile exactly once, on the batch that
+    completes the warm-up; afterwards it is in :attr:`profile`. ``created_at`` of the profile is the
+    latest event time seen (replays give the same profile), or the ``created_at`` setting when the
+    events carry no time.
+
+    >>> from types import SimpleNamespace
+    >>> from stream_monitor.schema import FeatureSpec, ModelSchema
+    >>> schema = ModelSchema("m", "binary", (FeatureSpec("x", "numeric"),))
+    >>> rng = np.random.default_rng(0)
+    >>> def batch(n):
+    ...     return SimpleNamespace(model_id="m", ts=np.arange(n, dtype=float), categorical=[],
+    ...                            numeric=rng.normal(size=(1, n)), score=rng.uniform(size=n),
+    ...                            pred_label=[None] * n)
+    >>> warmup = ReferenceWarmup(schema, 150, bins=4)
+    >>> warmup.add(batch(100)) is None, warmup.collected
+    (True, 100)
+    >>> ref = warmup.add(batch(100))
+    >>> ref.n_events, len(ref.numeric["x"].counts), ref.created_at
+    (150, 4, 99.0)
+    >>> ReferenceWarmup.restore(warmup.snapshot(), schema).profile == ref
+    True
+    """
+
+    def __init__(
+        self,
+        schema: ModelSchema,
+        n_events: int,
+        *,
+        bins: int = 10,
+        top_k: int = 20,
+        sample_size: int = 5000,
+        seed: int = 0,
+        created_at: float = 0.0,
+    ) -> None:
+        if n_events < 1:
+            raise ValueError(f"n_events must be >= 1, got {n_events}")
+        self.schema = schema
+        self.n_events = n_events
+        self.bins = bins
+        self.top_k = top_k
+        self.sample_size = sample_size
+        self.seed = seed
+        self.created_at = created_at
+        self.profile: ReferenceProfile | None = None
+        self._numeric: list[np.ndarray] = []
+        self._categorical: list[list[str | None]] = [[] for _ in schema.categorical_names]
+        self._score: list[np.ndarray] = []
+        self._pred_label: list[str | None] = []
+        self._ts: list[np.ndarray] = []
+        self._collected = 0
+
+    @property
+    def collected(self) -> int:
+        """Events collected so far (``n_events`` once the profile is built)."""
+        return self.n_events if self.profile is not None else self._collected
+
+    def add(self, batch: PredictionBatch) -> ReferenceProfile | None:
+        """Take events from ``batch`` until ``n_events``; return the profile when this batch completes it."""
+        if self.profile is not None:
+            return None
+        if batch.model_id != self.schema.model_id:
+            raise ValueError(
+                f"batch of model {batch.model_id!r} given to warm-up of {self.schema.model_id!r}"
+            )
+        take = min(len(batch.ts), self.n_events - self._collected)
+        if take <= 0:
+            return None
+        numeric = np.asarray(batch.numeric, dtype=np.float64).reshape(len(self.schema.numeric_names), -1)
+        self._numeric.append(numeric[:, :take].copy())
+        for column, values in zip(self._categorical, batch.categorical, strict=True):
+            column.extend(values[:take])
+        self._score.append(np.asarray(batch.score[:take], dtype=np.float64))
+        self._pred_label.extend(batch.pred_label[:take])
+        self._ts.append(np.asarray(batch.ts[:take], dtype=np.float64))
+        self._collected += take
+        if self._collected < self.n_events:
+            return None
+        return self._finish()
+
+    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n_numeric = len(self.schema.numeric_names)
+        numeric = np.concatenate(self._numeric, axis=1) if self._numeric else np.empty((n_numeric, 0))
+        score = np.concatenate(self._score) if self._score else np.empty(0)
+        ts = np.concatenate(self._ts) if self._ts else np.empty(0)
+        return numeric, score, ts
+
+    def _finish(self) -> ReferenceProfile:
+        numeric, score, ts = self._columns()
+        known_ts = ts[np.isfinite(ts)]
+        self.profile = _build(
+            self.schema,
+            numeric,
+            self._categorical,
+            score,
+            self._pred_label,
+            ts,
+            None,
+            bins=self.bins,
+            top_k=self.top_k,
+            sample_size=self.sample_size,
+            seed=self.seed,
+            created_at=float(known_ts.max()) if known_ts.size else self.created_at,
+        )
+        self._numeric, self._score, self._ts, self._pred_label = [], [], [], []
+        self._categorical = [[] for _ in self.schema.categorical_names]
+        return self.profile
+
+    def snapshot(self) -> bytes:
+        """Serialize settings, collected columns (or the finished profile) to JSON bytes."""
+        numeric, score, ts = self._columns()
+        return orjson.dumps(
+            {
+                "format": WARMUP_FORMAT,
+                "model_id": self.schema.model_id,
+                "settings": {
+                    "n_events": self.n_events,
+                    "bins": self.bins,
+                    "top_k": self.top_k,
+                    "sample_size": self.sample_size,
+                    "seed": self.seed,
+                    "created_at": self.created_at,
+                },
+                # orjson writes NaN as null; np.asarray(..., float64) reads null back as NaN.
+                "numeric": numeric.tolist(),
+                "categorical": self._categorical,
+                "score": score.tolist(),
+                "pred_label": self._pred_label,
+                "ts": ts.tolist(),
+                "profile": None if self.profile is None else self.profile.to_dict(),
+            }
+        )
+
+    @classmethod
+    def restore(cls, data: bytes, schema: ModelSchema) -> Self:
+        """Rebuild a warm-up from :meth:`snapshot` bytes; raises :class:`StateError` on bad input."""
+        try:
+            state = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise StateError(f"bad warm-up snapshot: not JSON ({exc})") from exc
+        if not isinstance(state, dict) or state.get("format") != WARMUP_FORMAT:
+            raise StateError("bad warm-up snapshot: missing or unknown format")
+        if state.get("model_id") != schema.model_id:
+            raise StateError(f"warm-up snapshot of {state.get('model_id')!r}, schema is {schema.model_id!r}")
+        try:
+            warmup = cls(schema, **state["settings"])
+            n_numeric = len(schema.numeric_names)
+            ts = np.asarray(state["ts"], dtype=np.float64)
+            numeric = np.asarray(state["numeric"], dtype=np.float64).reshape(n_numeric, ts.size)
+            score = np.asarray(state["score"], dtype=np.float64)
+            categorical = [list(column) for column in state["categorical"]]
+            pred_label = list(state["pred_label"])
+            if score.size != ts.size or len(pred_label) != ts.size:
+                raise ValueError("columns of different lengths")
+            if len(categorical) != len(schema.categorical_names) or any(
+                len(column) != ts.size for column in categorical
+            ):
+                raise ValueError("categorical columns do not match the schema")
+            if state["profile"] is not None:
+                warmup.profile = ReferenceProfile.from_dict(state["profile"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"bad warm-up snapshot: {exc!r}") from exc
+        if ts.size:
+            warmup._numeric, warmup._score, warmup._ts = [numeric], [score], [ts]
+        warmup._categorical, warmup._pred_label = categorical, pred_label
+        warmup._collected = int(ts.size)
+        return warmup
