@@ -1,0 +1,200 @@
+"""Command line: run / replay / demo / reference build / produce."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stream_monitor.config import AppConfig, load_config
+from stream_monitor.errors import StreamMonitorError
+from stream_monitor.pipeline import EngineOutput, MonitoringEngine
+from stream_monitor.reference import ReferenceProfile
+
+log = logging.getLogger("stream_monitor")
+
+
+def packaged_demo_config() -> Path:
+    """Path of the demo configuration shipped inside the package."""
+    return Path(str(importlib.resources.files("stream_monitor") / "examples" / "demo.yaml"))
+
+
+def load_references(app: AppConfig, base: Path | None = None) -> dict[str, ReferenceProfile | None]:
+    """Read each model's reference profile file, if it has one (else it warms up from live events)."""
+    refs: dict[str, ReferenceProfile | None] = {}
+    for m in app.models:
+        if m.reference_path:
+            path = Path(m.reference_path)
+            if not path.is_absolute() and base is not None and not path.exists():
+                path = base / path
+            refs[m.schema.model_id] = ReferenceProfile.from_json(path.read_bytes())
+        else:
+            refs[m.schema.model_id] = None
+    return refs
+
+
+def build_engine(app: AppConfig, references: dict[str, ReferenceProfile | None] | None = None) -> MonitoringEngine:
+    """The engine for a configuration (references default to the configured files)."""
+    return MonitoringEngine(
+        app.schemas(),
+        {m.schema.model_id: m.settings for m in app.models},
+        references if references is not None else load_references(app),
+        {m.schema.model_id: m.version for m in app.models},
+        app.max_message_bytes,
+    )
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from stream_monitor.replay import label_heap, open_lines, read_batches, replay
+
+    app = load_config(args.config)
+    engine = build_engine(app, load_references(app, Path(args.config).parent))
+    out_file = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115 - closed below
+
+    def write(out: EngineOutput, stream: str) -> None:
+        for t in out.triggers:
+            t["emitted_at"] = time.time()
+            out_file.write(orjson.dumps(t) + b"\n")
+
+    labels = None
+    if args.labels:
+        with open_lines(args.labels) as f:
+            labels = label_heap(f)
+    with open_lines(args.events) as f:
+        summary = replay(engine, read_batches(f, args.batch_size), labels, on_output=write)
+    if args.out:
+        out_file.close()
+    else:
+        out_file.flush()
+    rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
+    print(
+        f"replayed {summary.events} events and {summary.labels} joined labels in {summary.seconds:.2f}s "
+        f"({rate:,.0f} events/s); {summary.windows} windows; {summary.rejected} rejected; "
+        f"{len(summary.triggers)} triggers",
+        file=sys.stderr,
+    )
+    for reason, n in sorted(summary.rejections_by_reason.items()):
+        print(f"  rejected {n:>7}  {reason}", file=sys.stderr)
+    for t in summary.triggers:
+        feats = sorted({str(r["feature"] or r["statistic"]) for r in t["reasons"]})
+        print(
+            f"  trigger {t['model_id']:<10} {t['kind']:<16} {t['severity']:<8} window end "
+            f"{_iso(t['event_time'])}  on {', '.join(feats)}  -> {t['recommendation']['action']}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _cmd_reference_build(args: argparse.Namespace) -> int:
+    from stream_monitor.reference_io import build_reference_file
+
+    app = load_config(args.config)
+    model = next((m for m in app.models if m.schema.model_id == args.model), None)
+    if model is None:
+        raise StreamMonitorError(f"model {args.model!r} is not in {args.config}")
+    out = args.out or f"{args.model}.reference.json"
+    d = model.settings.detectors
+    profile = build_reference_file(
+        args.data, model.schema, out, bins=d.bins, top_k=d.top_k, sample_size=d.reference_sample,
+        created_at=time.time(),
+    )
+    print(f"wrote {out}: {profile.n_events} events, {len(profile.numeric)} numeric and "
+          f"{len(profile.categorical)} categorical features, baseline {profile.baseline}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from stream_monitor.demo import run_demo
+
+    return run_demo(
+        port=args.port, host=args.host, stations=args.stations, days=args.days, out=args.out,
+        linger=args.linger,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from stream_monitor.service import run_service
+
+    return run_service(load_config(args.config))
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from stream_monitor.produce import produce_main
+
+    return produce_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stream-monitor", description=__doc__)
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="the service: consume, detect, export metrics, produce triggers")
+    run.add_argument("--config", required=True)
+    run.set_defaults(func=_cmd_run)
+
+    rp = sub.add_parser("replay", help="the same pipeline on JSONL files (optionally .gz), no broker")
+    rp.add_argument("--config", required=True)
+    rp.add_argument("--out", help="write triggers as JSONL here (default: stdout)")
+    rp.add_argument("--batch-size", type=int, default=10_000)
+    rp.add_argument("events")
+    rp.add_argument("labels", nargs="?")
+    rp.set_defaults(func=_cmd_replay)
+
+    demo = sub.add_parser("demo", help="self-contained drifting stream (seed 003's bike sharing)")
+    demo.add_argument("--port", type=int, default=9108, help="metrics port (0: any free port)")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--stations", type=int, default=200)
+    demo.add_argument("--days", type=int, default=40)
+    demo.add_argument("--out", help="also write the triggers as JSONL here")
+    demo.add_argument("--linger", type=float, default=0.0, help="keep serving /metrics this many seconds")
+    demo.set_defaults(func=_cmd_demo)
+
+    ref = sub.add_parser("reference", help="reference profiles")
+    ref_sub = ref.add_subparsers(dest="reference_command", required=True)
+    rb = ref_sub.add_parser("build", help="build a reference profile from training data")
+    rb.add_argument("--config", required=True)
+    rb.add_argument("--model", required=True)
+    rb.add_argument("--out")
+    rb.add_argument("data")
+    rb.set_defaults(func=_cmd_reference_build)
+
+    prod = sub.add_parser("produce", help="send demo, file or synthetic events to Kafka at a target rate")
+    prod.add_argument("--config")
+    prod.add_argument("--bootstrap-servers")
+    prod.add_argument("--source", default="demo", help="demo | synthetic | PATH.jsonl")
+    prod.add_argument("--labels-file")
+    prod.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+    prod.add_argument("--count", type=int, default=0, help="stop after this many events (0: all)")
+    prod.add_argument("--topic")
+    prod.add_argument("--labels-topic")
+    prod.set_defaults(func=_cmd_produce)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: Any = args.func(args)
+    except StreamMonitorError as e:
+        print(f"stream-monitor: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Per-model settings of the pure core: windows, detector thresholds and the trigger policy.
+
+Defaults follow seed 002 (PSI ≥ 0.15 red, 0.1 warning; AUC down ≥ 0.015 for 3 consecutive windows;
+F1 of a key class down > 5 %). ``config.py`` fills these from YAML and the environment; the core only
+ever sees these frozen dataclasses.
+
+>>> s = ModelSettings()
+>>> s.window.kind, s.window.size, s.policy.psi_alarm, s.policy.consecutive_windows
+('count', 5000, 0.15, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """How events are grouped for window detectors.
+
+    ``kind="count"``: windows of ``size`` events (sliding every ``slide`` events if set).
+    ``kind="time"``: windows of ``width`` seconds of event time, ``allowed_lateness`` seconds of grace.
+    """
+
+    kind: Literal["count", "time"] = "count"
+    size: int = 5000
+    slide: int | None = None
+    width: float = 3600.0
+    time_slide: float | None = None
+    allowed_lateness: float = 60.0
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Statistical settings of the window detectors."""
+
+    bins: int = 10
+    top_k: int = 20
+    reference_sample: int = 5000
+    window_sample: int = 2000
+    # Family-wise error rate for all p-value tests of one model in one window (Holm).
+    alpha: float = 0.01
+    # KS must also move at least this far: p-values alone flag everything on huge windows.
+    ks_min_effect: float = 0.1
+    chi2_min_effect: float = 0.1
+    psi_epsilon: float = 1e-4
+    missing_rate_delta: float = 0.1
+    out_of_range_rate: float = 0.05
+    new_category_rate: float = 0.05
+    volume_ratio_low: float = 0.5
+    volume_ratio_high: float = 2.0
+    adwin_delta: float = 0.002
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """When signals become retrain triggers (seed 002's defaults)."""
+
+    psi_warning: float = 0.1
+    psi_alarm: float = 0.15
+    # PSI beyond this on a key feature is critical rather than a warning-level trigger.
+    psi_critical: float = 0.3
+    consecutive_windows: int = 2
+    # Hysteresis: a condition stays "on" until its statistic falls below this fraction of the threshold.
+    hysteresis: float = 0.8
+    auc_drop: float = 0.015
+    performance_windows: int = 3
+    f1_drop_relative: float = 0.05
+    mae_rise_relative: float = 0.2
+    prediction_psi_alarm: float = 0.2
+    cooldown_seconds: float = 6 * 3600.0
+    min_labels_for_performance: int = 200
+    integrity_triggers: bool = True
+    key_class: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """All settings of one model besides its schema."""
+
+    window: WindowSettings = field(default_factory=WindowSettings)
+    detectors: DetectorSettings = field(default_factory=DetectorSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    warmup_events: int = 5000
+    performance_window: int = 5000
+    label_buffer_entries: int = 1_000_000
+    label_ttl_seconds: float = 7 * 86400.0
