@@ -27,7 +27,7 @@ import orjson
 from scipy.stats import rankdata
 
 from stream_monitor.errors import StateError
-from stream_monitor.schema import ModelSchema
+from stream_monitor.schema import FeatureSpec, ModelSchema
 
 if TYPE_CHECKING:
     from stream_monitor.events import PredictionBatch
@@ -616,12 +616,12 @@ class ReferenceWarmup:
     ...                            numeric=rng.normal(size=(1, n)), score=rng.uniform(size=n),
     ...                            pred_label=[None] * n)
     >>> warmup = ReferenceWarmup(schema, 150, bins=4)
-    >>> warmup.add(batch(100)) is None, warmup.collected
-    (True, 100)
+    >>> warmup.add(batch(100)) is None, warmup.collected, warmup.remaining
+    (True, 100, 50)
     >>> ref = warmup.add(batch(100))
     >>> ref.n_events, len(ref.numeric["x"].counts), ref.created_at
     (150, 4, 99.0)
-    >>> ReferenceWarmup.restore(warmup.snapshot(), schema).profile == ref
+    >>> ReferenceWarmup.restore(warmup.snapshot()).profile == ref
     True
     """
 
@@ -657,6 +657,11 @@ class ReferenceWarmup:
     def collected(self) -> int:
         """Events collected so far (``n_events`` once the profile is built)."""
         return self.n_events if self.profile is not None else self._collected
+
+    @property
+    def remaining(self) -> int:
+        """Events still needed before the profile is built (0 once it is)."""
+        return self.n_events - self.collected
 
     def add(self, batch: PredictionBatch) -> ReferenceProfile | None:
         """Take events from ``batch`` until ``n_events``; return the profile when this batch completes it."""
@@ -716,6 +721,8 @@ class ReferenceWarmup:
             {
                 "format": WARMUP_FORMAT,
                 "model_id": self.schema.model_id,
+                # The schema travels with the snapshot so restore(data) needs nothing else.
+                "schema": _schema_to_dict(self.schema),
                 "settings": {
                     "n_events": self.n_events,
                     "bins": self.bins,
@@ -735,15 +742,21 @@ class ReferenceWarmup:
         )
 
     @classmethod
-    def restore(cls, data: bytes, schema: ModelSchema) -> Self:
-        """Rebuild a warm-up from :meth:`snapshot` bytes; raises :class:`StateError` on bad input."""
+    def restore(cls, data: bytes, schema: ModelSchema | None = None) -> Self:
+        """Rebuild a warm-up from :meth:`snapshot` bytes; raises :class:`StateError` on bad input.
+
+        The schema is read from the snapshot; when ``schema`` is given (the configured one), the
+        snapshot must have been taken for the same model id.
+        """
         try:
             state = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise StateError(f"bad warm-up snapshot: not JSON ({exc})") from exc
         if not isinstance(state, dict) or state.get("format") != WARMUP_FORMAT:
             raise StateError("bad warm-up snapshot: missing or unknown format")
-        if state.get("model_id") != schema.model_id:
+        if schema is None:
+            schema = _schema_from_dict(state.get("schema"))
+        elif state.get("model_id") != schema.model_id:
             raise StateError(f"warm-up snapshot of {state.get('model_id')!r}, schema is {schema.model_id!r}")
         try:
             warmup = cls(schema, **state["settings"])
@@ -768,3 +781,31 @@ class ReferenceWarmup:
         warmup._categorical, warmup._pred_label = categorical, pred_label
         warmup._collected = int(ts.size)
         return warmup
+
+
+def _schema_to_dict(schema: ModelSchema) -> dict[str, Any]:
+    return {
+        "model_id": schema.model_id,
+        "task": schema.task,
+        "features": [[f.name, f.kind, f.key, f.importance] for f in schema.features],
+        "positive_class": schema.positive_class,
+        "segment_keys": list(schema.segment_keys),
+        "max_segments": schema.max_segments,
+    }
+
+
+def _schema_from_dict(data: Any) -> ModelSchema:
+    try:
+        return ModelSchema(
+            model_id=str(data["model_id"]),
+            task=data["task"],
+            features=tuple(
+                FeatureSpec(str(name), kind, bool(key), float(importance))
+                for name, kind, key, importance in data["features"]
+            ),
+            positive_class=str(data["positive_class"]),
+            segment_keys=tuple(str(k) for k in data["segment_keys"]),
+            max_segments=int(data["max_segments"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"bad warm-up snapshot: schema {exc!r}") from exc
