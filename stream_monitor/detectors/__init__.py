@@ -1,0 +1,57 @@
+"""Drift detectors: pure statistics over counts and samples, and streaming detectors.
+
+One result type (:class:`DetectorResult`); pure functions for PSI, KS, chi-square, JS/KL and the
+multiple-testing decision; integrity checks; per-window evaluation of many features; and
+streaming detectors (ADWIN, calibrated Page–Hinkley) sharing one snapshot/restore contract.
+"""
+
+from stream_monitor.detectors.base import DetectorResult
+from stream_monitor.detectors.chi_square import chi_square, cohens_w
+from stream_monitor.detectors.divergence import js_divergence, js_divergence_matrix, kl_divergence
+from stream_monitor.detectors.integrity import (
+    missing_rate_check,
+    new_category_check,
+    out_of_range_check,
+    volume_check,
+)
+from stream_monitor.detectors.ks import ks_2samp_sorted
+from stream_monitor.detectors.multiple_testing import (
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_EFFECT,
+    benjamini_hochberg,
+    holm,
+    significant_drift,
+)
+from stream_monitor.detectors.psi import PSI_ALARM, PSI_WARNING, psi, psi_matrix, smoothed_proportions
+from stream_monitor.detectors.streaming import ADWINDetector, PageHinkleyDetector, StreamDriftDetector
+from stream_monitor.detectors.window_evaluation import correct_family, evaluate_categorical, evaluate_numeric
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_MIN_EFFECT",
+    "PSI_ALARM",
+    "PSI_WARNING",
+    "ADWINDetector",
+    "DetectorResult",
+    "PageHinkleyDetector",
+    "StreamDriftDetector",
+    "benjamini_hochberg",
+    "chi_square",
+    "cohens_w",
+    "correct_family",
+    "evaluate_categorical",
+    "evaluate_numeric",
+    "holm",
+    "js_divergence",
+    "js_divergence_matrix",
+    "kl_divergence",
+    "ks_2samp_sorted",
+    "missing_rate_check",
+    "new_category_check",
+    "out_of_range_check",
+    "psi",
+    "psi_matrix",
+    "significant_drift",
+    "smoothed_proportions",
+    "volume_check",
+]
