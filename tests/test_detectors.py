@@ -18,6 +18,7 @@ from stream_monitor.detectors import (
     js_divergence_matrix,
     kl_divergence,
     ks_2samp_sorted,
+    ks_2samp_sorted_many,
     psi,
     psi_matrix,
     significant_drift,
@@ -105,8 +106,8 @@ def test_psi_sampling_noise_matches_the_documented_rate() -> None:
 KS_CASES = {
     "same_normal": lambda rng: (rng.normal(size=3000), rng.normal(size=1200)),
     "shifted": lambda rng: (rng.normal(size=5000), rng.normal(0.2, 1, size=5000)),
-    "ties_integers": lambda rng: (rng.integers(0, 5, 4000).astype(float), rng.integers(0, 6, 900).astype(float)),
-    "ties_shared_values": lambda rng: (np.repeat([1.0, 2.0, 3.0], [10, 20, 30]), np.array([1.0, 3.0, 3.0, 3.0])),
+    "ties_integers": lambda rng: (rng.integers(0, 5, 4000) * 1.0, rng.integers(0, 6, 900) * 1.0),
+    "ties_shared_values": lambda rng: (np.repeat([1.0, 2.0, 3.0], [10, 20, 30]), np.array([1.0, 3, 3, 3])),
     "tiny": lambda rng: (rng.normal(size=7), rng.normal(size=3)),
     "window_larger": lambda rng: (rng.exponential(size=800), rng.exponential(1.3, size=20_000)),
 }
@@ -117,7 +118,7 @@ def test_ks_matches_scipy_asymp(case: str) -> None:
     reference, sample = KS_CASES[case](np.random.default_rng(len(case)))
     statistic, p_value = ks_2samp_sorted(np.sort(reference), sample)
     expected = stats.ks_2samp(reference, sample, method="asymp")
-    assert statistic == pytest.approx(float(expected.statistic), abs=1e-12)
+    assert statistic == float(expected.statistic)  # bit-for-bit, as documented
     assert p_value == pytest.approx(float(expected.pvalue), rel=1e-9, abs=1e-300)
 
 
@@ -126,7 +127,7 @@ def test_ks_matches_scipy_auto_for_large_samples() -> None:
     reference, sample = rng.normal(size=20_000), rng.normal(0.02, 1, size=12_000)
     statistic, p_value = ks_2samp_sorted(np.sort(reference), sample)
     expected = stats.ks_2samp(reference, sample)  # method="auto" is asymptotic above 10 000
-    assert statistic == pytest.approx(float(expected.statistic), abs=1e-12)
+    assert statistic == float(expected.statistic)  # bit-for-bit, as documented
     assert p_value == pytest.approx(float(expected.pvalue), rel=1e-9)
 
 
@@ -144,6 +145,20 @@ def test_ks_drops_nan_and_reports_nan_for_empty_side() -> None:
     assert ks_2samp_sorted(reference, with_nan) == ks_2samp_sorted(reference, sample)
     assert all(math.isnan(v) for v in ks_2samp_sorted(reference, [np.nan]))
     assert all(math.isnan(v) for v in ks_2samp_sorted([], sample))
+
+
+def test_ks_many_matches_scipy_per_feature_and_marks_empty_samples() -> None:
+    rng = np.random.default_rng(13)
+    references = [rng.normal(size=2000), rng.integers(0, 4, 1500) * 1.0, rng.normal(size=300)]
+    samples = [rng.normal(0.1, 1, size=700), rng.integers(0, 4, 400) * 1.0, np.array([np.nan])]
+    statistics, p_values = ks_2samp_sorted_many([np.sort(r) for r in references], samples)
+    for i in range(2):
+        expected = stats.ks_2samp(references[i], samples[i], method="asymp")
+        assert statistics[i] == float(expected.statistic)
+        assert p_values[i] == pytest.approx(float(expected.pvalue), rel=1e-9)
+    assert np.isnan(statistics[2]) and np.isnan(p_values[2])
+    with pytest.raises(ValueError):
+        ks_2samp_sorted_many(references, samples[:2])
 
 
 # --- multiple testing -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from stream_monitor.detectors.integrity import (
     out_of_range_check,
     volume_check,
 )
-from stream_monitor.detectors.ks import ks_2samp_sorted
+from stream_monitor.detectors.ks import ks_2samp_sorted, ks_2samp_sorted_many
 from stream_monitor.detectors.multiple_testing import (
     DEFAULT_ALPHA,
     DEFAULT_MIN_EFFECT,
@@ -46,6 +46,7 @@ __all__ = [
     "js_divergence_matrix",
     "kl_divergence",
     "ks_2samp_sorted",
+    "ks_2samp_sorted_many",
     "missing_rate_check",
     "new_category_check",
     "out_of_range_check",

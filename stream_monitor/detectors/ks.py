@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-__all__ = ["ks_2samp_sorted"]
+__all__ = ["ks_2samp_sorted", "ks_2samp_sorted_many"]
 
 
 def ks_2samp_sorted(ref_sorted: npt.ArrayLike, sample: npt.ArrayLike) -> tuple[float, float]:
     """Two-sided two-sample KS statistic and p-value, with the reference already sorted.
 
     The statistic is ``D = max |F_ref(x) - F_win(x)|`` over all observed ``x``, with both empirical
-    CDFs taken by ``searchsorted(..., side="right")`` exactly as ``scipy.stats.ks_2samp`` does, so ties
-    are handled the same way. Only the window sample is sorted here; the reference is sorted once,
-    when the profile is built. NaNs in ``sample`` are dropped (missing values are the integrity
+    CDFs right-continuous as in ``scipy.stats.ks_2samp``, so ties are handled the same way. Only the
+    window sample is sorted here and then merged with the reference, which is sorted once, when
+    the profile is built. NaNs in ``sample`` are dropped (missing values are the integrity
     checks' business); ``ref_sorted`` must be sorted and finite.
 
     The p-value is Smirnov's: ``scipy.stats.kstwo.sf(D, round(n1 * n2 / (n1 + n2)))`` — the same
@@ -38,22 +40,56 @@ def ks_2samp_sorted(ref_sorted: npt.ArrayLike, sample: npt.ArrayLike) -> tuple[f
     (0.1388, True)
 
     """
+    statistics, p_values = ks_2samp_sorted_many([ref_sorted], [sample])
+    return float(statistics[0]), float(p_values[0])
+
+
+def _statistic_and_effective_n(ref_sorted: npt.ArrayLike, sample: npt.ArrayLike) -> tuple[float, float]:
     ref = np.asarray(ref_sorted, dtype=np.float64)
     win = np.asarray(sample, dtype=np.float64)
     win = np.sort(win[~np.isnan(win)])
     n_ref, n_win = ref.size, win.size
     if n_ref == 0 or n_win == 0:
         return float("nan"), float("nan")
-    # The CDF difference only changes at observed points; check it at both samples' points.
-    # side="right" on both CDFs, as scipy does: with ties, a CDF jumps by the whole tie at once.
-    diff_at_win = (
-        np.searchsorted(ref, win, side="right") / n_ref - np.searchsorted(win, win, side="right") / n_win
-    )
-    diff_at_ref = (
-        np.searchsorted(ref, ref, side="right") / n_ref - np.searchsorted(win, ref, side="right") / n_win
-    )
-    statistic = float(max(np.max(np.abs(diff_at_win)), np.max(np.abs(diff_at_ref))))
+    # Merge the two sorted samples (a stable argsort of two sorted runs is a linear-time merge),
+    # then read both empirical CDFs as running counts. They are compared only at the last element
+    # of each group of equal values: that is searchsorted(..., side="right"), as in scipy, so ties
+    # jump the CDFs by the whole tie at once and the statistic is bit-for-bit scipy's.
+    merged = np.concatenate([ref, win])
+    order = np.argsort(merged, kind="stable")
+    from_ref = order < n_ref
+    cdf_gap = np.cumsum(from_ref) / n_ref - np.cumsum(~from_ref) / n_win
+    sorted_values = merged[order]
+    end_of_tie_group = np.append(sorted_values[1:] != sorted_values[:-1], True)
+    statistic = float(np.max(np.abs(cdf_gap[end_of_tie_group])))
     big, small = max(n_ref, n_win), min(n_ref, n_win)
-    effective_n = np.round(big * small / (big + small))
-    p_value = float(np.clip(stats.kstwo.sf(statistic, effective_n), 0.0, 1.0))
-    return statistic, p_value
+    return statistic, float(np.round(big * small / (big + small)))
+
+
+def ks_2samp_sorted_many(
+    ref_sorted: Sequence[npt.ArrayLike], samples: Sequence[npt.ArrayLike]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ks_2samp_sorted` for many features: arrays of statistics and p-values, one per pair.
+
+    The statistics are computed pair by pair (the samples have different sizes); the p-values in
+    one vectorised ``kstwo.sf`` call, which saves scipy's per-call overhead (~0.1 ms a feature).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(7)
+    >>> refs = [np.sort(rng.normal(0, 1, 3000)), np.sort(rng.uniform(0, 1, 3000))]
+    >>> statistics, p_values = ks_2samp_sorted_many(refs, [rng.normal(0, 1, 500), rng.uniform(0.2, 1, 500)])
+    >>> statistics.round(3), p_values < 1e-6
+    (array([0.035, 0.216]), array([False,  True]))
+
+    """
+    if len(ref_sorted) != len(samples):
+        raise ValueError(f"{len(ref_sorted)} reference samples but {len(samples)} window samples")
+    pairs = [_statistic_and_effective_n(r, s) for r, s in zip(ref_sorted, samples, strict=True)]
+    statistics = np.array([d for d, _ in pairs], dtype=np.float64)
+    effective_n = np.array([n for _, n in pairs], dtype=np.float64)
+    p_values = np.full(statistics.shape, np.nan)
+    valid = ~np.isnan(statistics)
+    if valid.any():
+        p_values[valid] = np.clip(stats.kstwo.sf(statistics[valid], effective_n[valid]), 0.0, 1.0)
+    return statistics, p_values

@@ -34,7 +34,7 @@ import numpy.typing as npt
 from stream_monitor.detectors.base import DetectorResult
 from stream_monitor.detectors.chi_square import chi_square, cohens_w
 from stream_monitor.detectors.divergence import js_divergence_matrix
-from stream_monitor.detectors.ks import ks_2samp_sorted
+from stream_monitor.detectors.ks import ks_2samp_sorted_many
 from stream_monitor.detectors.multiple_testing import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, significant_drift
 from stream_monitor.detectors.psi import PSI_ALARM, PSI_WARNING, psi_matrix
 
@@ -149,21 +149,13 @@ def evaluate_numeric(
     js_results = _threshold_results(
         "js", "js_divergence", names, js_divergence_matrix(ref_c, win_c), js_warn, js_alarm
     )
-    ks_results = []
-    for name, ref_sorted, sample in zip(names, ref_samples, win_samples, strict=True):
-        statistic, p_value = ks_2samp_sorted(ref_sorted, sample)
-        ks_results.append(
-            DetectorResult(
-                "ks",
-                name,
-                "ks_statistic",
-                statistic,
-                min_effect,
-                False,
-                p_value=p_value,
-                effect_size=statistic,
-            )
+    ks_statistics, ks_p_values = ks_2samp_sorted_many(ref_samples, win_samples)
+    ks_results = [
+        DetectorResult(
+            "ks", name, "ks_statistic", float(d), min_effect, False, p_value=float(p), effect_size=float(d)
         )
+        for name, d, p in zip(names, ks_statistics, ks_p_values, strict=True)
+    ]
     if correct:
         ks_results = correct_family(ks_results, alpha)
     return [r for triple in zip(psi_results, ks_results, js_results, strict=True) for r in triple]
