@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from river import drift
 
-from stream_monitor.detectors import ADWINDetector, PageHinkleyDetector, StreamDriftDetector
+from stream_monitor.detectors import (
+    ADWINDetector,
+    PageHinkleyDetector,
+    StreamDriftDetector,
+    make_stream_detector,
+)
 from stream_monitor.errors import StateError
 
 # Each detector with non-default settings, so "settings are stored under their names" can fail.
@@ -50,6 +55,16 @@ def test_snapshot_restore_mid_stream_gives_identical_later_detections(name: str)
     assert after_restored == after_original
     assert restored.n_seen == original.n_seen == stream.size
     assert restored.n_detections == original.n_detections
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_base_class_restores_any_detector_and_factory_builds_by_name(name: str) -> None:
+    detector = FACTORIES[name]()
+    detector.update(_regime_stream(4)[:2000])
+    restored = StreamDriftDetector.restore(detector.snapshot())
+    assert type(restored) is type(detector)
+    assert restored.settings == detector.settings and restored.n_seen == 2000
+    assert make_stream_detector(name, **NON_DEFAULT_SETTINGS[name]).settings == detector.settings
 
 
 @pytest.mark.parametrize("name", FACTORIES)

@@ -23,7 +23,12 @@ from stream_monitor.detectors.multiple_testing import (
     significant_drift,
 )
 from stream_monitor.detectors.psi import PSI_ALARM, PSI_WARNING, psi, psi_matrix, smoothed_proportions
-from stream_monitor.detectors.streaming import ADWINDetector, PageHinkleyDetector, StreamDriftDetector
+from stream_monitor.detectors.streaming import (
+    ADWINDetector,
+    PageHinkleyDetector,
+    StreamDriftDetector,
+    make_stream_detector,
+)
 from stream_monitor.detectors.window_evaluation import correct_family, evaluate_categorical, evaluate_numeric
 
 __all__ = [
@@ -47,6 +52,7 @@ __all__ = [
     "kl_divergence",
     "ks_2samp_sorted",
     "ks_2samp_sorted_many",
+    "make_stream_detector",
     "missing_rate_check",
     "new_category_check",
     "out_of_range_check",

@@ -18,7 +18,7 @@ from river import drift
 
 from stream_monitor.errors import StateError
 
-__all__ = ["ADWINDetector", "PageHinkleyDetector", "StreamDriftDetector"]
+__all__ = ["ADWINDetector", "PageHinkleyDetector", "StreamDriftDetector", "make_stream_detector"]
 
 
 class StreamDriftDetector(abc.ABC):
@@ -120,8 +120,13 @@ class StreamDriftDetector(abc.ABC):
     def restore(cls, data: bytes) -> Self:
         """Rebuild a detector from :meth:`snapshot` bytes; :class:`StateError` if they do not fit.
 
+        Called on the base class it rebuilds whichever detector the snapshot holds; called on a
+        concrete class it refuses another class's snapshot.
+
         Examples
         --------
+        >>> StreamDriftDetector.restore(PageHinkleyDetector(warmup=10).snapshot())
+        PageHinkleyDetector(threshold=20.0, delta=0.5, warmup=10, min_instances=30, mode='both')
         >>> ADWINDetector.restore(PageHinkleyDetector().snapshot())
         Traceback (most recent call last):
         ...
@@ -135,9 +140,10 @@ class StreamDriftDetector(abc.ABC):
         if not isinstance(record, dict) or record.get("format_version") != cls._FORMAT_VERSION:
             version = record.get("format_version") if isinstance(record, dict) else None
             raise StateError(f"{cls.__name__} snapshot format {version!r}, expected {cls._FORMAT_VERSION}")
-        if record.get("class") != cls.__name__:
+        target = _DETECTOR_CLASSES.get(str(record.get("class")))
+        if target is None or not issubclass(target, cls):
             raise StateError(f"snapshot of {record.get('class')} cannot restore a {cls.__name__}")
-        detector = cls.__new__(cls)
+        detector = target.__new__(target)
         detector.__dict__.update(record["state"])
         return detector
 
@@ -291,3 +297,28 @@ class PageHinkleyDetector(StreamDriftDetector):
                 self._page_hinkley = None
                 self._scale = None
         return detections
+
+
+_DETECTOR_CLASSES: dict[str, type[StreamDriftDetector]] = {
+    "ADWINDetector": ADWINDetector,
+    "PageHinkleyDetector": PageHinkleyDetector,
+}
+
+
+def make_stream_detector(kind: str, **settings: Any) -> StreamDriftDetector:
+    """A streaming detector by its ``DetectorResult.detector`` name (``"adwin"``, ``"page_hinkley"``).
+
+    Examples
+    --------
+    >>> make_stream_detector("adwin", delta=0.01)
+    ADWINDetector(delta=0.01, clock=32, max_buckets=5, min_window_length=5, grace_period=10)
+    >>> make_stream_detector("kswin")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown streaming detector 'kswin'; choose from ['adwin', 'page_hinkley']
+
+    """
+    by_name = {detector_class.name: detector_class for detector_class in _DETECTOR_CLASSES.values()}
+    if kind not in by_name:
+        raise ValueError(f"unknown streaming detector {kind!r}; choose from {sorted(by_name)}")
+    return by_name[kind](**settings)
