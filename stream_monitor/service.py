@@ -1,0 +1,519 @@
+"""``stream-monitor run``: a consumer-group member that feeds the engine and publishes its decisions.
+
+Wiring (the quix-streams ``app.py`` shape, in small):
+
+- one :class:`PartitionTask` per assigned partition number ``p``: partition ``p`` of the predictions
+  topic and partition ``p`` of the labels topic (co-partitioned, range assignor) share one
+  :class:`~stream_monitor.pipeline.MonitoringEngine`, so the label join stays local;
+- the loop consumes a batch, groups it by partition, and hands each task its predictions and then its
+  labels; rejections go to the dead-letter topic (original bytes, reason headers), triggers to the
+  triggers topic (key = model id);
+- every ``checkpoint_interval_seconds``, on revoke and on shutdown: the
+  :class:`~stream_monitor.checkpoint.Checkpointer` steps (outputs durable → state records → offsets);
+- on assignment each task is restored from the compacted state topic and the consumer seeks to the
+  offsets the snapshot reflects;
+- ``/metrics``, ``/healthz``, ``/readyz`` and ``/state`` (per-task offsets, counts and state digest).
+
+The engine's ``now`` is the task's event-time watermark (as in ``replay``), so label TTLs and the
+decisions re-made after a restart do not depend on the wall clock; ``emitted_at`` is wall clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from stream_monitor.checkpoint import CheckpointDeferred, Checkpointer, crash_point
+from stream_monitor.config import AppConfig, consumer_config, producer_config
+from stream_monitor.errors import StreamMonitorError
+from stream_monitor.kafka_io import (
+    BROKER_DOWN_CODES,
+    STATE_MAX_MESSAGE_BYTES,
+    FatalKafkaError,
+    OutputProducer,
+    admin_client,
+    connection_config,
+    ensure_topics,
+    is_fatal,
+    make_consumer,
+)
+from stream_monitor.metrics import HealthState, ServiceMetrics, serve_http
+from stream_monitor.pipeline import EngineOutput, MonitoringEngine
+from stream_monitor.reference import ReferenceProfile
+from stream_monitor.state import StateRecord, digest, read_latest, state_key
+
+log = logging.getLogger("stream_monitor.service")
+
+ROLES = ("predictions", "labels")
+LAG_REFRESH_SECONDS = 1.0
+
+
+class PartitionTask:
+    """State of one partition number: its engine and the next offsets of its two input partitions."""
+
+    def __init__(self, partition: int, engine: MonitoringEngine, topics: dict[str, str]) -> None:
+        self.partition = partition
+        self.engine = engine
+        self.topics = topics
+        self.offsets: dict[str, int | None] = {r: None for r in ROLES}
+        self.counts: dict[str, int] = {"predictions": 0, "labels": 0, "rejected": 0, "triggers": 0}
+        self.dirty = False
+        self.restored_digest: str | None = None
+
+    @property
+    def now(self) -> float:
+        """The engine clock: the event-time watermark of this task's predictions."""
+        return max(self.engine.watermark, 0.0)
+
+    def process(self, role: str, raws: list[bytes | None]) -> EngineOutput:
+        """Feed one batch of one input stream to the engine and count it."""
+        if role == "predictions":
+            out = self.engine.process_predictions(raws, now=self.now)
+            self.counts["predictions"] += out.events
+        else:
+            out = self.engine.process_labels(raws, now=self.now)
+            self.counts["labels"] += len(raws) - len(out.rejections)
+        self.counts["rejected"] += len(out.rejections)
+        self.counts["triggers"] += len(out.triggers)
+        self.dirty = True
+        return out
+
+    def restore(self, record: StateRecord) -> None:
+        """Take over a checkpoint: engine state, offsets and counts."""
+        self.engine.restore(record.snapshot)
+        self.offsets = {r: record.offsets.get(r) for r in ROLES}
+        self.counts.update(record.counts)
+        self.restored_digest = record.digest
+
+    def state_record(self, group: str, now: float) -> StateRecord:
+        """The checkpoint of this task (see :mod:`stream_monitor.state`)."""
+        return StateRecord(
+            group,
+            self.partition,
+            dict(self.offsets),
+            dict(self.counts),
+            self.engine.snapshot(),
+            created_at=now,
+        )
+
+    def commit_offsets(self) -> list[TopicPartition]:
+        """Offsets to commit: the next offset of each input partition consumed so far."""
+        return [
+            TopicPartition(self.topics[r], self.partition, off)
+            for r, off in self.offsets.items()
+            if off is not None
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """For ``/state`` and the logs."""
+        return {
+            "partition": self.partition,
+            "offsets": self.offsets,
+            "counts": self.counts,
+            "digest": digest(self.engine.snapshot()),
+            "restored_digest": self.restored_digest,
+        }
+
+
+class Service:
+    """One consumer-group member. ``run()`` returns the process exit code."""
+
+    def __init__(
+        self,
+        app: AppConfig,
+        references: dict[str, ReferenceProfile | None],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.app = app
+        k = app.kafka
+        self.group = k.group_id
+        self.topics = {"predictions": k.topics.predictions, "labels": k.topics.labels}
+        self.role_of = {v: r for r, v in self.topics.items()}
+        self.references = references
+        self.connection = connection_config(k.bootstrap_servers, k.common)
+        self.consumer_settings = consumer_config(app)
+        self.cooperative = self.consumer_settings.get("partition.assignment.strategy") == "cooperative-sticky"
+        self.metrics = ServiceMetrics(app.schemas(), registry)
+        r = self.metrics.registry
+        self.task_events = Gauge(
+            "stream_monitor_partition_events",
+            "Events reflected in a partition-task's state (restored + processed)",
+            ["partition", "stream"],
+            registry=r,
+        )
+        self.assigned = Gauge(
+            "stream_monitor_assigned_partitions", "Partition-tasks owned by this member", registry=r
+        )
+        self.checkpoints = Counter(
+            "stream_monitor_checkpoints", "Checkpoints by outcome", ["outcome"], registry=r
+        )
+        self.health = HealthState()
+        self.tasks: dict[int, PartitionTask] = {}
+        self.stop_requested = False
+        self.assigned_once = False
+        self.restoring = False
+        self.broker_up = True
+        self.max_lag = 0
+        self._fatal: str | None = None
+        self._callback_error: BaseException | None = None
+        self._last_lag = 0.0
+        self._last_checkpoint = time.monotonic()
+        self.consumer: Consumer | None = None
+        self.producer: OutputProducer | None = None
+        self.checkpointer: Checkpointer | None = None
+
+    # ------------------------------------------------------------------ callbacks (librdkafka threads
+    # are not involved: confluent-kafka serves them from consume()/poll() on this thread)
+    def _on_error(self, err: KafkaError) -> None:
+        self.metrics.kafka_errors.labels(err.name()).inc()
+        if err.code() in BROKER_DOWN_CODES:
+            if self.broker_up:
+                log.warning("broker unreachable: %s", err.str())
+            self.broker_up = False
+        if is_fatal(err):
+            self._fatal = f"fatal Kafka error {err.name()}: {err.str()}"
+        else:
+            log.debug("kafka error (retried by the client): %s", err.str())
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            stats = orjson.loads(stats_json)
+        except orjson.JSONDecodeError:
+            return
+        up = any(b.get("state") == "UP" for b in stats.get("brokers", {}).values())
+        if up and not self.broker_up:
+            log.info("broker reachable again")
+        self.broker_up = up
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            self._assign(consumer, partitions)
+        except BaseException as exc:  # never lost: re-raised by the loop after consume() returns
+            self._callback_error = exc
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        started = time.perf_counter()
+        self.restoring = True
+        new = sorted({tp.partition for tp in partitions} - set(self.tasks))
+        records = (
+            read_latest(self.connection, self.app.kafka.topics.state, [state_key(self.group, p) for p in new])
+            if new
+            else {}
+        )
+        restored = 0
+        for p in new:
+            task = PartitionTask(p, self._new_engine(), self.topics)
+            raw = records.get(state_key(self.group, p))
+            if raw is not None:
+                task.restore(StateRecord.decode(raw))
+                restored += 1
+            self.tasks[p] = task
+            for stream in ("predictions", "labels", "rejected"):
+                self.task_events.labels(str(p), stream).set(task.counts[stream])
+        for tp in partitions:
+            owner = self.tasks.get(tp.partition)
+            role = self.role_of.get(tp.topic)
+            off = None if owner is None or role is None else owner.offsets.get(role)
+            # The snapshot's offsets are never behind the committed ones (state is written first).
+            tp.offset = off if off is not None else OFFSET_INVALID
+        if self.cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        seconds = time.perf_counter() - started
+        self.metrics.recovery.set(seconds)
+        self.assigned.set(len(self.tasks))
+        self.assigned_once = True
+        self.restoring = False
+        log.info(
+            "assigned partitions %s: restored %d of %d task(s) from %s in %.3fs (offsets %s)",
+            new,
+            restored,
+            len(new),
+            self.app.kafka.topics.state,
+            seconds,
+            {p: self.tasks[p].offsets for p in new},
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            started = time.perf_counter()
+            numbers = sorted({tp.partition for tp in partitions})
+            tasks = [self.tasks[p] for p in numbers if p in self.tasks]
+            self._checkpoint(tasks, "revoke", timeout=30.0)
+            for p in numbers:
+                self._drop(p)
+            if self.cooperative:
+                consumer.incremental_unassign(partitions)
+            log.info(
+                "revoked partitions %s: checkpointed and committed in %.3fs",
+                numbers,
+                time.perf_counter() - started,
+            )
+        except BaseException as exc:
+            self._callback_error = exc
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            numbers = sorted({tp.partition for tp in partitions})
+            log.warning("partitions %s lost (session expired): dropped without committing", numbers)
+            for p in numbers:
+                self._drop(p)
+            if self.producer is not None and self.producer.transactional:
+                self.producer.producer.abort_transaction(30)
+                self.producer.producer.begin_transaction()
+        except BaseException as exc:
+            self._callback_error = exc
+
+    def _drop(self, p: int) -> None:
+        self.tasks.pop(p, None)
+        for role in ROLES:
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(self.topics[role], str(p))
+        for stream in ("predictions", "labels", "rejected"):
+            with contextlib.suppress(KeyError):
+                self.task_events.remove(str(p), stream)
+        self.assigned.set(len(self.tasks))
+
+    # ------------------------------------------------------------------ the loop
+    def _new_engine(self) -> MonitoringEngine:
+        app = self.app
+        return MonitoringEngine(
+            app.schemas(),
+            {m.schema.model_id: m.settings for m in app.models},
+            self.references,
+            {m.schema.model_id: m.version for m in app.models},
+            app.max_message_bytes,
+        )
+
+    def _raise_pending(self) -> None:
+        if self._callback_error is not None:
+            exc, self._callback_error = self._callback_error, None
+            if isinstance(exc, StreamMonitorError):
+                raise exc
+            raise FatalKafkaError(f"rebalance callback failed: {exc!r}") from exc
+        if self._fatal is not None:
+            raise FatalKafkaError(self._fatal)
+
+    def _process(self, messages: list[Message]) -> None:
+        assert self.producer is not None
+        grouped: dict[int, dict[str, list[Message]]] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                self.metrics.kafka_errors.labels(err.name()).inc()
+                if is_fatal(err):
+                    raise FatalKafkaError(f"consume from {msg.topic()}[{msg.partition()}]: {err.str()}")
+                log.warning("consume error on %s[%s]: %s", msg.topic(), msg.partition(), err.str())
+                continue
+            role = self.role_of.get(msg.topic() or "")
+            if role is None:
+                continue
+            grouped.setdefault(msg.partition() or 0, {r: [] for r in ROLES})[role].append(msg)
+        for p in sorted(grouped):
+            task = self.tasks.get(p)
+            if task is None:
+                log.warning("messages of unassigned partition %d ignored", p)
+                continue
+            for role in ROLES:
+                batch = grouped[p][role]
+                if batch:
+                    self._process_batch(task, role, batch)
+            for stream in ("predictions", "labels", "rejected"):
+                self.task_events.labels(str(p), stream).set(task.counts[stream])
+
+    def _process_batch(self, task: PartitionTask, role: str, batch: list[Message]) -> None:
+        assert self.producer is not None
+        started = time.perf_counter()
+        out = task.process(role, [m.value() for m in batch])
+        for rej in out.rejections:
+            m = batch[rej.index]
+            self.producer.dead_letter(
+                m.value(), rej.reason, m.topic() or "", m.partition() or 0, m.offset() or 0, m.key()
+            )
+        emitted = time.time()
+        for trigger in out.triggers:
+            trigger["emitted_at"] = emitted
+            self.producer.trigger(trigger)
+            log.info(
+                "trigger %s: %s %s %s",
+                trigger["trigger_id"],
+                trigger["model_id"],
+                trigger["kind"],
+                trigger["severity"],
+            )
+            crash_point("after_trigger")
+        self.metrics.observe(out, role)
+        last = batch[-1].offset()
+        task.offsets[role] = (last or 0) + 1
+        self.metrics.latency.labels(role).observe(time.perf_counter() - started)
+
+    def _checkpoint(self, tasks: list[PartitionTask], reason: str, timeout: float | None = None) -> bool:
+        assert self.checkpointer is not None
+        try:
+            self.checkpointer.run(tasks, reason, timeout)
+        except CheckpointDeferred as exc:
+            self.checkpoints.labels("deferred").inc()
+            log.warning("checkpoint (%s) deferred: %s", reason, exc)
+            return False
+        self.checkpoints.labels("ok").inc()
+        self._last_checkpoint = time.monotonic()
+        return True
+
+    def _update_lag(self) -> None:
+        assert self.consumer is not None
+        worst = 0
+        for p, task in self.tasks.items():
+            for role in ROLES:
+                tp = TopicPartition(self.topics[role], p)
+                try:
+                    low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                except KafkaException:
+                    continue
+                if high is None or high < 0:
+                    continue
+                pos = task.offsets[role]
+                lag = max(0, high - (pos if pos is not None else max(low, 0)))
+                self.metrics.lag.labels(self.topics[role], str(p)).set(lag)
+                worst = max(worst, lag)
+        self.max_lag = worst
+
+    def _update_health(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag >= LAG_REFRESH_SECONDS:
+            self._last_lag = now
+            self._update_lag()
+        assert self.checkpointer is not None
+        self.metrics.checkpoint_age.set(time.time() - self.checkpointer.last_success)
+        ready = (
+            self.assigned_once
+            and not self.restoring
+            and self.broker_up
+            and self.max_lag <= self.app.metrics.ready_max_lag
+        )
+        self.health.ready = ready
+        self.health.detail = {
+            "assigned": sorted(self.tasks),
+            "broker_up": self.broker_up,
+            "max_lag": self.max_lag,
+            "assigned_once": self.assigned_once,
+        }
+        self.metrics.service_ready.set(1.0 if ready else 0.0)
+
+    def _state_route(self) -> tuple[int, str, bytes]:
+        body = {"group": self.group, "tasks": {str(p): t.describe() for p, t in list(self.tasks.items())}}
+        return 200, "application/json", orjson.dumps(body)
+
+    def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
+        """Signal handler: finish the batch, checkpoint, commit, leave the group."""
+        log.info("signal %d: stopping after this batch", signum)
+        self.stop_requested = True
+
+    def run(self) -> int:
+        """Consume until stopped; 0 on a clean stop, 1 on a fatal Kafka error."""
+        k = self.app.kafka
+        big = {"max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
+        created = ensure_topics(
+            admin_client(self.connection),
+            {
+                k.topics.state: {"cleanup.policy": "compact", **big},
+                k.topics.dlq: big,
+                k.topics.triggers: {},
+            },
+        )
+        if created:
+            log.info("created topics %s", created)
+        server = serve_http(
+            self.metrics.registry,
+            self.health,
+            self.app.metrics.host,
+            self.app.metrics.port,
+            extra_routes={"/state": self._state_route},
+        )
+        log.info(
+            "serving /metrics /healthz /readyz /state on %s:%d",
+            self.app.metrics.host,
+            server.server_address[1],
+        )
+        transactional_id = f"stream-monitor-{self.group}-{uuid.uuid4().hex[:12]}" if k.exactly_once else None
+        self.producer = OutputProducer(
+            producer_config(self.app),
+            triggers_topic=k.topics.triggers,
+            dlq_topic=k.topics.dlq,
+            error_cb=self._on_error,
+            transactional_id=transactional_id,
+        )
+        self.consumer = make_consumer(
+            self.consumer_settings, error_cb=self._on_error, stats_cb=self._on_stats
+        )
+        self.checkpointer = Checkpointer(self.consumer, self.producer, self.group, k.topics.state)
+        code = 0
+        try:
+            if k.exactly_once:
+                self.producer.producer.init_transactions(60)
+                self.producer.producer.begin_transaction()
+            self.consumer.subscribe(
+                [k.topics.predictions, k.topics.labels],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            log.info("group %s: consuming %s and %s", self.group, k.topics.predictions, k.topics.labels)
+            while not self.stop_requested:
+                try:
+                    messages = self.consumer.consume(
+                        num_messages=k.batch_size, timeout=k.batch_timeout_seconds
+                    )
+                except KafkaException as exc:
+                    raise FatalKafkaError(f"consume failed: {exc}") from exc
+                self._raise_pending()
+                if messages:
+                    self._process(messages)
+                self.producer.poll()
+                self._raise_pending()
+                self._update_health()
+                if time.monotonic() - self._last_checkpoint >= k.checkpoint_interval_seconds:
+                    self._checkpoint(list(self.tasks.values()), "interval")
+                    self._last_checkpoint = time.monotonic()
+            if not self._checkpoint(list(self.tasks.values()), "shutdown", timeout=30.0):
+                log.error(
+                    "shutdown: outputs were not acknowledged within 30s; offsets not committed "
+                    "(the next run reprocesses them)"
+                )
+                code = 1
+            self.health.ready = False
+            self.consumer.close()  # leaves the group (on_revoke: nothing dirty left)
+            self._raise_pending()
+            self.producer.flush(30.0)
+            log.info("stopped cleanly")
+        except StreamMonitorError as exc:
+            log.error("stopping: %s", exc)
+            code = 1
+        finally:
+            self.health.alive = code == 0
+            server.shutdown()
+        return code
+
+
+def run_service(app: AppConfig, install_signals: bool = True) -> int:
+    """Entry point of ``stream-monitor run``."""
+    from stream_monitor.cli import load_references
+
+    service = Service(app, load_references(app))
+    if install_signals:
+        handler: Callable[[int, FrameType | None], None] = service.request_stop
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+    return service.run()
