@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     prod.add_argument("--count", type=int, default=0, help="stop after this many events (0: all)")
     prod.add_argument("--topic")
     prod.add_argument("--labels-topic")
+    prod.add_argument("--key", choices=("model_id", "event_id"), default="model_id",
+                      help="message key of a prediction and its label (same key: same partition)")
+    prod.add_argument("--model", help="synthetic: the configured model to generate events for")
+    prod.add_argument("--drift-after", type=int, default=None, help="synthetic: shift features from here on")
+    prod.add_argument("--seed", type=int, default=0)
+    prod.add_argument("--quiet", action="store_true", help="no progress bar")
     prod.set_defaults(func=_cmd_produce)
     return p
 
