@@ -496,7 +496,7 @@ class EventTimeWindows:
         return closed
 
     def flush(self) -> list[ClosedWindow]:
-        """Close every window that ends by the end of the newest pane with events; later events start anew.
+        """Close the windows that end by the newest pane with events (at least one); later events start anew.
 
         >>> from stream_monitor.reference import ReferenceProfile
         >>> from stream_monitor.schema import ModelSchema
@@ -506,11 +506,14 @@ class EventTimeWindows:
         """
         if not self._panes:
             return []
-        newest = max(self._panes)
-        closed = self._close_until(newest + 1)
+        assert self._next_last_pane is not None
+        # At least the oldest open window closes: in a stream shorter than one sliding window it is
+        # the only window that holds the events.
+        last = max(max(self._panes), self._next_last_pane)
+        closed = self._close_until(last + 1)
         self._panes.clear()
         # The next window starts after the flushed ones, so nothing it holds was already emitted.
-        self._next_last_pane = newest + self._panes_per_window
+        self._next_last_pane = last + self._panes_per_window
         return closed
 
     def snapshot(self) -> bytes:
