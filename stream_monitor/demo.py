@@ -105,6 +105,7 @@ def run_demo(
         metrics.observe(o, stream)
         log.observe(o, stream)
         for t in o.triggers:
+            t["emitted_at"] = time.time()
             day = (t["event_time"] - story.drift_ts) / DAY
             print(f"  TRIGGER {t['model_id']:<6} {t['kind']:<16} {t['severity']:<8} "
                   f"day {day:+.1f} from drift start -> {t['recommendation']['action']}")

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stream_monitor.detectors import StreamDriftDetector
+from stream_monitor.detectors import StreamDriftDetector, make_stream_detector
 from stream_monitor.errors import StateError
 from stream_monitor.evaluation import evaluate_window
 from stream_monitor.events import LabelBatch, PredictionBatch
@@ -93,7 +93,7 @@ class ModelMonitor:
         self.windows: CountWindows | EventTimeWindows | None = None
         self.labels = LabelJoinBuffer(self.settings.label_buffer_entries, self.settings.label_ttl_seconds)
         self.performance = RollingPerformance(schema.task, self.settings.performance_window, schema.positive_class)
-        self.score_drift = StreamDriftDetector("adwin", delta=d.adwin_delta)
+        self.score_drift: StreamDriftDetector = make_stream_detector("adwin", delta=d.adwin_delta)
         self.policy = TriggerPolicy(schema.model_id, schema.key_features, self.settings.policy, model_version)
         self.events_total = 0
         self.last_evaluation: WindowEvaluation | None = None

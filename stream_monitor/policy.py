@@ -202,6 +202,10 @@ class TriggerPolicy:
         # Performance + data drift in the same window is one decision, not two pages.
         if "data_drift" in fired and "performance" in fired:
             fired = {"combined": fired.pop("performance") + fired.pop("data_drift"), **fired}
+        # Prediction drift alongside feature drift is the same story: one trigger carries both.
+        main = next((k for k in ("combined", "data_drift") if k in fired), None)
+        if main is not None and "prediction_drift" in fired:
+            fired[main] = fired[main] + fired.pop("prediction_drift")
         return [self._trigger(kind, reasons, ev, now) for kind, reasons in fired.items()]
 
     def _severity(self, kind: str, reasons: list[DetectorResult]) -> str:
