@@ -40,7 +40,9 @@ def load_references(app: AppConfig, base: Path | None = None) -> dict[str, Refer
     return refs
 
 
-def build_engine(app: AppConfig, references: dict[str, ReferenceProfile | None] | None = None) -> MonitoringEngine:
+def build_engine(
+    app: AppConfig, references: dict[str, ReferenceProfile | None] | None = None
+) -> MonitoringEngine:
     """The engine for a configuration (references default to the configured files)."""
     return MonitoringEngine(
         app.schemas(),
@@ -106,11 +108,18 @@ def _cmd_reference_build(args: argparse.Namespace) -> int:
     out = args.out or f"{args.model}.reference.json"
     d = model.settings.detectors
     profile = build_reference_file(
-        args.data, model.schema, out, bins=d.bins, top_k=d.top_k, sample_size=d.reference_sample,
+        args.data,
+        model.schema,
+        out,
+        bins=d.bins,
+        top_k=d.top_k,
+        sample_size=d.reference_sample,
         created_at=time.time(),
     )
-    print(f"wrote {out}: {profile.n_events} events, {len(profile.numeric)} numeric and "
-          f"{len(profile.categorical)} categorical features, baseline {profile.baseline}")
+    print(
+        f"wrote {out}: {profile.n_events} events, {len(profile.numeric)} numeric and "
+        f"{len(profile.categorical)} categorical features, baseline {profile.baseline}"
+    )
     return 0
 
 
@@ -118,7 +127,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from stream_monitor.demo import run_demo
 
     return run_demo(
-        port=args.port, host=args.host, stations=args.stations, days=args.days, out=args.out,
+        port=args.port,
+        host=args.host,
+        stations=args.stations,
+        days=args.days,
+        out=args.out,
         linger=args.linger,
     )
 
@@ -179,8 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     prod.add_argument("--count", type=int, default=0, help="stop after this many events (0: all)")
     prod.add_argument("--topic")
     prod.add_argument("--labels-topic")
-    prod.add_argument("--key", choices=("model_id", "event_id"), default="model_id",
-                      help="message key of a prediction and its label (same key: same partition)")
+    prod.add_argument(
+        "--key",
+        choices=("model_id", "event_id"),
+        default="model_id",
+        help="message key of a prediction and its label (same key: same partition)",
+    )
     prod.add_argument("--model", help="synthetic: the configured model to generate events for")
     prod.add_argument("--drift-after", type=int, default=None, help="synthetic: shift features from here on")
     prod.add_argument("--seed", type=int, default=0)
@@ -191,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         code: Any = args.func(args)
     except StreamMonitorError as e:

@@ -53,8 +53,12 @@ class DetectionLog:
 
 
 def run_demo(
-    port: int = 9108, host: str = "127.0.0.1", stations: int = 200, days: int = 40,
-    out: str | None = None, linger: float = 0.0,
+    port: int = 9108,
+    host: str = "127.0.0.1",
+    stations: int = 200,
+    days: int = 40,
+    out: str | None = None,
+    linger: float = 0.0,
 ) -> int:
     from prometheus_client import CollectorRegistry
 
@@ -64,19 +68,27 @@ def run_demo(
     app = load_config(str(packaged_demo_config()), env={})
     schemas = app.schemas()
     story = BikeStory(stations=stations, days=days)
-    print(f"stream-monitor demo: bike-sharing demand model, {stations} stations × 24 h × {days} days; "
-          f"warming starts on day {story.drift_day} ({time.strftime('%Y-%m-%d', time.gmtime(story.drift_ts))})")
+    print(
+        f"stream-monitor demo: bike-sharing demand model, {stations} stations × 24 h × {days} days; "
+        f"warming starts on day {story.drift_day} ({time.strftime('%Y-%m-%d', time.gmtime(story.drift_ts))})"
+    )
 
     train, train_labels = story.training()
     batches, _ = decode_predictions([orjson.dumps(e) for e in train], schemas)
     bikes_cfg = next(m for m in app.models if m.schema.model_id == "bikes")
     d = bikes_cfg.settings.detectors
     reference = build_reference(
-        schemas["bikes"], batches["bikes"], np.array([lab["label"] for lab in train_labels]),
-        bins=d.bins, top_k=d.top_k, sample_size=d.reference_sample,
+        schemas["bikes"],
+        batches["bikes"],
+        np.array([lab["label"] for lab in train_labels]),
+        bins=d.bins,
+        top_k=d.top_k,
+        sample_size=d.reference_sample,
     )
-    print(f"reference for bikes from {reference.n_events} training events; baseline "
-          + ", ".join(f"{k}={v:.2f}" for k, v in sorted(reference.baseline.items())))
+    print(
+        f"reference for bikes from {reference.n_events} training events; baseline "
+        + ", ".join(f"{k}={v:.2f}" for k, v in sorted(reference.baseline.items()))
+    )
     refs: dict[str, Any] = {m.schema.model_id: None for m in app.models}
     refs["bikes"] = reference
     engine = build_engine(app, refs)
@@ -107,19 +119,28 @@ def run_demo(
         for t in o.triggers:
             t["emitted_at"] = time.time()
             day = (t["event_time"] - story.drift_ts) / DAY
-            print(f"  TRIGGER {t['model_id']:<6} {t['kind']:<16} {t['severity']:<8} "
-                  f"day {day:+.1f} from drift start -> {t['recommendation']['action']}")
+            print(
+                f"  TRIGGER {t['model_id']:<6} {t['kind']:<16} {t['severity']:<8} "
+                f"day {day:+.1f} from drift start -> {t['recommendation']['action']}"
+            )
         day_now = int((engine.watermark - start) // DAY)
         if day_now > last_day[0]:
             last_day[0] = day_now
-            print(f"  day {day_now + story.training_days:>3}: {engine.monitors['bikes'].events_total:>8} "
-                  f"bikes events", flush=True)
+            print(
+                f"  day {day_now + story.training_days:>3}: {engine.monitors['bikes'].events_total:>8} "
+                f"bikes events",
+                flush=True,
+            )
 
     summary = replay(engine, _batches(predictions, 2000), label_heap(label_lines), on_output=on_output)
-    print(f"\nprocessed {summary.events} events and {summary.labels} labels in {summary.seconds:.1f}s "
-          f"({summary.events / max(summary.seconds, 1e-9):,.0f} events/s), {summary.windows} windows")
-    print(f"\nwhen each detector first fired, relative to the true drift start "
-          f"(day {story.drift_day}; the churn model is a stationary control and should stay quiet):")
+    print(
+        f"\nprocessed {summary.events} events and {summary.labels} labels in {summary.seconds:.1f}s "
+        f"({summary.events / max(summary.seconds, 1e-9):,.0f} events/s), {summary.windows} windows"
+    )
+    print(
+        f"\nwhen each detector first fired, relative to the true drift start "
+        f"(day {story.drift_day}; the churn model is a stationary control and should stay quiet):"
+    )
     for (model, what), ts in sorted(log.first.items(), key=lambda kv: kv[1]):
         rel = (ts - story.drift_ts) / DAY
         verdict = "" if model != "bikes" or rel >= 0 else "  <- before the drift"

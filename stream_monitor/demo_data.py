@@ -6,7 +6,7 @@ temperature but the model (a tree-like fit that cannot extrapolate) saturates, s
 errors grow and are biased. ``churn``: a binary classifier on a stationary stream (the control).
 Labels arrive ``label_delay`` seconds after the prediction. Everything is seeded and pure.
 
->>> story = BikeStory(stations=10, days=4, drift_day=2)
+>>> story = BikeStory(stations=10, days=18, drift_day=16)
 >>> events, labels = story.production()
 >>> len(events) == 10 * 24 * 4 == len(labels), events[0]["model_id"], sorted(events[0]["features"])[:3]
 (True, 'bikes', ['atemp', 'holiday', 'hour'])
@@ -58,9 +58,17 @@ class BikeStory:
         predicted = 20 + 8.0 * np.clip(temp, -5, 15) + 118 * peak - 14 * weather_idx - 18 * humidity
         predicted = np.maximum(0, predicted + rng.normal(0, 4, n))
         return {
-            "ts": ts, "temp": temp, "atemp": atemp, "humidity": humidity, "windspeed": windspeed,
-            "hour": hour.astype(float), "weekday": np.full(n, weekday), "weather": weather_idx,
-            "demand": demand, "predicted": predicted, "day": np.full(n, absolute_day),
+            "ts": ts,
+            "temp": temp,
+            "atemp": atemp,
+            "humidity": humidity,
+            "windspeed": windspeed,
+            "hour": hour.astype(float),
+            "weekday": np.full(n, weekday),
+            "weather": weather_idx,
+            "demand": demand,
+            "predicted": predicted,
+            "day": np.full(n, absolute_day),
         }
 
     def _events(self, production: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -75,20 +83,35 @@ class BikeStory:
             for i in order:
                 eid = f"bikes-{'p' if production else 't'}-{day}-{i}"
                 ts = float(d["ts"][i]) + (self.training_days * DAY if production else 0.0)
-                events.append({
-                    "event_id": eid, "model_id": "bikes", "model_version": "2025.01", "ts": round(ts, 3),
-                    "features": {
-                        "temp": round(float(d["temp"][i]), 2), "atemp": round(float(d["atemp"][i]), 2),
-                        "humidity": round(float(d["humidity"][i]), 3),
-                        "windspeed": round(float(d["windspeed"][i]), 2), "hour": float(d["hour"][i]),
-                        "season": season, "weekday": str(int(d["weekday"][i])),
-                        "weather": WEATHER[int(d["weather"][i])], "holiday": False,
-                    },
-                    "prediction": round(float(d["predicted"][i]), 2),
-                    "segment": {"station_type": "downtown" if i % 3 == 0 else "residential"},
-                })
-                labels.append({"event_id": eid, "model_id": "bikes", "ts": round(ts + self.label_delay, 3),
-                               "label": round(float(d["demand"][i]), 2)})
+                events.append(
+                    {
+                        "event_id": eid,
+                        "model_id": "bikes",
+                        "model_version": "2025.01",
+                        "ts": round(ts, 3),
+                        "features": {
+                            "temp": round(float(d["temp"][i]), 2),
+                            "atemp": round(float(d["atemp"][i]), 2),
+                            "humidity": round(float(d["humidity"][i]), 3),
+                            "windspeed": round(float(d["windspeed"][i]), 2),
+                            "hour": float(d["hour"][i]),
+                            "season": season,
+                            "weekday": str(int(d["weekday"][i])),
+                            "weather": WEATHER[int(d["weather"][i])],
+                            "holiday": False,
+                        },
+                        "prediction": round(float(d["predicted"][i]), 2),
+                        "segment": {"station_type": "downtown" if i % 3 == 0 else "residential"},
+                    }
+                )
+                labels.append(
+                    {
+                        "event_id": eid,
+                        "model_id": "bikes",
+                        "ts": round(ts + self.label_delay, 3),
+                        "label": round(float(d["demand"][i]), 2),
+                    }
+                )
         return events, labels
 
     def training(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -105,8 +128,9 @@ class BikeStory:
         return START_TS + self.drift_day * DAY
 
 
-def churn_events(n: int, seed: int = 7, start_ts: float = START_TS, span: float = 26 * DAY,
-                 label_delay: float = 6 * 3600.0) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def churn_events(
+    n: int, seed: int = 7, start_ts: float = START_TS, span: float = 26 * DAY, label_delay: float = 6 * 3600.0
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """A stationary binary-classification stream (the control model): (prediction, label) pairs.
 
     >>> e, lab = next(churn_events(1))
@@ -126,10 +150,23 @@ def churn_events(n: int, seed: int = 7, start_ts: float = START_TS, span: float 
     for i in range(n):
         eid = f"churn-{seed}-{i}"
         yield (
-            {"event_id": eid, "model_id": "churn", "model_version": "7", "ts": round(float(ts[i]), 3),
-             "features": {"tenure": round(float(tenure[i]), 2), "charges": round(float(charges[i]), 2),
-                          "tickets": int(tickets[i]), "plan": str(plan[i])},
-             "prediction": {"score": round(float(score[i]), 4), "label": "1" if score[i] >= 0.5 else "0"}},
-            {"event_id": eid, "model_id": "churn", "ts": round(float(ts[i]) + label_delay, 3),
-             "label": int(y[i])},
+            {
+                "event_id": eid,
+                "model_id": "churn",
+                "model_version": "7",
+                "ts": round(float(ts[i]), 3),
+                "features": {
+                    "tenure": round(float(tenure[i]), 2),
+                    "charges": round(float(charges[i]), 2),
+                    "tickets": int(tickets[i]),
+                    "plan": str(plan[i]),
+                },
+                "prediction": {"score": round(float(score[i]), 4), "label": "1" if score[i] >= 0.5 else "0"},
+            },
+            {
+                "event_id": eid,
+                "model_id": "churn",
+                "ts": round(float(ts[i]) + label_delay, 3),
+                "label": int(y[i]),
+            },
         )

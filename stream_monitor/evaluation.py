@@ -41,7 +41,6 @@ from stream_monitor.detectors import (
     js_divergence,
     ks_2samp_sorted,
     psi,
-    psi_matrix,
 )
 from stream_monitor.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from stream_monitor.schema import ModelSchema
@@ -67,75 +66,131 @@ def evaluate_window(
     sk = window.sketch
     s = settings
     results: list[DetectorResult] = []
-    pending: list[tuple[str, str | None, float, float, float]] = []  # detector, feature, stat, p, effect
+    pending: list[tuple[str, str, float, float, float]] = []  # detector, feature, stat, p, effect
 
-    names = schema.numeric_names
-    if names:
-        ref_counts = np.stack([reference.numeric[f].counts for f in names]).astype(float)
-        win_counts = np.asarray(sk.numeric_counts, dtype=float)
-        psis = psi_matrix(ref_counts, win_counts, eps=s.psi_epsilon)
-        for i, f in enumerate(names):
-            prof = reference.numeric[f]
-            n_valid = float(win_counts[i].sum())
-            if n_valid == 0:
-                continue
-            results.append(DetectorResult("psi", f, "psi", float(psis[i]), psi_alarm, drift=bool(psis[i] >= psi_alarm),
-                                          warning=bool(psis[i] >= psi_warning)))
-            results.append(
-                DetectorResult("js", f, "js_divergence", js_divergence(ref_counts[i], win_counts[i]), 0.1,
-                               drift=False)
+    for i, f in enumerate(schema.numeric_names):
+        prof = reference.numeric[f]
+        # Discrete features have fewer bins (equal quantile edges merged): compare row by row.
+        ref_counts = prof.counts.astype(float)
+        win_counts = np.asarray(sk.feature_counts(i), dtype=float)
+        if win_counts.sum() == 0:
+            continue
+        value = psi(ref_counts, win_counts, eps=s.psi_epsilon)
+        results.append(
+            DetectorResult(
+                "psi", f, "psi", value, psi_alarm, drift=value >= psi_alarm, warning=value >= psi_warning
             )
-            sample = sk.numeric_sample[i]
-            if len(sample) >= 20 and len(prof.sample) >= 20:
-                stat, p = ks_2samp_sorted(prof.sample, sample)
-                pending.append(("ks", f, stat, p, stat))
-            results.extend(_numeric_integrity(f, prof, sk.numeric_missing[i], sk.numeric_below[i],
-                                              sk.numeric_above[i], sk.n_events, s))
+        )
+        results.append(
+            DetectorResult("js", f, "js_divergence", js_divergence(ref_counts, win_counts), 0.1, drift=False)
+        )
+        sample = sk.numeric_sample[i]
+        if len(sample) >= 20 and len(prof.sample) >= 20:
+            stat, p = ks_2samp_sorted(prof.sample, sample)
+            pending.append(("ks", f, stat, p, stat))
+        results.extend(
+            _numeric_integrity(
+                f, prof, sk.numeric_missing[i], sk.numeric_below[i], sk.numeric_above[i], sk.n_events, s
+            )
+        )
 
     for i, f in enumerate(schema.categorical_names):
-        prof = reference.categorical[f]
+        cprof = reference.categorical[f]
         counts = np.asarray(sk.categorical_counts[i], dtype=float)
         n_valid = float(counts.sum())
         if n_valid == 0:
             continue
-        value = psi(prof.counts.astype(float), counts, eps=s.psi_epsilon)
-        results.append(DetectorResult("psi", f, "psi", value, psi_alarm, drift=value >= psi_alarm, warning=value >= psi_warning))
-        results.append(DetectorResult("js", f, "js_divergence", js_divergence(prof.counts, counts), 0.1,
-                                      drift=False))
-        stat, p = chi_square(prof.counts.astype(float), counts)
+        value = psi(cprof.counts.astype(float), counts, eps=s.psi_epsilon)
+        results.append(
+            DetectorResult(
+                "psi", f, "psi", value, psi_alarm, drift=value >= psi_alarm, warning=value >= psi_warning
+            )
+        )
+        results.append(
+            DetectorResult("js", f, "js_divergence", js_divergence(cprof.counts, counts), 0.1, drift=False)
+        )
+        stat, p = chi_square(cprof.counts.astype(float), counts)
         pending.append(("chi2", f, stat, p, cohens_w(stat, n_valid)))
         missing_rate = _rate(float(sk.categorical_missing[i]), sk.n_events)
-        results.append(DetectorResult(
-            "integrity:missing", f, "missing_rate", missing_rate, prof.missing_rate + s.missing_rate_delta,
-            drift=missing_rate > prof.missing_rate + s.missing_rate_delta))
-        new = sum(sk.new_categories[i].values()) if sk.new_categories else 0
+        results.append(
+            DetectorResult(
+                "integrity:missing",
+                f,
+                "missing_rate",
+                missing_rate,
+                cprof.missing_rate + s.missing_rate_delta,
+                drift=missing_rate > cprof.missing_rate + s.missing_rate_delta,
+            )
+        )
+        new = sum(sk.new_categories[i].values()) + int(sk.new_category_overflow[i])
         # Values outside the reference top-K land in __other__; "new" are those never seen in the reference.
         new_rate = _rate(float(new), n_valid)
-        results.append(DetectorResult("integrity:new_category", f, "new_category_rate", new_rate,
-                                      s.new_category_rate, drift=new_rate > s.new_category_rate))
+        results.append(
+            DetectorResult(
+                "integrity:new_category",
+                f,
+                "new_category_rate",
+                new_rate,
+                s.new_category_rate,
+                drift=new_rate > s.new_category_rate,
+            )
+        )
 
     pred = reference.prediction
     if isinstance(pred, NumericProfile) and len(sk.score_sample) > 0:
         value = psi(pred.counts.astype(float), np.asarray(sk.score_counts, dtype=float), eps=s.psi_epsilon)
-        results.append(DetectorResult("psi", PREDICTION, "psi", value, psi_alarm, drift=value >= psi_alarm,
-                                      warning=value >= psi_warning))
+        results.append(
+            DetectorResult(
+                "psi",
+                PREDICTION,
+                "psi",
+                value,
+                psi_alarm,
+                drift=value >= psi_alarm,
+                warning=value >= psi_warning,
+            )
+        )
         if len(sk.score_sample) >= 20 and len(pred.sample) >= 20:
             stat, p = ks_2samp_sorted(pred.sample, sk.score_sample)
-            results.append(DetectorResult("ks", PREDICTION, "ks_statistic", stat, s.ks_min_effect,
-                                          drift=False, p_value=p, effect_size=stat))
+            results.append(
+                DetectorResult(
+                    "ks",
+                    PREDICTION,
+                    "ks_statistic",
+                    stat,
+                    s.ks_min_effect,
+                    drift=False,
+                    p_value=p,
+                    effect_size=stat,
+                )
+            )
     elif isinstance(pred, CategoricalProfile) and np.asarray(sk.score_counts).sum() > 0:
         value = psi(pred.counts.astype(float), np.asarray(sk.score_counts, dtype=float), eps=s.psi_epsilon)
-        results.append(DetectorResult("psi", PREDICTION, "psi", value, psi_alarm, drift=value >= psi_alarm,
-                                      warning=value >= psi_warning))
+        results.append(
+            DetectorResult(
+                "psi",
+                PREDICTION,
+                "psi",
+                value,
+                psi_alarm,
+                drift=value >= psi_alarm,
+                warning=value >= psi_warning,
+            )
+        )
 
     if pending:
         adjusted = holm(np.array([p for _, _, _, p, _ in pending]))
-        for (det, f, stat, p, effect), p_adj in zip(pending, adjusted, strict=True):
+        for (det, f, stat, _p, effect), p_adj in zip(pending, adjusted, strict=True):
             min_effect = s.ks_min_effect if det == "ks" else s.chi2_min_effect
             results.append(
                 DetectorResult(
-                    det, f, "ks_statistic" if det == "ks" else "chi2", float(stat), min_effect,
-                    drift=bool(p_adj < s.alpha and effect >= min_effect), p_value=float(p_adj),
+                    det,
+                    f,
+                    "ks_statistic" if det == "ks" else "chi2",
+                    float(stat),
+                    min_effect,
+                    drift=bool(p_adj < s.alpha and effect >= min_effect),
+                    p_value=float(p_adj),
                     effect_size=float(effect),
                 )
             )
@@ -156,13 +211,24 @@ def _numeric_integrity(
     missing_rate = _rate(float(missing), n_events)
     oor = _rate(float(below + above), n_events - float(missing))
     return [
-        DetectorResult("integrity:missing", feature, "missing_rate", missing_rate,
-                       prof.missing_rate + s.missing_rate_delta,
-                       drift=missing_rate > prof.missing_rate + s.missing_rate_delta),
+        DetectorResult(
+            "integrity:missing",
+            feature,
+            "missing_rate",
+            missing_rate,
+            prof.missing_rate + s.missing_rate_delta,
+            drift=missing_rate > prof.missing_rate + s.missing_rate_delta,
+        ),
         # Values beyond the training range are drift evidence (seed 003's temperature), not an
         # integrity incident: windows with them must stay eligible for retraining.
-        DetectorResult("out_of_range", feature, "out_of_range_rate", oor, s.out_of_range_rate,
-                       drift=oor > s.out_of_range_rate),
+        DetectorResult(
+            "out_of_range",
+            feature,
+            "out_of_range_rate",
+            oor,
+            s.out_of_range_rate,
+            drift=oor > s.out_of_range_rate,
+        ),
     ]
 
 
@@ -171,8 +237,9 @@ def _volume(reference: ReferenceProfile, window: ClosedWindow, s: DetectorSettin
     sk = window.sketch
     span = float(sk.ts_max - sk.ts_min) if sk.n_events > 1 else 0.0
     if not reference.event_rate or span <= 0:
-        return DetectorResult("integrity:volume", None, "volume_ratio", math.nan, s.volume_ratio_high,
-                              drift=False)
+        return DetectorResult(
+            "integrity:volume", None, "volume_ratio", math.nan, s.volume_ratio_high, drift=False
+        )
     ratio = (sk.n_events / span) / reference.event_rate
     drift = ratio < s.volume_ratio_low or ratio > s.volume_ratio_high
     threshold = s.volume_ratio_low if ratio < 1 else s.volume_ratio_high

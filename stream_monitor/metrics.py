@@ -22,7 +22,17 @@ from stream_monitor.pipeline import EngineOutput
 from stream_monitor.policy import WindowEvaluation
 from stream_monitor.schema import ModelSchema
 
-PERFORMANCE_METRICS = ("auc", "accuracy", "precision", "recall", "f1", "macro_f1", "mae", "rmse", "mean_error")
+PERFORMANCE_METRICS = (
+    "auc",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "macro_f1",
+    "mae",
+    "rmse",
+    "mean_error",
+)
 TRIGGER_KINDS = ("data_drift", "prediction_drift", "performance", "integrity", "combined")
 SEVERITIES = ("warning", "critical")
 PREDICTION = "__prediction__"
@@ -52,64 +62,133 @@ class ServiceMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         p = "stream_monitor_"
-        self.events = Counter(p + "events_processed", "Valid events processed", ["model", "stream"], registry=r)
-        self.rejected = Counter(p + "events_rejected", "Messages rejected to the dead-letter topic",
-                                ["reason"], registry=r)
-        self.unknown_features = Counter(p + "unknown_features", "Event features not in the model's schema",
-                                        ["model"], registry=r)
+        self.events = Counter(
+            p + "events_processed", "Valid events processed", ["model", "stream"], registry=r
+        )
+        self.rejected = Counter(
+            p + "events_rejected", "Messages rejected to the dead-letter topic", ["reason"], registry=r
+        )
+        self.unknown_features = Counter(
+            p + "unknown_features", "Event features not in the model's schema", ["model"], registry=r
+        )
         self.windows = Counter(p + "windows_closed", "Windows evaluated", ["model"], registry=r)
-        self.psi = Gauge(p + "feature_psi", "Population stability index of the last window",
-                         ["model", "feature"], registry=r)
-        self.ks = Gauge(p + "feature_ks_statistic", "KS statistic vs the reference sample",
-                        ["model", "feature"], registry=r)
-        self.ks_p = Gauge(p + "feature_ks_pvalue", "KS p-value (Holm-adjusted across the model's tests)",
-                          ["model", "feature"], registry=r)
-        self.js = Gauge(p + "feature_js_divergence", "Jensen-Shannon divergence (base 2)",
-                        ["model", "feature"], registry=r)
-        self.drift = Gauge(p + "feature_drift_detected", "1 when a drift detector fired on the feature",
-                           ["model", "feature"], registry=r)
-        self.missing = Gauge(p + "feature_missing_rate", "Fraction of missing values in the window",
-                             ["model", "feature"], registry=r)
-        self.out_of_range = Gauge(p + "feature_out_of_range_rate", "Fraction outside the reference range",
-                                  ["model", "feature"], registry=r)
-        self.pred_psi = Gauge(p + "prediction_psi", "PSI of the prediction distribution", ["model"], registry=r)
-        self.pred_drift = Gauge(p + "prediction_drift_detected", "1 when prediction drift is detected",
-                                ["model"], registry=r)
-        self.stream_drift = Counter(p + "stream_drift_detections", "Streaming detector detections",
-                                    ["model", "detector", "signal"], registry=r)
-        self.volume = Gauge(p + "volume_ratio", "Window event rate over the reference rate", ["model"], registry=r)
-        self.incident = Gauge(p + "integrity_incident", "1 when the last window is an integrity incident",
-                              ["model"], registry=r)
-        self.performance = Gauge(p + "performance", "Rolling performance over the last joined labels",
-                                 ["model", "metric"], registry=r)
-        self.baseline = Gauge(p + "performance_baseline", "Reference (training) performance",
-                              ["model", "metric"], registry=r)
-        self.labels_joined = Counter(p + "labels_joined", "Labels joined to predictions", ["model"], registry=r)
-        self.labels_pending = Gauge(p + "labels_pending", "Predictions waiting for a label", ["model"], registry=r)
-        self.labels_expired = Gauge(p + "labels_expired", "Predictions expired before their label (total)",
-                                    ["model"], registry=r)
-        self.labels_orphan = Gauge(p + "labels_orphan", "Labels without a pending prediction (total)",
-                                   ["model"], registry=r)
-        self.label_delay = Gauge(p + "label_delay_seconds", "Median label delay of recent joins", ["model"],
-                                 registry=r)
-        self.label_rate = Gauge(p + "label_arrival_rate", "Labels joined per second (recent)", ["model"],
-                                registry=r)
-        self.triggers = Counter(p + "triggers_emitted", "Retrain triggers emitted",
-                                ["model", "kind", "severity"], registry=r)
-        self.last_trigger = Gauge(p + "last_trigger_timestamp_seconds", "Event time of the last trigger",
-                                  ["model"], registry=r)
-        self.ready = Gauge(p + "model_ready", "1 when the model has a reference and is detecting", ["model"],
-                           registry=r)
-        self.latency = Histogram(p + "processing_latency_seconds", "Time to process one consumed batch",
-                                 ["stream"], registry=r,
-                                 buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
-        self.lag = Gauge(p + "consumer_lag", "Messages behind the partition's high watermark",
-                         ["topic", "partition"], registry=r)
-        self.checkpoint_age = Gauge(p + "checkpoint_age_seconds", "Seconds since the last state checkpoint",
-                                    registry=r)
+        self.psi = Gauge(
+            p + "feature_psi",
+            "Population stability index of the last window",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.ks = Gauge(
+            p + "feature_ks_statistic",
+            "KS statistic vs the reference sample",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.ks_p = Gauge(
+            p + "feature_ks_pvalue",
+            "KS p-value (Holm-adjusted across the model's tests)",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.js = Gauge(
+            p + "feature_js_divergence",
+            "Jensen-Shannon divergence (base 2)",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.drift = Gauge(
+            p + "feature_drift_detected",
+            "1 when a drift detector fired on the feature",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.missing = Gauge(
+            p + "feature_missing_rate",
+            "Fraction of missing values in the window",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.out_of_range = Gauge(
+            p + "feature_out_of_range_rate",
+            "Fraction outside the reference range",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.pred_psi = Gauge(
+            p + "prediction_psi", "PSI of the prediction distribution", ["model"], registry=r
+        )
+        self.pred_drift = Gauge(
+            p + "prediction_drift_detected", "1 when prediction drift is detected", ["model"], registry=r
+        )
+        self.stream_drift = Counter(
+            p + "stream_drift_detections",
+            "Streaming detector detections",
+            ["model", "detector", "signal"],
+            registry=r,
+        )
+        self.volume = Gauge(
+            p + "volume_ratio", "Window event rate over the reference rate", ["model"], registry=r
+        )
+        self.incident = Gauge(
+            p + "integrity_incident", "1 when the last window is an integrity incident", ["model"], registry=r
+        )
+        self.performance = Gauge(
+            p + "performance",
+            "Rolling performance over the last joined labels",
+            ["model", "metric"],
+            registry=r,
+        )
+        self.baseline = Gauge(
+            p + "performance_baseline", "Reference (training) performance", ["model", "metric"], registry=r
+        )
+        self.labels_joined = Counter(
+            p + "labels_joined", "Labels joined to predictions", ["model"], registry=r
+        )
+        self.labels_pending = Gauge(
+            p + "labels_pending", "Predictions waiting for a label", ["model"], registry=r
+        )
+        self.labels_expired = Gauge(
+            p + "labels_expired", "Predictions expired before their label (total)", ["model"], registry=r
+        )
+        self.labels_orphan = Gauge(
+            p + "labels_orphan", "Labels without a pending prediction (total)", ["model"], registry=r
+        )
+        self.label_delay = Gauge(
+            p + "label_delay_seconds", "Median label delay of recent joins", ["model"], registry=r
+        )
+        self.label_rate = Gauge(
+            p + "label_arrival_rate", "Labels joined per second (recent)", ["model"], registry=r
+        )
+        self.triggers = Counter(
+            p + "triggers_emitted", "Retrain triggers emitted", ["model", "kind", "severity"], registry=r
+        )
+        self.last_trigger = Gauge(
+            p + "last_trigger_timestamp_seconds", "Event time of the last trigger", ["model"], registry=r
+        )
+        self.ready = Gauge(
+            p + "model_ready", "1 when the model has a reference and is detecting", ["model"], registry=r
+        )
+        self.latency = Histogram(
+            p + "processing_latency_seconds",
+            "Time to process one consumed batch",
+            ["stream"],
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.lag = Gauge(
+            p + "consumer_lag",
+            "Messages behind the partition's high watermark",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.checkpoint_age = Gauge(
+            p + "checkpoint_age_seconds", "Seconds since the last state checkpoint", registry=r
+        )
         self.recovery = Gauge(p + "state_recovery_seconds", "Time the last state restore took", registry=r)
         self.kafka_errors = Counter(p + "kafka_errors", "Kafka client errors", ["kind"], registry=r)
-        self.service_ready = Gauge(p + "ready", "1 when assigned, restored and lag below the bound", registry=r)
+        self.service_ready = Gauge(
+            p + "ready", "1 when assigned, restored and lag below the bound", registry=r
+        )
         for m, s in self.schemas.items():
             for stream in ("predictions", "labels"):
                 self.events.labels(m, stream)
@@ -217,7 +296,7 @@ def serve_http(
     routes = dict(extra_routes or {})
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
@@ -241,7 +320,7 @@ def serve_http(
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return  # scrapes every few seconds would flood the service log
 
     server = ThreadingHTTPServer((host, port), Handler)

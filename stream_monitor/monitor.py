@@ -92,7 +92,9 @@ class ModelMonitor:
         self.warmup: ReferenceWarmup | None = None
         self.windows: CountWindows | EventTimeWindows | None = None
         self.labels = LabelJoinBuffer(self.settings.label_buffer_entries, self.settings.label_ttl_seconds)
-        self.performance = RollingPerformance(schema.task, self.settings.performance_window, schema.positive_class)
+        self.performance = RollingPerformance(
+            schema.task, self.settings.performance_window, schema.positive_class
+        )
         self.score_drift: StreamDriftDetector = make_stream_detector("adwin", delta=d.adwin_delta)
         self.policy = TriggerPolicy(schema.model_id, schema.key_features, self.settings.policy, model_version)
         self.events_total = 0
@@ -218,6 +220,7 @@ class ModelMonitor:
     # -- state --------------------------------------------------------------------------------
     def snapshot(self) -> bytes:
         """The whole monitor as bytes; :meth:`restore` with the same schema/settings continues exactly."""
+
         def b64(data: bytes | None) -> str | None:
             return None if data is None else base64.b64encode(data).decode()
 
@@ -238,7 +241,10 @@ class ModelMonitor:
 
     @classmethod
     def restore(
-        cls, data: bytes, schema: ModelSchema, settings: ModelSettings | None = None,
+        cls,
+        data: bytes,
+        schema: ModelSchema,
+        settings: ModelSettings | None = None,
         model_version: str | None = None,
     ) -> ModelMonitor:
         """Rebuild a monitor from :meth:`snapshot` bytes."""

@@ -27,10 +27,15 @@ Task = Literal["binary", "multiclass", "regression"]
 class Joined(Protocol):
     """What :meth:`RollingPerformance.update` reads; :class:`stream_monitor.labels.JoinedLabels` fits."""
 
-    score: np.ndarray
-    pred_class: Sequence[str | None]
-    label: np.ndarray
-    label_class: Sequence[str] | None
+    # Read-only properties: a Protocol with plain attributes would be invariant and reject list fields.
+    @property
+    def score(self) -> np.ndarray: ...
+    @property
+    def pred_class(self) -> Sequence[str | None]: ...
+    @property
+    def label(self) -> np.ndarray: ...
+    @property
+    def label_class(self) -> Sequence[str] | None: ...
 
 
 def binary_auc(score: np.ndarray, positive: np.ndarray) -> float:

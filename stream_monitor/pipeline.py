@@ -70,12 +70,13 @@ class MonitoringEngine:
         self.watermark = float("-inf")
         refs = references or {}
         self.monitors = {
-            m: ModelMonitor(s, self.settings[m], refs.get(m), self.versions.get(m)) for m, s in schemas.items()
+            m: ModelMonitor(s, self.settings[m], refs.get(m), self.versions.get(m))
+            for m, s in schemas.items()
         }
 
     def process_predictions(self, raws: Sequence[bytes | None], now: float) -> EngineOutput:
         """Decode a batch of prediction messages and feed each model's monitor."""
-        batches, rejections = decode_predictions(raws, self.schemas, self.max_message_bytes)  # type: ignore[arg-type]
+        batches, rejections = decode_predictions(raws, self.schemas, self.max_message_bytes)
         out = EngineOutput(rejections=rejections)
         for model_id, batch in batches.items():
             if len(batch):
@@ -87,7 +88,7 @@ class MonitoringEngine:
 
     def process_labels(self, raws: Sequence[bytes | None], now: float) -> EngineOutput:
         """Decode a batch of label messages and join them to pending predictions."""
-        batches, rejections = decode_labels(raws, self.schemas, self.max_message_bytes)  # type: ignore[arg-type]
+        batches, rejections = decode_labels(raws, self.schemas, self.max_message_bytes)
         out = EngineOutput(rejections=rejections)
         for model_id, batch in batches.items():
             out.per_model[model_id] = self.monitors[model_id].process_labels(batch, now)
@@ -102,7 +103,9 @@ class MonitoringEngine:
         return orjson.dumps(
             {
                 "format": _FORMAT,
-                "monitors": {m: base64.b64encode(mon.snapshot()).decode() for m, mon in self.monitors.items()},
+                "monitors": {
+                    m: base64.b64encode(mon.snapshot()).decode() for m, mon in self.monitors.items()
+                },
             }
         )
 

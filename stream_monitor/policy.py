@@ -131,14 +131,32 @@ class TriggerPolicy:
 
         if "auc" in perf and "auc" in base and not math.isnan(perf["auc"]):
             limit = base["auc"] - s.auc_drop
-            check("auc", perf["auc"], limit, perf["auc"] <= limit, perf["auc"] <= base["auc"] - s.hysteresis * s.auc_drop)
+            check(
+                "auc",
+                perf["auc"],
+                limit,
+                perf["auc"] <= limit,
+                perf["auc"] <= base["auc"] - s.hysteresis * s.auc_drop,
+            )
         f1_key = f"f1:{s.key_class}" if s.key_class else "f1"
         if f1_key in perf and f1_key in base and base[f1_key] > 0:
             limit = base[f1_key] * (1.0 - s.f1_drop_relative)
-            check(f1_key, perf[f1_key], limit, perf[f1_key] < limit, perf[f1_key] < base[f1_key] * (1 - s.hysteresis * s.f1_drop_relative))
+            check(
+                f1_key,
+                perf[f1_key],
+                limit,
+                perf[f1_key] < limit,
+                perf[f1_key] < base[f1_key] * (1 - s.hysteresis * s.f1_drop_relative),
+            )
         if "mae" in perf and "mae" in base and base["mae"] > 0:
             limit = base["mae"] * (1.0 + s.mae_rise_relative)
-            check("mae", perf["mae"], limit, perf["mae"] > limit, perf["mae"] > base["mae"] * (1 + s.hysteresis * s.mae_rise_relative))
+            check(
+                "mae",
+                perf["mae"],
+                limit,
+                perf["mae"] > limit,
+                perf["mae"] > base["mae"] * (1 + s.hysteresis * s.mae_rise_relative),
+            )
         return reasons, clear and not reasons
 
     def _prediction_drift(self, ev: WindowEvaluation) -> tuple[list[DetectorResult], bool]:
@@ -299,7 +317,12 @@ class TriggerPolicy:
             {
                 "format": _FORMAT,
                 "conditions": {
-                    k: [c.streak, c.latched, None if math.isinf(c.last_fired_end) else c.last_fired_end, c.started_at]
+                    k: [
+                        c.streak,
+                        c.latched,
+                        None if math.isinf(c.last_fired_end) else c.last_fired_end,
+                        c.started_at,
+                    ]
                     for k, c in self._conditions.items()
                 },
                 "history": list(self._history),

@@ -25,7 +25,9 @@ from stream_monitor.pipeline import EngineOutput, MonitoringEngine
 def open_lines(path: str | Path) -> IO[bytes]:
     """Open a JSONL file, gzip-compressed when it ends in ``.gz``."""
     p = Path(path)
-    return gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")
+    if p.suffix == ".gz":
+        return gzip.open(p, "rb")  # type: ignore[return-value]
+    return p.open("rb")
 
 
 def read_batches(lines: Iterable[bytes], batch_size: int) -> Iterator[list[bytes]]:
