@@ -1,0 +1,850 @@
+"""Decode and validate a batch of raw Kafka message values into columnar, per-model arrays.
+
+This is the hot path: one ``orjson.loads`` per message, then the schema's feature values are pulled
+into lists that become feature-major numpy arrays once per batch. Every input either lands in exactly
+one model's batch (its position in ``index``) or in exactly one :class:`Rejection` whose ``reason``
+comes from a fixed vocabulary, so it can be a bounded Prometheus label and a dead-letter header.
+
+Reasons (see :data:`REASON_KINDS` and :func:`possible_reasons`):
+
+=====================  ======================================================================
+``empty``              ``None`` or zero-length value
+``too_large``          more than ``max_bytes`` bytes (checked before parsing)
+``too_deep``           JSON nesting deeper than :data:`MAX_DEPTH` (checked before parsing:
+                       some orjson versions have no depth limit and overflow the C stack)
+``malformed_json``     anything orjson rejects: syntax, invalid UTF-8, ``NaN``/``Infinity``
+                       literals, numbers orjson refuses to turn into a finite double
+``not_an_object``      valid JSON whose top level is not an object
+``missing_field:<f>``  a required field is absent or ``null``
+``bad_type:<f>``       a field has the wrong type or an unusable value (e.g. ts out of range)
+``non_finite:<f>``     a number that parsed to ±inf, or an integer too big for a float64
+``unknown_model``      ``model_id`` is not configured
+=====================  ======================================================================
+
+``<f>`` only ever names a fixed field (``ts``, ``prediction.score``, ...) or a name from the schema
+(``features.<feature>``, ``segment.<key>``), never a key taken from the input. A bad value under a
+feature name the schema does not know is not a rejection; such names are only counted in
+``PredictionBatch.unknown_features``.
+
+When an event has several problems it is rejected for the first one found, in this order: size,
+depth, JSON, object, ``event_id``, ``model_id``, model known, ``ts``, ``features``, numeric feature
+types (schema order), categorical features, ``prediction``, ``model_version``, ``segment``; infinite
+numeric feature values are found per batch with numpy, so they come last.
+
+Inputs may be ``bytes``, ``bytearray``, ``memoryview`` or ``None`` (and ``str``, taken as UTF-8); any
+other object is rejected as ``malformed_json`` with ``raw=b""``. An unexpected internal error on one event
+rejects that event as ``malformed_json`` rather than raising: the consumer must keep going.
+
+Conversions: a required field that is ``null`` counts as missing. Numeric features take int, float
+or bool (1/0); ``null`` or absent is missing (NaN). Categorical features and segment values take str,
+int or bool (``"true"``/``"false"``); ``null`` or absent is missing (``None``).
+
+>>> from stream_monitor.schema import FeatureSpec, ModelSchema
+>>> features = (FeatureSpec("age", "numeric"), FeatureSpec("plan", "categorical"))
+>>> schema = ModelSchema("churn", "binary", features)
+>>> raws = [
+...     b'{"event_id": "a", "model_id": "churn", "ts": 10, "features": {"age": 31, "plan": "pro"},'
+...     b' "prediction": {"score": 0.8, "label": "1"}}',
+...     b'{"event_id": "b", "model_id": "churn", "ts": 11, "features": {"age": "old"}, "prediction": 0.1}',
+...     b"{oops",
+... ]
+>>> batches, rejections = decode_predictions(raws, {"churn": schema})
+>>> batch = batches["churn"]
+>>> batch.index.tolist(), batch.numeric.tolist(), batch.categorical, batch.score.tolist()
+([0], [[31.0]], [['pro']], [0.8])
+>>> [(r.index, r.reason) for r in rejections]
+[(1, 'bad_type:features.age'), (2, 'malformed_json')]
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from stream_monitor.schema import ModelSchema
+
+__all__ = [
+    "MAX_DEPTH",
+    "REASON_KINDS",
+    "REASON_PATTERN",
+    "LabelBatch",
+    "PredictionBatch",
+    "RawValue",
+    "Rejection",
+    "decode_labels",
+    "decode_predictions",
+    "parse_ts",
+    "possible_reasons",
+]
+
+RawValue = bytes | bytearray | memoryview | None
+
+#: Every reason starts with one of these; the last three take ``:<field>``.
+REASON_KINDS: tuple[str, ...] = (
+    "empty",
+    "too_large",
+    "too_deep",
+    "malformed_json",
+    "not_an_object",
+    "unknown_model",
+    "missing_field",
+    "bad_type",
+    "non_finite",
+)
+
+#: A pattern every ``Rejection.reason`` matches (the field part is checked by :func:`possible_reasons`).
+REASON_PATTERN = re.compile(
+    r"empty|too_large|too_deep|malformed_json|not_an_object|unknown_model"
+    r"|(?:missing_field|bad_type|non_finite):(?:event_id|model_id|ts|features|prediction|prediction\.score"
+    r"|prediction\.label|prediction\.scores|model_version|segment|label|features\..+|segment\..+)"
+)
+
+#: Deeper JSON is rejected unparsed; orjson's own limit (where it has one) is the same.
+MAX_DEPTH = 1024
+
+# Epoch seconds of 0001-01-01T00:00:00Z and 10000-01-01T00:00:00Z: what RFC 3339 can express.
+# A millisecond or microsecond epoch sent by mistake falls outside and is rejected, not misread.
+MIN_TS = -62135596800.0
+MAX_TS = 253402300800.0
+
+_PREDICTION_FIELDS = ("event_id", "model_id", "ts", "features", "prediction")
+_LABEL_FIELDS = ("event_id", "model_id", "ts", "label")
+
+_NoneType = type(None)
+_NUMERIC_TYPES = frozenset((float, int, bool, _NoneType))
+_STR_OR_NONE = frozenset((str, _NoneType))
+
+
+@dataclass
+class Rejection:
+    """An input the decoder refused, with a reason from the fixed vocabulary and its original bytes.
+
+    >>> Rejection(3, "missing_field:ts", b"{}")
+    Rejection(index=3, reason='missing_field:ts', raw=b'{}')
+    """
+
+    index: int
+    reason: str
+    raw: bytes
+
+
+@dataclass
+class PredictionBatch:
+    """The accepted prediction events of one model in one input batch, column by column.
+
+    ``numeric`` is feature-major, shape ``(len(schema.numeric_names), n)``, NaN where missing.
+    ``score`` is the numeric output (binary: P(positive class); regression: the value), NaN if absent;
+    ``pred_label`` the class label as sent (classification), ``None`` if absent or regression.
+
+    >>> from stream_monitor.schema import FeatureSpec, ModelSchema
+    >>> schema = ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),))
+    >>> raw = b'{"event_id": "e", "model_id": "m", "ts": 1, "features": {"x": 2, "y": 0}, "prediction": 5}'
+    >>> batch = decode_predictions([raw], {"m": schema})[0]["m"]
+    >>> len(batch), batch.numeric.shape, batch.score.tolist(), batch.unknown_features
+    (1, (1, 1), [5.0], 1)
+    """
+
+    model_id: str
+    index: np.ndarray
+    event_id: list[str]
+    ts: np.ndarray
+    model_version: list[str | None]
+    numeric: np.ndarray
+    categorical: list[list[str | None]]
+    score: np.ndarray
+    pred_label: list[str | None]
+    segments: dict[str, list[str | None]]
+    unknown_features: int
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+
+@dataclass
+class LabelBatch:
+    """The accepted label events of one model in one input batch.
+
+    ``label`` is the regression value, 1.0/0.0 for binary (1.0 means the schema's positive class),
+    NaN for multiclass. ``label_class`` is the label as a string for classification (numeric binary
+    labels become ``"1"``/``"0"``), ``""`` for regression.
+
+    >>> from stream_monitor.schema import FeatureSpec, ModelSchema
+    >>> schema = ModelSchema("m", "binary", (), positive_class="yes")
+    >>> raws = [b'{"event_id": "e1", "model_id": "m", "ts": 1, "label": "yes"}',
+    ...         b'{"event_id": "e2", "model_id": "m", "ts": 2, "label": "no"}']
+    >>> batch = decode_labels(raws, {"m": schema})[0]["m"]
+    >>> batch.label.tolist(), batch.label_class, len(batch)
+    ([1.0, 0.0], ['yes', 'no'], 2)
+    """
+
+    model_id: str
+    index: np.ndarray
+    event_id: list[str]
+    ts: np.ndarray
+    label: np.ndarray
+    label_class: list[str]
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+
+def possible_reasons(schema: ModelSchema, stream: Literal["predictions", "labels"]) -> tuple[str, ...]:
+    """Every reason the decoder can give for this schema's events, so metrics can pre-create labels.
+
+    ``unknown_model`` and the reasons found before the model is known are included too.
+
+    >>> from stream_monitor.schema import FeatureSpec, ModelSchema
+    >>> schema = ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),))
+    >>> reasons = possible_reasons(schema, "predictions")
+    >>> "bad_type:features.x" in reasons, "non_finite:prediction.score" in reasons
+    (True, True)
+    >>> possible_reasons(schema, "labels")[-3:]
+    ('missing_field:label', 'bad_type:label', 'non_finite:label')
+    """
+    reasons = [
+        "empty",
+        "too_large",
+        "too_deep",
+        "malformed_json",
+        "not_an_object",
+        "unknown_model",
+        "missing_field:event_id",
+        "bad_type:event_id",
+        "missing_field:model_id",
+        "bad_type:model_id",
+        "missing_field:ts",
+        "bad_type:ts",
+        "non_finite:ts",
+    ]
+    if stream == "labels":
+        return (*reasons, "missing_field:label", "bad_type:label", "non_finite:label")
+    reasons += ["missing_field:features", "bad_type:features"]
+    for name in schema.numeric_names:
+        reasons += [f"bad_type:features.{name}", f"non_finite:features.{name}"]
+    reasons += [f"bad_type:features.{name}" for name in schema.categorical_names]
+    reasons += [
+        "missing_field:prediction",
+        "bad_type:prediction",
+        "non_finite:prediction",
+        "missing_field:prediction.score",
+        "bad_type:prediction.score",
+        "non_finite:prediction.score",
+        "bad_type:prediction.label",
+        "bad_type:prediction.scores",
+        "non_finite:prediction.scores",
+        "bad_type:model_version",
+    ]
+    if schema.segment_keys:
+        reasons.append("bad_type:segment")
+        reasons += [f"bad_type:segment.{key}" for key in schema.segment_keys]
+    return tuple(reasons)
+
+
+# --- timestamps -----------------------------------------------------------------------------------
+
+# [0-9], not \d: \d also matches non-ASCII digits, which int() would happily accept.
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+_EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
+
+
+def parse_ts(value: Any) -> float | None:
+    """Event time as epoch seconds, from an epoch number or an RFC 3339 string; ``None`` if invalid.
+
+    Numbers (not bools) must be finite and within years 1–9999; strings need a ``Z`` or ``±hh:mm``
+    offset (a zone-less time would have to be read in the local zone, which pure code must not know).
+    A leap second (``:60``) counts as the first second of the next minute.
+
+    >>> parse_ts(1717200000.5)
+    1717200000.5
+    >>> parse_ts("2024-06-01T00:00:00.25Z"), parse_ts("2024-06-01T02:00:00+02:00")
+    (1717200000.25, 1717200000.0)
+    >>> parse_ts(float("inf")), parse_ts(1717200000000), parse_ts("2024-06-01T00:00:00"), parse_ts(True)
+    (None, None, None, None)
+    """
+    kind = type(value)
+    if kind is float or kind is int:
+        number: float = value
+        # Comparing before converting: float() of a huge int would raise OverflowError.
+        return float(number) if MIN_TS <= number < MAX_TS else None
+    if kind is not str:
+        return None
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, sign, offset_hours, offset_minutes = match.groups()[6:]
+    if hour > 23 or minute > 59 or second > 60:
+        return None
+    try:
+        days = _dt.date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        return None
+    seconds = days * 86400 + hour * 3600 + minute * 60 + second
+    if sign is not None:
+        if int(offset_hours) > 23 or int(offset_minutes) > 59:
+            return None
+        offset = int(offset_hours) * 3600 + int(offset_minutes) * 60
+        seconds += -offset if sign == "+" else offset
+    epoch = seconds + (float(fraction) if fraction else 0.0)
+    return epoch if MIN_TS <= epoch < MAX_TS else None
+
+
+def _ts_or_reason(value: Any) -> float | str:
+    if value is None:
+        return "missing_field:ts"
+    parsed = parse_ts(value)
+    if parsed is not None:
+        return parsed
+    if type(value) is float and not math.isfinite(value):
+        return "non_finite:ts"
+    return "bad_type:ts"
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """Deepest ``[``/``{`` nesting outside strings, computed with numpy (no recursion, no parse)."""
+    data = np.frombuffer(raw, dtype=np.uint8)
+    positions = np.arange(data.size)
+    # A quote is escaped when an odd run of backslashes precedes it.
+    last_non_backslash = np.maximum.accumulate(np.where(data == 92, -1, positions))
+    before = np.concatenate(([-1], last_non_backslash[:-1]))
+    quotes = np.flatnonzero(data == 34)
+    real_quotes = quotes[((quotes - 1) - before[quotes]) % 2 == 0]
+    toggles = np.zeros(data.size, dtype=np.int64)
+    toggles[real_quotes] = 1
+    in_string = np.cumsum(toggles) % 2 == 1
+    step = (
+        (data == 91).astype(np.int64)
+        + (data == 123)
+        - (data == 93).astype(np.int64)
+        - (data == 125).astype(np.int64)
+    )
+    step[in_string] = 0
+    return int(np.cumsum(step).max(initial=0))
+
+
+# Bound late so tests can stand in a loader that, like some orjson versions, returns inf for 1e400.
+_loads: Callable[[bytes], Any] = orjson.loads
+
+
+def _parsed_objects(
+    raws: Sequence[RawValue], max_bytes: int, rejections: list[Rejection]
+) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    """Yield ``(index, raw, object)`` for every input that is a JSON object; reject the rest."""
+    loads = _loads
+    reject = rejections.append
+    for index, value in enumerate(raws):
+        raw: Any = value
+        if type(raw) is not bytes:
+            if raw is None:
+                reject(Rejection(index, "empty", b""))
+                continue
+            try:
+                raw = bytes(raw) if isinstance(raw, bytes | bytearray | memoryview) else raw.encode()
+            except Exception:
+                reject(Rejection(index, "malformed_json", b""))
+                continue
+        size = len(raw)
+        if size == 0:
+            reject(Rejection(index, "empty", raw))
+            continue
+        if size > max_bytes:
+            reject(Rejection(index, "too_large", raw))
+            continue
+        # Only a value with more than MAX_DEPTH brackets can be too deep; normal events skip the scan.
+        if (
+            size > MAX_DEPTH
+            and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+            and _nesting_depth(raw) > MAX_DEPTH
+        ):
+            reject(Rejection(index, "too_deep", raw))
+            continue
+        try:
+            obj = loads(raw)
+        except Exception as exc:
+            # Newer orjson versions enforce the depth limit themselves.
+            reason = "too_deep" if "recursion" in str(exc).lower() else "malformed_json"
+            reject(Rejection(index, reason, raw))
+            continue
+        if type(obj) is not dict:
+            reject(Rejection(index, "not_an_object", raw))
+            continue
+        yield index, raw, obj
+
+
+def _identity(obj: dict[str, Any]) -> tuple[str, str] | str:
+    """``(event_id, model_id)`` or the reason they are unusable."""
+    event_id = obj.get("event_id")
+    if type(event_id) is not str or not event_id:
+        return "missing_field:event_id" if event_id is None else "bad_type:event_id"
+    model_id = obj.get("model_id")
+    if type(model_id) is not str:
+        return "missing_field:model_id" if model_id is None else "bad_type:model_id"
+    return event_id, model_id
+
+
+class _NotACategory(TypeError):
+    """A value that cannot be a category string (float, list, object)."""
+
+
+def _category(value: Any) -> str | None:
+    kind = type(value)
+    if kind is str:
+        return value
+    if value is None:
+        return None
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    raise _NotACategory
+
+
+def _finite_number(value: Any) -> float | None:
+    """The value as a finite float, ``None`` if it is a number that is not finite; raises TypeError."""
+    kind = type(value)
+    if kind is not float and kind is not int and kind is not bool:
+        raise TypeError
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+# --- predictions -----------------------------------------------------------------------------------
+
+
+class _PredictionColumns:
+    """Growing column lists of one model's accepted prediction events.
+
+    Feature values go into flat lists (row after row) rather than one tuple per event: far fewer
+    long-lived container objects, so the garbage collector has far less to scan on a large batch.
+    """
+
+    def __init__(self, schema: ModelSchema) -> None:
+        self.schema = schema
+        self.numeric_names = schema.numeric_names
+        self.categorical_names = schema.categorical_names
+        self.known_features = frozenset(f.name for f in schema.features)
+        self.segment_keys = schema.segment_keys
+        self.is_regression = schema.task == "regression"
+        self.positive_class = schema.positive_class
+        # itemgetter fetches all schema features in one C call; absent features fall back to dict.get.
+        self.get_numeric = _row_getter(self.numeric_names)
+        self.get_categorical = _row_getter(self.categorical_names)
+        self.index: list[int] = []
+        self.raw: list[bytes] = []
+        self.event_id: list[str] = []
+        self.ts: list[float] = []
+        self.model_version: list[str | None] = []
+        self.numeric_flat: list[Any] = []
+        self.categorical_flat: list[str | None] = []
+        self.score: list[float] = []
+        self.pred_label: list[str | None] = []
+        self.segment_flat: list[str | None] = []
+        self.unknown_features = 0
+
+    def add(self, index: int, raw: bytes, event_id: str, obj: dict[str, Any]) -> str | None:
+        """Validate one event and append it; return the rejection reason instead if it is invalid."""
+        ts: Any = obj.get("ts")
+        kind = type(ts)
+        if not ((kind is float or kind is int) and MIN_TS <= ts < MAX_TS):
+            checked = _ts_or_reason(ts)
+            if isinstance(checked, str):
+                return checked
+            ts = checked
+
+        features = obj.get("features")
+        if type(features) is not dict:
+            return "missing_field:features" if features is None else "bad_type:features"
+        try:
+            numeric = self.get_numeric(features)
+        except KeyError:
+            numeric = [features.get(name) for name in self.numeric_names]
+        if not _NUMERIC_TYPES.issuperset(map(type, numeric)):
+            for name, value in zip(self.numeric_names, numeric, strict=True):
+                if type(value) not in _NUMERIC_TYPES:
+                    return f"bad_type:features.{name}"
+        try:
+            categorical = self.get_categorical(features)
+        except KeyError:
+            categorical = [features.get(name) for name in self.categorical_names]
+        if not _STR_OR_NONE.issuperset(map(type, categorical)):
+            converted: list[str | None] = []
+            for name, value in zip(self.categorical_names, categorical, strict=True):
+                try:
+                    converted.append(_category(value))
+                except _NotACategory:
+                    return f"bad_type:features.{name}"
+            categorical = converted
+
+        prediction: Any = obj.get("prediction")
+        if type(prediction) is float and math.isfinite(prediction):
+            score: float = prediction
+            pred_label: str | None = None
+        else:
+            checked_prediction = (
+                self._prediction_object(prediction)
+                if type(prediction) is dict
+                else self._prediction(prediction)
+            )
+            if isinstance(checked_prediction, str):
+                return checked_prediction
+            score, pred_label = checked_prediction
+
+        version = obj.get("model_version")
+        if version is not None and type(version) is not str:
+            if type(version) is not int:
+                return "bad_type:model_version"
+            version = str(version)
+
+        if self.segment_keys:
+            segments = self._segments(obj.get("segment"), features)
+            if isinstance(segments, str):
+                return segments
+            self.segment_flat.extend(segments)
+
+        if not self.known_features.issuperset(features):
+            self.unknown_features += len(features.keys() - self.known_features)
+        self.index.append(index)
+        self.raw.append(raw)
+        self.event_id.append(event_id)
+        self.ts.append(ts)
+        self.model_version.append(version)
+        self.numeric_flat.extend(numeric)
+        self.categorical_flat.extend(categorical)
+        self.score.append(score)
+        self.pred_label.append(pred_label)
+        return None
+
+    def _prediction(self, prediction: Any) -> tuple[float, str | None] | str:
+        """``(score, pred_label)`` or the rejection reason."""
+        kind = type(prediction)
+        if kind is float or kind is int or kind is bool:
+            number = _finite_number(prediction)
+            return "non_finite:prediction" if number is None else (number, None)
+        if prediction is None:
+            return "missing_field:prediction"
+        if kind is str:
+            return "bad_type:prediction" if self.is_regression else (math.nan, prediction)
+        if kind is not dict:
+            return "bad_type:prediction"
+        return self._prediction_object(prediction)
+
+    def _prediction_object(self, prediction: dict[str, Any]) -> tuple[float, str | None] | str:
+        score = math.nan
+        raw_score = prediction.get("score")
+        if raw_score is not None:
+            try:
+                checked = _finite_number(raw_score)
+            except TypeError:
+                return "bad_type:prediction.score"
+            if checked is None:
+                return "non_finite:prediction.score"
+            score = checked
+
+        try:
+            pred_label = _category(prediction.get("label"))
+        except _NotACategory:
+            return "bad_type:prediction.label"
+
+        scores = prediction.get("scores")
+        if scores is not None:
+            if type(scores) is not dict:
+                return "bad_type:prediction.scores"
+            probabilities: dict[str, float] = {}
+            for name, value in scores.items():
+                try:
+                    probability = _finite_number(value)
+                except TypeError:
+                    return "bad_type:prediction.scores"
+                if probability is None:
+                    return "non_finite:prediction.scores"
+                probabilities[name] = probability
+            if raw_score is None and self.schema.task == "binary":
+                score = probabilities.get(self.positive_class, math.nan)
+            if pred_label is None and probabilities and not self.is_regression:
+                pred_label = max(probabilities, key=probabilities.__getitem__)
+
+        if self.is_regression:
+            return "missing_field:prediction.score" if raw_score is None else (score, None)
+        if raw_score is None and pred_label is None and scores is None:
+            return "missing_field:prediction.score"
+        return score, pred_label
+
+    def _segments(self, segment: Any, features: dict[str, Any]) -> list[str | None] | str:
+        if segment is None:
+            segment = {}
+        elif type(segment) is not dict:
+            return "bad_type:segment"
+        values: list[str | None] = []
+        for key in self.segment_keys:
+            if key in segment:
+                try:
+                    values.append(_category(segment[key]))
+                except _NotACategory:
+                    return f"bad_type:segment.{key}"
+            else:
+                values.append(_segment_from_feature(features.get(key)))
+        return values
+
+    def finish(self, rejections: list[Rejection]) -> PredictionBatch | None:
+        """The columns as a batch, after moving events with infinite feature values to rejections."""
+        n = len(self.index)
+        n_numeric = len(self.numeric_names)
+        numeric = _float_matrix(self.numeric_flat, n, n_numeric)
+        infinite = np.isinf(numeric)
+        bad_rows = np.flatnonzero(infinite.any(axis=1))
+        if bad_rows.size:
+            first_bad = np.argmax(infinite[bad_rows], axis=1)
+            for row, feature in zip(bad_rows.tolist(), first_bad.tolist(), strict=True):
+                reason = f"non_finite:features.{self.numeric_names[feature]}"
+                rejections.append(Rejection(self.index[row], reason, self.raw[row]))
+            keep = np.ones(n, dtype=bool)
+            keep[bad_rows] = False
+            numeric = numeric[keep]
+            kept = np.flatnonzero(keep).tolist()
+            for name in ("index", "event_id", "ts", "model_version", "score", "pred_label"):
+                column = getattr(self, name)
+                setattr(self, name, [column[row] for row in kept])
+            n = len(kept)
+        else:
+            kept = None
+        if n == 0:
+            return None
+        return PredictionBatch(
+            model_id=self.schema.model_id,
+            index=np.array(self.index, dtype=np.int64),
+            event_id=self.event_id,
+            ts=np.array(self.ts, dtype=np.float64),
+            model_version=self.model_version,
+            numeric=np.ascontiguousarray(numeric.T),
+            categorical=_columns(self.categorical_flat, len(self.categorical_names), kept),
+            score=np.array(self.score, dtype=np.float64),
+            pred_label=self.pred_label,
+            segments=dict(
+                zip(self.segment_keys, _columns(self.segment_flat, len(self.segment_keys), kept), strict=True)
+            ),
+            unknown_features=self.unknown_features,
+        )
+
+
+def _row_getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], Sequence[Any]]:
+    """A function returning the values of ``names`` from a dict; raises KeyError if one is absent."""
+    if not names:
+        return lambda features: ()
+    if len(names) == 1:
+        only = names[0]
+        return lambda features: (features[only],)
+    return itemgetter(*names)
+
+
+def _columns(flat: list[str | None], width: int, kept: list[int] | None) -> list[list[str | None]]:
+    """Split a row-after-row flat list into ``width`` columns, keeping only rows ``kept`` if given."""
+    columns = [flat[column::width] for column in range(width)]
+    if kept is None:
+        return columns
+    return [[column[row] for row in kept] for column in columns]
+
+
+def _segment_from_feature(value: Any) -> str | None:
+    """A feature value used as a segment: any scalar as text; anything else is just missing."""
+    try:
+        return _category(value)
+    except _NotACategory:
+        pass
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    return None
+
+
+def _float_or_inf(value: Any) -> float:
+    try:
+        return math.nan if value is None else float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _float_matrix(flat: list[Any], n: int, width: int) -> np.ndarray:
+    """Row-after-row int/float/bool/None values as a float64 ``(n, width)`` matrix, None as NaN.
+
+    Integers too big for a float64 become inf, so they are rejected with the infinite values.
+    """
+    try:
+        values = np.array(flat, dtype=np.float64)
+    except OverflowError:
+        values = np.array([_float_or_inf(value) for value in flat], dtype=np.float64)
+    return values.reshape(n, width)
+
+
+def decode_predictions(
+    raws: Sequence[RawValue], schemas: Mapping[str, ModelSchema], max_bytes: int = 1_000_000
+) -> tuple[dict[str, PredictionBatch], list[Rejection]]:
+    """Decode a batch of prediction events into one :class:`PredictionBatch` per model; never raises.
+
+    Models without accepted events have no entry. Rejections are in input order.
+
+    >>> from stream_monitor.schema import FeatureSpec, ModelSchema
+    >>> schema = ModelSchema("m", "binary", (FeatureSpec("x", "numeric"),), segment_keys=("country",))
+    >>> raws = [
+    ...     b'{"event_id": "e1", "model_id": "m", "ts": "2024-06-01T00:00:00Z", "features": {"x": null},'
+    ...     b' "prediction": {"scores": {"0": 0.3, "1": 0.7}}, "segment": {"country": "de"}}',
+    ...     b'{"event_id": "e2", "model_id": "other", "ts": 1, "features": {}, "prediction": 1}',
+    ...     None,
+    ... ]
+    >>> batches, rejections = decode_predictions(raws, {"m": schema})
+    >>> b = batches["m"]
+    >>> b.ts.tolist(), b.numeric.tolist(), b.score.tolist(), b.pred_label, b.segments
+    ([1717200000.0], [[nan]], [0.7], ['1'], {'country': ['de']})
+    >>> [(r.index, r.reason) for r in rejections]
+    [(1, 'unknown_model'), (2, 'empty')]
+    """
+    rejections: list[Rejection] = []
+    columns: dict[str, _PredictionColumns] = {}
+    try:
+        for index, raw, obj in _parsed_objects(raws, max_bytes, rejections):
+            identity = _identity(obj)
+            if isinstance(identity, str):
+                rejections.append(Rejection(index, identity, raw))
+                continue
+            event_id, model_id = identity
+            model_columns = columns.get(model_id)
+            if model_columns is None:
+                schema = schemas.get(model_id)
+                if schema is None:
+                    rejections.append(Rejection(index, "unknown_model", raw))
+                    continue
+                model_columns = columns[model_id] = _PredictionColumns(schema)
+            try:
+                reason = model_columns.add(index, raw, event_id, obj)
+            except Exception:  # pragma: no cover - a decoder bug must cost one event, not the consumer
+                reason = "malformed_json"
+            if reason is not None:
+                rejections.append(Rejection(index, reason, raw))
+        batches = {}
+        for model_id, model_columns in columns.items():
+            batch = model_columns.finish(rejections)
+            if batch is not None:
+                batches[model_id] = batch
+    except Exception:  # pragma: no cover - a bug here must not stop the consumer; see _give_up
+        return {}, _give_up(raws)
+    rejections.sort(key=lambda rejection: rejection.index)
+    return batches, rejections
+
+
+def _give_up(raws: Sequence[RawValue]) -> list[Rejection]:
+    """Last resort after an unexpected internal error: reject every input, none is lost."""
+    rejections = []
+    for index, value in enumerate(raws):
+        try:
+            raw = b"" if value is None else bytes(value)
+        except Exception:
+            raw = b""
+        rejections.append(Rejection(index, "malformed_json", raw))
+    return rejections
+
+
+# --- labels ----------------------------------------------------------------------------------------
+
+
+def _label_value(label: Any, schema: ModelSchema) -> tuple[float, str] | str:
+    """``(label, label_class)`` or the rejection reason."""
+    if label is None:
+        return "missing_field:label"
+    kind = type(label)
+    if schema.task == "regression":
+        if kind is not float and kind is not int:
+            return "bad_type:label"
+        number = _finite_number(label)
+        return "non_finite:label" if number is None else (number, "")
+    if kind is str:
+        if schema.task == "binary":
+            return (1.0 if label == schema.positive_class else 0.0), label
+        return math.nan, label
+    if kind is float and not math.isfinite(label):
+        return "non_finite:label"
+    if schema.task == "binary":
+        if kind is bool or label in (0, 1):
+            return (1.0, "1") if label else (0.0, "0")
+        return "bad_type:label"
+    if kind is int or (kind is float and label.is_integer()):
+        return math.nan, str(int(label))
+    return "bad_type:label"
+
+
+def decode_labels(
+    raws: Sequence[RawValue], schemas: Mapping[str, ModelSchema], max_bytes: int = 1_000_000
+) -> tuple[dict[str, LabelBatch], list[Rejection]]:
+    """Decode a batch of label events into one :class:`LabelBatch` per model; never raises.
+
+    >>> from stream_monitor.schema import ModelSchema
+    >>> schemas = {"reg": ModelSchema("reg", "regression", ()), "bin": ModelSchema("bin", "binary", ())}
+    >>> raws = [
+    ...     b'{"event_id": "a", "model_id": "reg", "ts": 5, "label": 12.5}',
+    ...     b'{"event_id": "b", "model_id": "bin", "ts": 5, "label": true}',
+    ...     b'{"event_id": "c", "model_id": "reg", "ts": 5, "label": "12"}',
+    ... ]
+    >>> batches, rejections = decode_labels(raws, schemas)
+    >>> batches["reg"].label.tolist(), batches["bin"].label.tolist(), batches["bin"].label_class
+    ([12.5], [1.0], ['1'])
+    >>> [(r.index, r.reason) for r in rejections]
+    [(2, 'bad_type:label')]
+    """
+    rejections: list[Rejection] = []
+    columns: dict[str, tuple[list[int], list[str], list[float], list[float], list[str]]] = {}
+    try:
+        for index, raw, obj in _parsed_objects(raws, max_bytes, rejections):
+            identity = _identity(obj)
+            if isinstance(identity, str):
+                rejections.append(Rejection(index, identity, raw))
+                continue
+            event_id, model_id = identity
+            schema = schemas.get(model_id)
+            if schema is None:
+                rejections.append(Rejection(index, "unknown_model", raw))
+                continue
+            ts = _ts_or_reason(obj.get("ts"))
+            if isinstance(ts, str):
+                rejections.append(Rejection(index, ts, raw))
+                continue
+            label = _label_value(obj.get("label"), schema)
+            if isinstance(label, str):
+                rejections.append(Rejection(index, label, raw))
+                continue
+            model_columns = columns.get(model_id)
+            if model_columns is None:
+                model_columns = columns[model_id] = ([], [], [], [], [])
+            indexes, event_ids, times, values, classes = model_columns
+            indexes.append(index)
+            event_ids.append(event_id)
+            times.append(ts)
+            values.append(label[0])
+            classes.append(label[1])
+    except Exception:  # pragma: no cover - a bug here must not stop the consumer
+        return {}, _give_up(raws)
+    batches = {
+        model_id: LabelBatch(
+            model_id=model_id,
+            index=np.array(indexes, dtype=np.int64),
+            event_id=event_ids,
+            ts=np.array(times, dtype=np.float64),
+            label=np.array(values, dtype=np.float64),
+            label_class=classes,
+        )
+        for model_id, (indexes, event_ids, times, values, classes) in columns.items()
+    }
+    return batches, rejections

@@ -1,0 +1,605 @@
+"""Known answers for every accepted event form and every rejection reason, plus property tests."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream_monitor import events
+from stream_monitor.events import (
+    MAX_DEPTH,
+    REASON_PATTERN,
+    decode_labels,
+    decode_predictions,
+    parse_ts,
+    possible_reasons,
+)
+from stream_monitor.schema import FeatureSpec, ModelSchema
+
+BINARY = ModelSchema(
+    "churn",
+    "binary",
+    (
+        FeatureSpec("age", "numeric"),
+        FeatureSpec("temp", "numeric"),
+        FeatureSpec("plan", "categorical"),
+        FeatureSpec("channel", "categorical"),
+    ),
+    positive_class="yes",
+    segment_keys=("country", "channel"),
+)
+REGRESSION = ModelSchema("bikes", "regression", (FeatureSpec("temp", "numeric"),))
+MULTICLASS = ModelSchema("topic", "multiclass", (FeatureSpec("len", "numeric"),))
+SCHEMAS = {s.model_id: s for s in (BINARY, REGRESSION, MULTICLASS)}
+
+TS = 1717200000.0
+
+
+def prediction_event(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": "e1",
+        "model_id": "churn",
+        "ts": TS,
+        "features": {"age": 30, "temp": 21.5, "plan": "pro", "channel": "web"},
+        "prediction": {"score": 0.75, "label": "yes"},
+    }
+    for key, value in overrides.items():
+        if value is _ABSENT:
+            event.pop(key, None)
+        else:
+            event[key] = value
+    return event
+
+
+_ABSENT = object()
+
+
+def decode_one(event: Any, schemas: dict[str, ModelSchema] = SCHEMAS) -> Any:
+    """The batch of the single accepted event, or its rejection reason."""
+    raw = event if isinstance(event, bytes) else json.dumps(event).encode()
+    batches, rejections = decode_predictions([raw], schemas)
+    if rejections:
+        assert not batches
+        assert len(rejections) == 1 and rejections[0].index == 0 and rejections[0].raw == raw
+        return rejections[0].reason
+    (batch,) = batches.values()
+    assert batch.index.tolist() == [0]
+    return batch
+
+
+# --- accepted prediction forms ----------------------------------------------------------------------
+
+
+def test_columnar_layout_of_a_two_model_batch() -> None:
+    raws = [
+        orjson.dumps(prediction_event(event_id="a")),
+        orjson.dumps(
+            {"event_id": "b", "model_id": "bikes", "ts": 5, "features": {"temp": 3}, "prediction": 7}
+        ),
+        b"garbage",
+        orjson.dumps(prediction_event(event_id="c", features={"age": 40, "temp": None, "plan": "free"})),
+    ]
+    batches, rejections = decode_predictions(raws, SCHEMAS)
+    churn, bikes = batches["churn"], batches["bikes"]
+    assert churn.index.dtype == np.int64 and churn.index.tolist() == [0, 3]
+    assert churn.event_id == ["a", "c"]
+    assert churn.numeric.shape == (2, 2) and churn.numeric.dtype == np.float64
+    assert churn.numeric.flags.c_contiguous
+    np.testing.assert_array_equal(churn.numeric, [[30.0, 40.0], [21.5, np.nan]])
+    assert churn.categorical == [["pro", "free"], ["web", None]]
+    assert churn.segments == {"country": [None, None], "channel": ["web", None]}
+    assert len(churn) == 2 and len(bikes) == 1
+    assert bikes.score.tolist() == [7.0] and bikes.pred_label == [None] and bikes.segments == {}
+    assert [(r.index, r.reason, r.raw) for r in rejections] == [(2, "malformed_json", b"garbage")]
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        (TS, TS),
+        (1717200000, TS),
+        (1717200000.125, TS + 0.125),
+        ("2024-06-01T00:00:00Z", TS),
+        ("2024-06-01t00:00:00z", TS),
+        ("2024-06-01 00:00:00Z", TS),
+        ("2024-06-01T00:00:00.5Z", TS + 0.5),
+        ("2024-06-01T00:00:00.123456789Z", TS + 0.123456789),
+        ("2024-06-01T05:30:00+05:30", TS),
+        ("2024-05-31T20:00:00-04:00", TS),
+        ("2016-12-31T23:59:60Z", 1483228800.0),
+        ("1969-12-31T23:59:59Z", -1.0),
+        ("0001-01-01T00:00:00Z", events.MIN_TS),
+    ],
+)
+def test_parse_ts_known_answers(ts: Any, expected: float) -> None:
+    assert parse_ts(ts) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        True,
+        None,
+        [],
+        {},
+        "",
+        "yesterday",
+        "2024-06-01",
+        "2024-06-01T00:00:00",  # no offset: would depend on the local zone
+        "2024-13-01T00:00:00Z",
+        "2024-02-30T00:00:00Z",
+        "2024-06-01T24:00:00Z",
+        "2024-06-01T00:60:00Z",
+        "2024-06-01T00:00:61Z",
+        "2024-06-01T00:00:00+24:00",
+        "2024-06-01T00:00:00.Z",
+        "２０２４-06-01T00:00:00Z",  # non-ASCII digits
+        "2024-06-01T00:00:00Z ",
+        "0000-12-31T23:00:00Z",
+        "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+        1717200000000,  # milliseconds by mistake: year ~56000
+        -1e12,
+        10**400,
+        math.inf,
+        -math.inf,
+        math.nan,
+    ],
+)
+def test_parse_ts_rejects(ts: Any) -> None:
+    assert parse_ts(ts) is None
+
+
+@pytest.mark.parametrize(
+    ("features", "numeric", "categorical", "unknown"),
+    [
+        ({"age": 30, "temp": 21.5, "plan": "pro", "channel": "web"}, [30.0, 21.5], ["pro", "web"], 0),
+        ({"age": True, "temp": False, "plan": 3, "channel": True}, [1.0, 0.0], ["3", "true"], 0),
+        ({"age": None, "temp": None, "plan": None, "channel": None}, [math.nan, math.nan], [None, None], 0),
+        ({}, [math.nan, math.nan], [None, None], 0),
+        ({"age": 1, "extra": {"deep": [1]}, "other": "x"}, [1.0, math.nan], [None, None], 2),
+        ({"age": 2**70, "temp": -1e308}, [2.0**70, -1e308], [None, None], 0),
+    ],
+)
+def test_feature_value_forms(
+    features: dict[str, Any], numeric: list[float], categorical: list[Any], unknown: int
+) -> None:
+    batch = decode_one(prediction_event(features=features))
+    np.testing.assert_array_equal(batch.numeric[:, 0], numeric)
+    assert [column[0] for column in batch.categorical] == categorical
+    assert batch.unknown_features == unknown
+
+
+@pytest.mark.parametrize(
+    ("model_id", "prediction", "score", "pred_label"),
+    [
+        ("churn", 0.25, 0.25, None),
+        ("churn", 1, 1.0, None),
+        ("churn", True, 1.0, None),
+        ("churn", "yes", math.nan, "yes"),
+        ("churn", {"score": 0.75}, 0.75, None),
+        ("churn", {"label": "no"}, math.nan, "no"),
+        ("churn", {"label": 1}, math.nan, "1"),
+        ("churn", {"scores": {"no": 0.4, "yes": 0.6}}, 0.6, "yes"),
+        ("churn", {"scores": {"no": 0.9}}, math.nan, "no"),
+        ("churn", {"score": 0.1, "label": "no", "scores": {"yes": 0.9}}, 0.1, "no"),
+        ("churn", {"score": 0.1, "label": None}, 0.1, None),
+        ("bikes", 12.5, 12.5, None),
+        ("bikes", {"score": 3, "label": "ignored"}, 3.0, None),
+        ("topic", "sports", math.nan, "sports"),
+        ("topic", {"scores": {"a": 0.2, "b": 0.5, "c": 0.3}}, math.nan, "b"),
+    ],
+)
+def test_prediction_forms(model_id: str, prediction: Any, score: float, pred_label: str | None) -> None:
+    features = {"temp": 1, "len": 1}
+    batch = decode_one(prediction_event(model_id=model_id, prediction=prediction, features=features))
+    np.testing.assert_array_equal(batch.score, [score])
+    assert batch.pred_label == [pred_label]
+
+
+@pytest.mark.parametrize(
+    ("extra", "version", "country", "channel"),
+    [
+        ({}, None, None, "web"),
+        ({"model_version": "v3", "segment": {"country": "de"}}, "v3", "de", "web"),
+        ({"model_version": 3, "segment": {"country": "de", "channel": "app"}}, "3", "de", "app"),
+        ({"model_version": None, "segment": {"channel": None, "junk": [1]}}, None, None, None),
+        ({"segment": None, "features": {"country": 7, "channel": "web"}}, None, "7", "web"),
+        ({"features": {"country": 1.5}}, None, "1.5", None),
+        ({"features": {"country": [1]}}, None, None, None),
+    ],
+)
+def test_version_and_segments(extra: dict[str, Any], version: str | None, country: Any, channel: Any) -> None:
+    batch = decode_one(prediction_event(**extra))
+    assert batch.model_version == [version]
+    assert batch.segments == {"country": [country], "channel": [channel]}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        bytearray(orjson.dumps(prediction_event())),
+        memoryview(orjson.dumps(prediction_event())),
+        orjson.dumps(prediction_event()).decode(),
+    ],
+)
+def test_other_buffer_types_are_accepted(raw: Any) -> None:
+    batches, rejections = decode_predictions([raw], SCHEMAS)
+    assert rejections == [] and batches["churn"].event_id == ["e1"]
+
+
+def test_brackets_inside_strings_do_not_count_as_depth() -> None:
+    text = '[{"\\"' * MAX_DEPTH
+    batch = decode_one(prediction_event(features={"plan": text, "pad": "x" * 2000}))
+    assert batch.categorical[0] == [text]
+
+
+def nested_event(depth: int) -> bytes:
+    """A valid event whose deepest value sits at nesting ``depth`` (the event object is level 1)."""
+    head = b'{"event_id": "e1", "model_id": "churn", "ts": 1, "prediction": 0.5, "features": {"junk": '
+    return head + b"[" * (depth - 2) + b"1" + b"]" * (depth - 2) + b"}}"
+
+
+def test_nesting_at_the_limit_is_parsed_and_one_more_level_is_too_deep() -> None:
+    assert decode_one(nested_event(MAX_DEPTH)).unknown_features == 1
+    assert decode_one(nested_event(MAX_DEPTH + 1)) == "too_deep"
+
+
+# --- rejections -------------------------------------------------------------------------------------
+
+DEEP = b'{"features": ' + b"[" * (MAX_DEPTH + 5) + b"]" * (MAX_DEPTH + 5) + b"}"
+UNCLOSED_DEEP = b"[" * 500_000
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (None, "empty"),
+        (b"", "empty"),
+        (b"x" * 1_000_001, "too_large"),
+        (DEEP, "too_deep"),
+        (UNCLOSED_DEEP, "too_deep"),
+        (b"{", "malformed_json"),
+        (b" ", "malformed_json"),
+        (b'{"a": NaN}', "malformed_json"),
+        (b'{"a": Infinity}', "malformed_json"),
+        (b'{"a": "\xff"}', "malformed_json"),
+        (b'{"a": "\xed\xa0\x80"}', "malformed_json"),
+        (b"{} {}", "malformed_json"),
+        (b"[]", "not_an_object"),
+        (b'"text"', "not_an_object"),
+        (b"null", "not_an_object"),
+        (b"3", "not_an_object"),
+        (12, "malformed_json"),
+    ],
+)
+def test_byte_level_rejections(raw: Any, reason: str) -> None:
+    batches, rejections = decode_predictions([raw], SCHEMAS)
+    assert batches == {}
+    assert [(r.index, r.reason) for r in rejections] == [(0, reason)]
+    expected_raw = raw if isinstance(raw, bytes) else b""
+    assert rejections[0].raw == expected_raw
+
+
+def test_size_is_checked_before_parsing() -> None:
+    valid = orjson.dumps(prediction_event())
+    batches, rejections = decode_predictions([valid, b"{" * len(valid)], SCHEMAS, max_bytes=len(valid) - 1)
+    assert batches == {} and [r.reason for r in rejections] == ["too_large", "too_large"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"event_id": _ABSENT}, "missing_field:event_id"),
+        ({"event_id": None}, "missing_field:event_id"),
+        ({"event_id": 7}, "bad_type:event_id"),
+        ({"event_id": ""}, "bad_type:event_id"),
+        ({"model_id": _ABSENT}, "missing_field:model_id"),
+        ({"model_id": ["churn"]}, "bad_type:model_id"),
+        ({"model_id": "nobody"}, "unknown_model"),
+        ({"ts": _ABSENT}, "missing_field:ts"),
+        ({"ts": "soon"}, "bad_type:ts"),
+        ({"ts": True}, "bad_type:ts"),
+        ({"ts": 1717200000000}, "bad_type:ts"),
+        ({"features": _ABSENT}, "missing_field:features"),
+        ({"features": [1, 2]}, "bad_type:features"),
+        ({"features": {"age": "30"}}, "bad_type:features.age"),
+        ({"features": {"age": 1, "temp": [1]}}, "bad_type:features.temp"),
+        ({"features": {"temp": {}, "age": "x"}}, "bad_type:features.age"),  # schema order decides
+        ({"features": {"plan": 1.5}}, "bad_type:features.plan"),
+        ({"features": {"channel": {"a": 1}}}, "bad_type:features.channel"),
+        ({"prediction": _ABSENT}, "missing_field:prediction"),
+        ({"prediction": None}, "missing_field:prediction"),
+        ({"prediction": [0.5]}, "bad_type:prediction"),
+        ({"prediction": {}}, "missing_field:prediction.score"),
+        ({"prediction": {"score": "0.5"}}, "bad_type:prediction.score"),
+        ({"prediction": {"label": 0.5}}, "bad_type:prediction.label"),
+        ({"prediction": {"scores": [0.5]}}, "bad_type:prediction.scores"),
+        ({"prediction": {"scores": {"yes": "0.5"}}}, "bad_type:prediction.scores"),
+        ({"model_id": "bikes", "prediction": "high"}, "bad_type:prediction"),
+        ({"model_id": "bikes", "prediction": {"label": "high"}}, "missing_field:prediction.score"),
+        ({"model_version": 1.5}, "bad_type:model_version"),
+        ({"segment": "de"}, "bad_type:segment"),
+        ({"segment": {"country": 1.5}}, "bad_type:segment.country"),
+        # a bad value under a name the schema does not know is never a reason
+        ({"features": {"age": 1, "surprise": "x", "nested": {"a": [1]}}}, None),
+        ({"segment": {"unknown_key": [1]}}, None),
+    ],
+)
+def test_field_level_rejections(overrides: dict[str, Any], reason: str | None) -> None:
+    result = decode_one(prediction_event(**overrides))
+    if reason is None:
+        assert len(result) == 1
+    else:
+        assert result == reason
+        assert reason in possible_reasons(BINARY, "predictions")
+
+
+@pytest.fixture
+def loader_returning_infinities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand in stdlib json for orjson: it turns 1e400 and Infinity into inf, as some orjson versions
+    do for 1e400, and keeps huge integers exact, so the non-finite paths can be reached from bytes."""
+    monkeypatch.setattr(events, "_loads", json.loads)
+
+
+@pytest.mark.usefixtures("loader_returning_infinities")
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"ts": 1e400}, "non_finite:ts"),
+        ({"features": {"age": 1e400}}, "non_finite:features.age"),
+        ({"features": {"age": 1, "temp": -1e400}}, "non_finite:features.temp"),
+        ({"features": {"age": 10**400, "temp": 1e400}}, "non_finite:features.age"),
+        ({"features": {"temp": 10**400}}, "non_finite:features.temp"),
+        ({"prediction": 1e400}, "non_finite:prediction"),
+        ({"prediction": 10**400}, "non_finite:prediction"),
+        ({"prediction": {"score": 1e400}}, "non_finite:prediction.score"),
+        ({"prediction": {"scores": {"yes": -1e400}}}, "non_finite:prediction.scores"),
+        # checks on the event come first; infinite features are found per batch afterwards
+        ({"features": {"age": 1e400}, "prediction": None}, "missing_field:prediction"),
+    ],
+)
+def test_non_finite_rejections(overrides: dict[str, Any], reason: str) -> None:
+    raw = json.dumps(prediction_event(**overrides)).replace("Infinity", "1e400").encode()
+    assert decode_one(raw) == reason
+
+
+@pytest.mark.usefixtures("loader_returning_infinities")
+def test_infinite_features_leave_the_rest_of_the_batch_intact() -> None:
+    good = [
+        json.dumps(prediction_event(event_id=f"e{i}", features={"age": i, "plan": "pro"})).encode()
+        for i in range(4)
+    ]
+    bad = json.dumps(prediction_event(event_id="bad", features={"temp": 1e400, "plan": "x"})).replace(
+        "Infinity", "1e400"
+    )
+    batches, rejections = decode_predictions([good[0], bad.encode(), *good[1:]], SCHEMAS)
+    batch = batches["churn"]
+    assert batch.index.tolist() == [0, 2, 3, 4]
+    assert batch.event_id == ["e0", "e1", "e2", "e3"]
+    np.testing.assert_array_equal(batch.numeric[0], [0, 1, 2, 3])
+    assert batch.categorical == [["pro"] * 4, [None] * 4]
+    assert len(batch.ts) == len(batch.score) == len(batch.pred_label) == len(batch.model_version) == 4
+    assert batch.segments == {"country": [None] * 4, "channel": [None] * 4}
+    assert [(r.index, r.reason) for r in rejections] == [(1, "non_finite:features.temp")]
+
+
+# --- labels -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_id", "label", "value", "label_class"),
+    [
+        ("churn", "yes", 1.0, "yes"),
+        ("churn", "no", 0.0, "no"),
+        ("churn", "1", 0.0, "1"),  # positive_class is "yes"
+        ("churn", 1, 1.0, "1"),
+        ("churn", 0.0, 0.0, "0"),
+        ("churn", True, 1.0, "1"),
+        ("churn", False, 0.0, "0"),
+        ("bikes", 12, 12.0, ""),
+        ("bikes", -0.5, -0.5, ""),
+        ("topic", "sports", math.nan, "sports"),
+        ("topic", 3, math.nan, "3"),
+        ("topic", 2.0, math.nan, "2"),
+    ],
+)
+def test_label_forms(model_id: str, label: Any, value: float, label_class: str) -> None:
+    raw = orjson.dumps({"event_id": "e", "model_id": model_id, "ts": "2024-06-01T00:00:00Z", "label": label})
+    batches, rejections = decode_labels([raw], SCHEMAS)
+    assert rejections == []
+    batch = batches[model_id]
+    assert batch.index.tolist() == [0] and batch.event_id == ["e"] and batch.ts.tolist() == [TS]
+    np.testing.assert_array_equal(batch.label, [value])
+    assert batch.label_class == [label_class]
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        ({"model_id": "churn", "ts": 1, "label": "yes"}, "missing_field:event_id"),
+        ({"event_id": "e", "ts": 1, "label": "yes"}, "missing_field:model_id"),
+        ({"event_id": "e", "model_id": "zzz", "ts": 1, "label": "yes"}, "unknown_model"),
+        ({"event_id": "e", "model_id": "churn", "label": "yes"}, "missing_field:ts"),
+        ({"event_id": "e", "model_id": "churn", "ts": "x", "label": "yes"}, "bad_type:ts"),
+        ({"event_id": "e", "model_id": "churn", "ts": 1}, "missing_field:label"),
+        ({"event_id": "e", "model_id": "churn", "ts": 1, "label": None}, "missing_field:label"),
+        ({"event_id": "e", "model_id": "churn", "ts": 1, "label": 2}, "bad_type:label"),
+        ({"event_id": "e", "model_id": "churn", "ts": 1, "label": 0.5}, "bad_type:label"),
+        ({"event_id": "e", "model_id": "churn", "ts": 1, "label": [1]}, "bad_type:label"),
+        ({"event_id": "e", "model_id": "bikes", "ts": 1, "label": "12"}, "bad_type:label"),
+        ({"event_id": "e", "model_id": "bikes", "ts": 1, "label": True}, "bad_type:label"),
+        ({"event_id": "e", "model_id": "topic", "ts": 1, "label": 2.5}, "bad_type:label"),
+        ({"event_id": "e", "model_id": "topic", "ts": 1, "label": True}, "bad_type:label"),
+        ({"event_id": "e", "model_id": "topic", "ts": 1, "label": {}}, "bad_type:label"),
+    ],
+)
+def test_label_rejections(event: dict[str, Any], reason: str) -> None:
+    raw = orjson.dumps(event)
+    batches, rejections = decode_labels([raw, b"[]"], SCHEMAS)
+    assert batches == {}
+    assert [(r.index, r.reason, r.raw) for r in rejections] == [(0, reason, raw), (1, "not_an_object", b"[]")]
+    assert reason in possible_reasons(SCHEMAS.get(event.get("model_id", ""), BINARY), "labels")
+
+
+@pytest.mark.usefixtures("loader_returning_infinities")
+@pytest.mark.parametrize(
+    ("model_id", "label", "reason"),
+    [
+        ("bikes", "1e400", "non_finite:label"),
+        ("bikes", "10" * 200, "non_finite:label"),
+        ("churn", "1e400", "non_finite:label"),
+    ],
+)
+def test_non_finite_labels(model_id: str, label: str, reason: str) -> None:
+    raw = f'{{"event_id": "e", "model_id": "{model_id}", "ts": 1, "label": {label}}}'.encode()
+    assert [r.reason for r in decode_labels([raw], SCHEMAS)[1]] == [reason]
+
+
+# --- properties ---------------------------------------------------------------------------------------
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+plausible_features = st.dictionaries(
+    st.sampled_from(["age", "temp", "plan", "channel", "country", "len", "extra"]),
+    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(-1e3, 1e3) | st.sampled_from(["web", "de"]),
+    max_size=7,
+)
+plausible_predictions = (
+    st.floats(0, 1)
+    | st.sampled_from(["yes", "no", "a"])
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "score": st.floats(0, 1),
+            "label": st.sampled_from(["yes", "no", "a"]),
+            "scores": st.dictionaries(st.sampled_from(["yes", "no", "a"]), st.floats(0, 1)),
+        },
+    )
+)
+
+
+@st.composite
+def event_like(draw: st.DrawFn) -> Any:
+    """A plausible prediction-and-label event with a few fields dropped or replaced by any JSON value."""
+    event: dict[str, Any] = {
+        "event_id": draw(st.sampled_from(["e1", "e2"])),
+        "model_id": draw(st.sampled_from(["churn", "bikes", "topic", "nobody"])),
+        "ts": draw(
+            st.floats(0, 2e9) | st.sampled_from(["2024-06-01T00:00:00Z", "2024-06-01T00:00:00.5+02:00"])
+        ),
+        "features": draw(plausible_features),
+        "prediction": draw(plausible_predictions),
+        "label": draw(st.sampled_from(["yes", "no", "a", 0, 1, 2.5, True])),
+        "model_version": draw(st.sampled_from(["v1", 2])),
+        "segment": draw(
+            st.dictionaries(st.sampled_from(["country", "channel", "x"]), st.sampled_from(["de", 1]))
+        ),
+    }
+    for key in draw(st.lists(st.sampled_from(sorted(event)), max_size=2)):
+        if draw(st.booleans()):
+            event.pop(key, None)
+        else:
+            event[key] = draw(json_values)
+    features = event.get("features")
+    if isinstance(features, dict) and draw(st.booleans()):
+        features[draw(st.sampled_from(["age", "plan", "country", "extra"]))] = draw(json_values)
+    return event if draw(st.integers(0, 9)) else draw(json_values)
+
+
+DECODERS: tuple[tuple[Callable[..., Any], Literal["predictions", "labels"]], ...] = (
+    (decode_predictions, "predictions"),
+    (decode_labels, "labels"),
+)
+
+
+def assert_accounted_for(
+    raws: list[Any], batches: dict[str, Any], rejections: list[Any], stream: Literal["predictions", "labels"]
+) -> None:
+    positions = [r.index for r in rejections]
+    for model_id, batch in batches.items():
+        assert batch.model_id == model_id and len(batch) > 0
+        assert len(batch.index) == len(batch.event_id) == len(batch.ts) == len(batch)
+        positions += batch.index.tolist()
+        if stream == "predictions":
+            n_numeric = len(SCHEMAS[model_id].numeric_names)
+            assert batch.numeric.shape == (n_numeric, len(batch))
+            assert not np.isinf(batch.numeric).any() and np.isfinite(batch.ts).all()
+            assert all(len(column) == len(batch) for column in batch.categorical)
+    assert sorted(positions) == list(range(len(raws)))
+    for rejection in rejections:
+        assert REASON_PATTERN.fullmatch(rejection.reason), rejection.reason
+        raw = raws[rejection.index]
+        assert rejection.raw == (raw if isinstance(raw, bytes) else b"")
+        if ":" in rejection.reason:  # the field part names only fixed fields or schema names
+            assert any(rejection.reason in possible_reasons(s, stream) for s in SCHEMAS.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64) | st.none(), max_size=8))
+def test_arbitrary_bytes_never_raise_and_are_all_accounted_for(raws: list[bytes | None]) -> None:
+    for decode, stream in DECODERS:
+        batches, rejections = decode(raws, SCHEMAS, max_bytes=48)
+        assert_accounted_for(raws, batches, rejections, stream)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(event_like(), max_size=8))
+def test_arbitrary_objects_never_raise_and_are_all_accounted_for(objects: list[Any]) -> None:
+    raws = [json.dumps(obj).encode() for obj in objects]
+    for decode, stream in DECODERS:
+        batches, rejections = decode(raws, SCHEMAS)
+        assert_accounted_for(raws, batches, rejections, stream)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(event_like(), max_size=6))
+def test_objects_with_infinities_and_huge_ints_are_all_accounted_for(objects: list[Any]) -> None:
+    def swap_numbers(value: Any) -> Any:
+        if isinstance(value, float) and abs(value) > 1e300:
+            return math.copysign(math.inf, value)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**69:
+            return value * 10**400
+        if isinstance(value, list):
+            return [swap_numbers(v) for v in value]
+        if isinstance(value, dict):
+            return {k: swap_numbers(v) for k, v in value.items()}
+        return value
+
+    raws = [json.dumps(swap_numbers(obj)).encode() for obj in objects]
+    original = events._loads
+    events._loads = json.loads
+    try:
+        for decode, stream in DECODERS:
+            batches, rejections = decode(raws, SCHEMAS)
+            assert_accounted_for(raws, batches, rejections, stream)
+    finally:
+        events._loads = original
+
+
+def test_possible_reasons_are_unique_and_match_the_pattern() -> None:
+    for schema in SCHEMAS.values():
+        for stream in ("predictions", "labels"):
+            reasons = possible_reasons(schema, stream)
+            assert len(set(reasons)) == len(reasons)
+            assert all(REASON_PATTERN.fullmatch(reason) for reason in reasons)
+    assert not REASON_PATTERN.fullmatch("bad_type:whatever")
