@@ -189,6 +189,13 @@ class ServiceMetrics:
         self.service_ready = Gauge(
             p + "ready", "1 when assigned, restored and lag below the bound", registry=r
         )
+        # Static: lets alert rules and dashboards select key features by a join, not a hand-kept list.
+        self.feature_info = Gauge(
+            p + "feature_info",
+            "1 for each configured feature; labels give its kind and whether it is a key feature",
+            ["model", "feature", "kind", "key"],
+            registry=r,
+        )
         for m, s in self.schemas.items():
             for stream in ("predictions", "labels"):
                 self.events.labels(m, stream)
@@ -198,6 +205,8 @@ class ServiceMetrics:
             self.pred_drift.labels(m).set(0)
             self.incident.labels(m).set(0)
             self.labels_joined.labels(m)
+            for spec in s.features:
+                self.feature_info.labels(m, spec.name, spec.kind, "true" if spec.key else "false").set(1)
 
     def triggers_init(self, model: str) -> None:
         for kind in TRIGGER_KINDS:
