@@ -14,7 +14,7 @@ ahead of the committed ones. A crash before 2 replays from the previous snapshot
 decisions (same ``trigger_id``). With ``exactly_once`` steps 2–3 are one Kafka transaction that also
 holds the batch's triggers and dead letters (``send_offsets_to_transaction``).
 
-``STREAM_MONITOR_CRASH_AT=<point>[:<n>]`` (test-only fault injection) SIGKILLs the process the
+``SM_FAULT_CRASH_AT=<point>[:<n>]`` (test-only fault injection) SIGKILLs the process the
 ``n``-th time it reaches ``<point>`` (``after_outputs``, ``after_state``, ``before_commit``,
 ``after_trigger``), so the tests can kill it at exact places.
 """
@@ -37,7 +37,7 @@ from stream_monitor.state import StateRecord, state_key
 
 log = logging.getLogger("stream_monitor.checkpoint")
 
-CRASH_ENV = "STREAM_MONITOR_CRASH_AT"
+CRASH_ENV = "SM_FAULT_CRASH_AT"
 _crash_counts: dict[str, int] = {}
 
 # Commit errors that mean "this member no longer owns these partitions": not fatal, the new owner
@@ -54,7 +54,7 @@ _LOST_OWNERSHIP = frozenset(
 
 
 def crash_point(name: str) -> None:
-    """Test-only fault injection: SIGKILL ourselves here if ``STREAM_MONITOR_CRASH_AT`` says so."""
+    """Test-only fault injection: SIGKILL ourselves here if ``SM_FAULT_CRASH_AT`` says so."""
     spec = os.environ.get(CRASH_ENV)
     if not spec:
         return

@@ -69,6 +69,7 @@ class PartitionTask:
         self.counts: dict[str, int] = {"predictions": 0, "labels": 0, "rejected": 0, "triggers": 0}
         self.dirty = False
         self.restored_digest: str | None = None
+        self.checkpointed_digest: str | None = None
 
     @property
     def now(self) -> float:
@@ -94,10 +95,11 @@ class PartitionTask:
         self.offsets = {r: record.offsets.get(r) for r in ROLES}
         self.counts.update(record.counts)
         self.restored_digest = record.digest
+        self.checkpointed_digest = record.digest
 
     def state_record(self, group: str, now: float) -> StateRecord:
         """The checkpoint of this task (see :mod:`stream_monitor.state`)."""
-        return StateRecord(
+        record = StateRecord(
             group,
             self.partition,
             dict(self.offsets),
@@ -105,6 +107,8 @@ class PartitionTask:
             self.engine.snapshot(),
             created_at=now,
         )
+        self.checkpointed_digest = record.digest
+        return record
 
     def commit_offsets(self) -> list[TopicPartition]:
         """Offsets to commit: the next offset of each input partition consumed so far."""
@@ -157,6 +161,8 @@ class Service:
         self.checkpoints = Counter(
             "stream_monitor_checkpoints", "Checkpoints by outcome", ["outcome"], registry=r
         )
+        for outcome in ("ok", "deferred"):
+            self.checkpoints.labels(outcome)
         self.health = HealthState()
         self.tasks: dict[int, PartitionTask] = {}
         self.stop_requested = False
@@ -221,6 +227,7 @@ class Service:
             for stream in ("predictions", "labels", "rejected"):
                 self.task_events.labels(str(p), stream).set(task.counts[stream])
         for tp in partitions:
+            self.metrics.lag.labels(tp.topic, str(tp.partition))
             owner = self.tasks.get(tp.partition)
             role = self.role_of.get(tp.topic)
             off = None if owner is None or role is None else owner.offsets.get(role)
@@ -236,13 +243,15 @@ class Service:
         self.assigned_once = True
         self.restoring = False
         log.info(
-            "assigned partitions %s: restored %d of %d task(s) from %s in %.3fs (offsets %s)",
+            "assigned partitions %s: restored %d of %d task(s) from %s in %.3fs (offsets %s, restored "
+            "state digests %s)",
             new,
             restored,
             len(new),
             self.app.kafka.topics.state,
             seconds,
             {p: self.tasks[p].offsets for p in new},
+            {p: self.tasks[p].restored_digest for p in new},
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -251,14 +260,16 @@ class Service:
             numbers = sorted({tp.partition for tp in partitions})
             tasks = [self.tasks[p] for p in numbers if p in self.tasks]
             self._checkpoint(tasks, "revoke", timeout=30.0)
+            digests = {t.partition: t.checkpointed_digest for t in tasks}
             for p in numbers:
                 self._drop(p)
             if self.cooperative:
                 consumer.incremental_unassign(partitions)
             log.info(
-                "revoked partitions %s: checkpointed and committed in %.3fs",
+                "revoked partitions %s: checkpointed and committed in %.3fs (state digests %s)",
                 numbers,
                 time.perf_counter() - started,
+                digests,
             )
         except BaseException as exc:
             self._callback_error = exc

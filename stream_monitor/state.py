@@ -122,6 +122,8 @@ def read_latest(
             "group.id": "stream-monitor-state-reader",
             "enable.auto.commit": "false",
             "enable.partition.eof": "true",
+            # Reach the end quickly: an empty fetch at the end should not wait 500 ms for more data.
+            "fetch.wait.max.ms": "10",
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
         }
@@ -135,7 +137,7 @@ def read_latest(
         pending: set[int] = set()
         assignment: list[TopicPartition] = []
         for p in t.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            low, high = _watermarks(consumer, TopicPartition(topic, p), deadline)
             if high > low:
                 pending.add(p)
                 assignment.append(TopicPartition(topic, p, low))
@@ -145,7 +147,7 @@ def read_latest(
         while pending:
             if time.monotonic() > deadline:
                 raise StateError(f"could not read state topic {topic} to its end within {timeout:.0f}s")
-            for msg in consumer.consume(num_messages=500, timeout=0.5):
+            for msg in consumer.consume(num_messages=500, timeout=0.05):
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
@@ -163,3 +165,20 @@ def read_latest(
         raise StateError(f"reading state topic {topic}: {exc}") from exc
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+    """Low/high watermarks, retrying while the partition has no leader yet (a topic just created)."""
+    delay = 0.1
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=max(1.0, deadline - time.monotonic()))
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and not err.fatal()
+            if not retriable or time.monotonic() > deadline:
+                raise
+            log.info("state topic %s[%d] not ready (%s), retrying", tp.topic, tp.partition, err)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
