@@ -141,7 +141,9 @@ class ServiceProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
-        env = dict(os.environ)
+        # STREAM_MONITOR_* variables are configuration overrides for the service; the test harness's
+        # own (STREAM_MONITOR_KAFKA_DIR, STREAM_MONITOR_REQUIRE_KAFKA) would be rejected as unknown keys.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_MONITOR_")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         env.update(self.env)
         log = self.log_path.open("ab")
