@@ -1,0 +1,106 @@
+"""calibrate: thresholds from reference windows for a whole-model false-alarm budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream_monitor.calibration import FAMILIES, _threshold, calibrate, gumbel_quantile
+from stream_monitor.evaluation import evaluate_window
+from stream_monitor.events import PredictionBatch
+from stream_monitor.reference import build_reference
+from stream_monitor.schema import FeatureSpec, ModelSchema
+from stream_monitor.settings import ModelSettings, WindowSettings
+from stream_monitor.sketches import WindowSketch
+from stream_monitor.windows import ClosedWindow
+
+SCHEMA = ModelSchema(
+    "m",
+    "binary",
+    (
+        FeatureSpec("x", "numeric", key=True),
+        FeatureSpec("y", "numeric", key=True),
+        FeatureSpec("c", "categorical", key=True),
+    ),
+)
+
+
+def _data(n: int, seed: int, shift: float = 0.0) -> PredictionBatch:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2, n))
+    x[0] += shift
+    cats = rng.choice(["a", "b", "c", "d"], size=n, p=[0.4, 0.3, 0.2, 0.1]).tolist()
+    score = 1 / (1 + np.exp(-x[0]))
+    return PredictionBatch(
+        "m", np.arange(n), [f"{seed}-{i}" for i in range(n)], np.arange(n, dtype=float),
+        [None] * n, x, [cats], score, [None] * n, {}, 0,
+    )  # fmt: skip
+
+
+SETTINGS = ModelSettings(window=WindowSettings(size=1000))
+
+
+def test_every_family_gets_a_positive_threshold_and_settings_carry_them() -> None:
+    cal = calibrate(SCHEMA, _data(20_000, 0), SETTINGS, budget_per_million=10.0, windows=30, seed=0)
+    assert set(cal.thresholds) == set(FAMILIES)
+    assert all(v > 0 for v in cal.thresholds.values())
+    s = cal.settings
+    assert s.policy.psi_alarm == cal.thresholds["psi_alarm"]
+    assert s.policy.prediction_psi_alarm == cal.thresholds["prediction_psi_alarm"]
+    assert s.detectors.ks_min_effect == cal.thresholds["ks_min_effect"]
+    assert s.detectors.chi2_min_effect == cal.thresholds["chi2_min_effect"]
+    assert s.policy.psi_warning < s.policy.psi_alarm <= s.policy.psi_critical
+    assert cal.per_window_budget == pytest.approx(10.0 * 1000 / 1e6)
+    assert all(len(v) == 30 for v in cal.null_maxima.values())
+
+
+def test_seeded_and_deterministic() -> None:
+    data = _data(10_000, 1)
+    a = calibrate(SCHEMA, data, SETTINGS, windows=10, seed=3)
+    b = calibrate(SCHEMA, data, SETTINGS, windows=10, seed=3)
+    assert a.thresholds == b.thresholds
+
+
+def test_smaller_budget_gives_higher_thresholds() -> None:
+    data = _data(10_000, 2)
+    loose = calibrate(SCHEMA, data, SETTINGS, budget_per_million=1e4, windows=40, seed=0)
+    strict = calibrate(SCHEMA, data, SETTINGS, budget_per_million=0.01, windows=40, seed=0)
+    for name in FAMILIES:
+        assert strict.thresholds[name] >= loose.thresholds[name]
+
+
+def test_budget_holds_on_fresh_stationary_windows_and_shift_is_seen() -> None:
+    budget = 20.0  # per million events: 2 % per 1000-event window, 0.5 % per family
+    cal = calibrate(SCHEMA, _data(40_000, 3), SETTINGS, budget_per_million=budget, windows=100, seed=0)
+    reference = build_reference(SCHEMA, _data(40_000, 3))
+    d = cal.settings.detectors
+    psi_alarm = cal.settings.policy.psi_alarm
+
+    def alarms(batch: PredictionBatch, w: int) -> bool:
+        sk = WindowSketch(SCHEMA, reference, sample_size=d.window_sample, seed=w)
+        sk.update(batch)
+        res = evaluate_window(SCHEMA, reference, ClosedWindow(0, 1, w, sk), d, psi_alarm=psi_alarm)
+        return any(
+            r.drift for r in res if r.detector in ("psi", "ks", "chi2") and r.feature != "__prediction__"
+        )
+
+    null = sum(alarms(_data(1000, 100 + w), w) for w in range(100))
+    # 2 % per window budget, ≤ 3 families in play: allow sampling slack, but far below "often".
+    assert null <= 8
+    shifted = sum(alarms(_data(1000, 300 + w, shift=0.5), w) for w in range(20))
+    assert shifted >= 18
+
+
+def test_too_little_data_is_an_error() -> None:
+    with pytest.raises(ValueError, match="model m"):
+        calibrate(SCHEMA, _data(2, 0), SETTINGS)
+
+
+def test_gumbel_quantile_matches_a_gumbel_sample_and_threshold_extrapolates() -> None:
+    rng = np.random.default_rng(5)
+    m = rng.gumbel(loc=0.2, scale=0.05, size=50_000)
+    assert gumbel_quantile(m, 0.999) == pytest.approx(np.quantile(m, 0.999), rel=0.02)
+    few = m[:50]
+    # Empirical quantile where the tail is within reach; extrapolated (never below the max) beyond.
+    assert _threshold(few, 0.1) == pytest.approx(np.quantile(few, 0.9))
+    assert _threshold(few, 1e-6) >= few.max()
