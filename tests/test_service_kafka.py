@@ -467,3 +467,30 @@ def test_state_record_roundtrip_and_dlq_headers() -> None:
         "source_partition": b"2",
         "source_offset": b"7",
     }
+
+
+def test_exactly_once_mode_commits_offsets_in_the_transaction(
+    kafka_bootstrap: str,
+    topic_factory: Any,
+    group_id: str,
+    producer_factory: Any,
+    services: Any,
+    tmp_path: Path,
+) -> None:
+    topics = ServiceTopics.create(topic_factory)
+    n = 4000
+    produce(producer_factory(), topics, synthetic(n, drift_after=2000, seed=13))
+    port = free_port()
+    cfg = write_config(tmp_path / "c.yaml", kafka_bootstrap, topics, group_id, port, exactly_once=True)
+    svc = services(cfg, port, tmp_path / "svc.log")
+    svc.wait_for(lambda: _processed_all(svc, n), 60, "all events processed")
+    for topic in (topics.predictions, topics.labels):
+        svc.wait_for(
+            lambda t=topic: committed(kafka_bootstrap, group_id, t, 2) == end_offsets(kafka_bootstrap, t, 2),
+            20,
+            "offsets committed through the transaction",
+        )
+    assert svc.terminate() == 0
+    fired = triggers(kafka_bootstrap, topics.triggers)  # read_committed: only committed transactions
+    ids = [t["trigger_id"] for t in fired]
+    assert ids and len(ids) == len(set(ids))
