@@ -406,6 +406,8 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
+            if node.get("type") == "datasource":  # a datasource variable: its query is a plugin id
+                return
             title = node.get("title") or node.get("name") or where
             for key in ("expr", "query"):
                 value = node.get(key)
