@@ -69,7 +69,8 @@ __all__ = [
 
 ENV_PREFIX = "STREAM_MONITOR_"
 # Environment variables with this prefix that are not configuration values (read by the CLI).
-NON_CONFIG_ENV = frozenset({"config", "log_level"})
+# Variables of the CLI and of the test harness (deploy/local/test.sh), not configuration keys.
+NON_CONFIG_ENV = frozenset({"config", "log_level", "kafka_dir", "require_kafka"})
 REDACTED = "***"
 
 # Pinned consumer defaults; user passthrough wins (except the two offset-store keys, see below).
