@@ -40,6 +40,7 @@ from stream_monitor.detectors import StreamDriftDetector, make_stream_detector
 from stream_monitor.errors import StateError
 from stream_monitor.evaluation import evaluate_window
 from stream_monitor.events import LabelBatch, PredictionBatch
+from stream_monitor.insights.tracker import InsightSettings, InsightTracker, stride_for
 from stream_monitor.labels import LabelJoinBuffer
 from stream_monitor.performance import RollingPerformance
 from stream_monitor.policy import TriggerPolicy, WindowEvaluation
@@ -99,6 +100,8 @@ class ModelMonitor:
         self.policy = TriggerPolicy(schema.model_id, schema.key_features, self.settings.policy, model_version)
         self.events_total = 0
         self.last_evaluation: WindowEvaluation | None = None
+        # Retraining insight (time buckets, data DNA, segments): see stream_monitor.insights.
+        self.insights: InsightTracker | None = None
         if reference is not None:
             self._use_reference(reference)
         else:
@@ -125,6 +128,14 @@ class ModelMonitor:
         self.reference = reference
         self.warmup = None
         self.windows = self._new_windows()
+        self.insights = self._new_insights(reference)
+
+    def _new_insights(self, reference: ReferenceProfile) -> InsightTracker:
+        w = self.settings.window
+        stride = stride_for(
+            w.kind, w.size if w.kind == "count" else w.width, w.slide if w.kind == "count" else w.time_slide
+        )
+        return InsightTracker(self.schema, reference, InsightSettings(stride=stride), self.model_version)
 
     @property
     def ready(self) -> bool:
@@ -149,7 +160,8 @@ class ModelMonitor:
             batch = slice_batch(batch, needed, len(batch))
         self.labels.add_predictions(batch.event_id, batch.ts, batch.score, batch.pred_label)
         out.score_drift = self._update_score_drift(batch.score)
-        assert self.windows is not None
+        assert self.windows is not None and self.insights is not None
+        out.triggers += self.insights.observe_batch(batch, now)  # a segment surge checks at once
         for window in self.windows.add(batch):
             self._close(window, now, out)
         return out
@@ -202,7 +214,9 @@ class ModelMonitor:
         )
         self.last_evaluation = ev
         out.evaluations.append(ev)
-        out.triggers += self.policy.decide(ev, now)
+        assert self.insights is not None
+        self.insights.observe_window(window)
+        out.triggers += [self.insights.enrich(t, ev.labels) for t in self.policy.decide(ev, now)]
 
     def label_stats(self, now: float) -> dict[str, float]:
         lb = self.labels
@@ -236,6 +250,7 @@ class ModelMonitor:
                 "score_drift": b64(self.score_drift.snapshot()),
                 "policy": b64(self.policy.snapshot()),
                 "events_total": self.events_total,
+                "insights": b64(self.insights.snapshot() if self.insights else None),
             }
         )
 
@@ -269,6 +284,11 @@ class ModelMonitor:
         if win is not None:
             kind = CountWindows if mon.settings.window.kind == "count" else EventTimeWindows
             mon.windows = kind.restore(win, make_sketch=mon._make_sketch, schema=schema, reference=reference)
+        insights = raw("insights")
+        if insights is not None and reference is not None and mon.insights is not None:
+            mon.insights = InsightTracker.restore(
+                insights, schema, reference, mon.insights.settings, model_version
+            )
         mon.labels = LabelJoinBuffer.restore(raw("labels") or b"")
         mon.performance = RollingPerformance.restore(raw("performance") or b"")
         mon.score_drift = StreamDriftDetector.restore(raw("score_drift") or b"")

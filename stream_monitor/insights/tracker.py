@@ -278,3 +278,14 @@ class InsightTracker:
         if tracker.buckets.closed():
             tracker._refresh()
         return tracker
+
+
+def stride_for(kind: str, size: float, slide: float | None) -> int:
+    """How many windows to skip so that merged windows tile the stream (1 for tumbling windows).
+
+    >>> stride_for("count", 5000, None), stride_for("time", 86400.0, 21600.0)
+    (1, 4)
+    """
+    if not slide:
+        return 1
+    return max(1, round(size / slide))
