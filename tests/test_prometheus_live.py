@@ -376,7 +376,7 @@ def exported_names(metrics_text: str) -> set[str]:
 
 
 def recorded_names() -> set[str]:
-    names = set()
+    names: set[str] = set()
     for path in (PROM_DIR / "rules").glob("*.yml"):
         for group in yaml.safe_load(path.read_text())["groups"]:
             names.update(r["record"] for r in group["rules"] if "record" in r)

@@ -39,7 +39,7 @@ def run(*args: str, cwd: Path = ROOT) -> str:
 
 
 def alert_names() -> set[str]:
-    names = set()
+    names: set[str] = set()
     for path in (PROM / "rules").glob("*.yml"):
         for group in yaml.safe_load(path.read_text())["groups"]:
             names.update(r["alert"] for r in group["rules"] if "alert" in r)
