@@ -219,7 +219,9 @@ def live_stack(
     cfg = service_config(tmp / "service.yaml", kafka_broker.bootstrap, topics, f"prom-{suffix}", metrics_port)
     prom_cfg = prometheus_config(tmp, metrics_port)
     service_log, prom_log = tmp / "service.log", tmp / "prometheus.log"
-    env = dict(os.environ)
+    # The test's config file is the whole configuration: no STREAM_MONITOR_* override of the harness
+    # (deploy/local/test.sh sets some) reaches the service.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_MONITOR_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     with service_log.open("wb") as out:
         service = subprocess.Popen(
