@@ -133,6 +133,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         days=args.days,
         out=args.out,
         linger=args.linger,
+        insights_dir=args.insights_dir,
     )
 
 
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=40)
     demo.add_argument("--out", help="also write the triggers as JSONL here")
     demo.add_argument("--linger", type=float, default=0.0, help="keep serving /metrics this many seconds")
+    demo.add_argument("--insights-dir", default="stream-monitor-insights", help="save bucket profiles here")
     demo.set_defaults(func=_cmd_demo)
 
     ref = sub.add_parser("reference", help="reference profiles")
@@ -203,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     prod.add_argument("--seed", type=int, default=0)
     prod.add_argument("--quiet", action="store_true", help="no progress bar")
     prod.set_defaults(func=_cmd_produce)
+
+    from stream_monitor.insights.commands import add_insights_parser  # insights dna, plan
+
+    add_insights_parser(sub)
     return p
 
 

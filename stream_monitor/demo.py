@@ -59,6 +59,7 @@ def run_demo(
     days: int = 40,
     out: str | None = None,
     linger: float = 0.0,
+    insights_dir: str | None = None,
 ) -> int:
     from prometheus_client import CollectorRegistry
 
@@ -96,9 +97,15 @@ def run_demo(
     registry = CollectorRegistry()
     metrics = ServiceMetrics(schemas, registry)
     health = HealthState()
-    server = serve_http(registry, health, host, port)
+    # Status page at / and the insight gauges (regime of the latest bucket, ...): stream_monitor.insights.
+    from stream_monitor.insights.exporter import InsightsCollector
+    from stream_monitor.insights.status import StatusPage
+
+    status = StatusPage(lambda: engine.monitors)
+    InsightsCollector(lambda: engine.monitors, registry=registry)
+    server = serve_http(registry, health, host, port, extra_routes={"/": status})
     health.ready = True
-    print(f"metrics: http://{host}:{server.server_address[1]}/metrics")
+    print(f"metrics: http://{host}:{server.server_address[1]}/metrics, status page: /")
 
     events, labels = story.production()
     start = min(e["ts"] for e in events)
@@ -118,6 +125,7 @@ def run_demo(
         log.observe(o, stream)
         for t in o.triggers:
             t["emitted_at"] = time.time()
+            status.record(t)
             day = (t["event_time"] - story.drift_ts) / DAY
             print(
                 f"  TRIGGER {t['model_id']:<6} {t['kind']:<16} {t['severity']:<8} "
@@ -153,6 +161,12 @@ def run_demo(
         print("first bikes trigger:\n" + orjson.dumps(first, option=orjson.OPT_INDENT_2).decode())
     if out:
         Path(out).write_bytes(b"".join(orjson.dumps(t) + b"\n" for t in log.triggers))
+    if insights_dir:
+        from stream_monitor.insights.store import save_insights
+
+        for mon in engine.monitors.values():
+            if mon.insights is not None:
+                print(f"saved bucket profiles: {save_insights(insights_dir, mon.insights)}")
     if linger > 0:
         print(f"serving metrics for {linger:.0f}s more…", file=sys.stderr)
         time.sleep(linger)

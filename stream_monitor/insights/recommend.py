@@ -42,6 +42,22 @@ class RecommendSettings:
     min_buckets: int = 3
 
 
+def plain(value: Any) -> Any:
+    """Numpy scalars and arrays inside dicts/lists as plain Python values (JSON-ready for any encoder).
+
+    >>> import numpy as np
+    >>> plain({"a": [np.float64(1.5), np.int64(2)], "b": (np.bool_(True),)})
+    {'a': [1.5, 2], 'b': [True]}
+    """
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        return plain(value.tolist())
+    return value
+
+
 def periods(bucket_ids: Sequence[int], bounds: Mapping[int, tuple[float, float]]) -> list[dict[str, Any]]:
     """Consecutive bucket ids as ``{start, end, buckets}`` periods, the most recent first."""
     runs: list[list[int]] = []
@@ -110,7 +126,7 @@ def recommend(
     )
     if dna is None or len(buckets) < s.min_buckets:
         out["basis"] = "windows"
-        return out
+        return plain(out)  # type: ignore[no-any-return,unused-ignore]
     bounds = {b.index: (b.start, b.end) for b in buckets}
     incident_of = {i.bucket: i for i in incidents}
     clean = [b.index for b in buckets if b.index not in incident_of]
@@ -146,4 +162,4 @@ def recommend(
     ]
     out["train_on_buckets"] = len(train)
     out["basis"] = "buckets"
-    return out
+    return plain(out)  # type: ignore[no-any-return,unused-ignore]

@@ -99,11 +99,11 @@ class SegmentDrift:
             "value": self.value,
             "bucket": self.bucket,
             "events": self.events,
-            "share": round(self.share, 6),
-            "drift": round(self.drift, 6),
+            "share": round(float(self.share), 6),
+            "drift": round(float(self.drift), 6),
             "top_feature": self.top_feature,
-            "top_psi": round(self.top_psi, 6),
-            "key_psi": round(self.key_psi, 6),
+            "top_psi": round(float(self.top_psi), 6),
+            "key_psi": round(float(self.key_psi), 6),
         }
 
 
@@ -277,11 +277,12 @@ class SegmentTracker:
             return []
         return self._drift(max(self._open))
 
-    def latest(self, min_events: int | None = None) -> list[SegmentDrift]:
-        """Segment drift of the newest bucket with at least ``min_events`` events (open, else closed)."""
-        need = self.settings.min_events if min_events is None else min_events
-        if self._open and self._open_events.get(max(self._open), 0) >= need:
-            return self.current()
+    def latest(self) -> list[SegmentDrift]:
+        """Segment drift of the newest closed bucket; before the first closes, the open one so far.
+
+        A closed (whole) bucket is preferred: a bucket in progress has only part of the day, and a
+        feature with a daily cycle (the hour) would look drifted in every segment.
+        """
         if not self.history:
             return self.current()
         b = max(self.history)

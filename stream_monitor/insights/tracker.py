@@ -46,7 +46,7 @@ from stream_monitor.errors import StateError
 from stream_monitor.insights.buckets import DAY, Bucket, TimeBucketProfiles
 from stream_monitor.insights.dna import DataDNA, Metric, dna_from_buckets
 from stream_monitor.insights.incidents import Incident, IncidentSettings, find_incidents
-from stream_monitor.insights.recommend import RecommendSettings, recommend
+from stream_monitor.insights.recommend import RecommendSettings, plain, recommend
 from stream_monitor.insights.segments import SegmentSettings, SegmentTracker, SurgeCheck
 from stream_monitor.policy import trigger_id
 from stream_monitor.reference import ReferenceProfile
@@ -114,7 +114,7 @@ class InsightTracker:
                     "baseline_share": check.baseline_share,
                     "events": check.events,
                     "drift": check.drift,
-                    "key_psi": check.result.key_psi,
+                    "key_psi": float(check.result.key_psi),
                     "event_time": check.event_time,
                 }
             )
@@ -128,7 +128,7 @@ class InsightTracker:
     def observe_window(self, window: ClosedWindow) -> list[int]:
         """Merge a closed window into its bucket; recompute DNA/incidents when buckets close."""
         closed = self.buckets.add_window(window)
-        self.segments.close_through(window.end - self.settings.bucket_seconds)
+        self.segments.close_through(window.end)
         if closed or self._dna is None:
             self._refresh()
         return closed
@@ -216,29 +216,31 @@ class InsightTracker:
                 "window": window,
             },
         ]
-        return {
-            "trigger_id": trigger_id(
-                self.schema.model_id, f"segment_surge:{check.segment}", check.bucket, lo
-            ),
-            "model_id": self.schema.model_id,
-            "model_version": self.model_version,
-            "emitted_at": now,
-            "event_time": check.event_time,
-            "severity": "critical" if check.share >= 0.2 else "warning",
-            "kind": "data_drift",
-            "reasons": reasons,
-            "evidence": {
-                "events_in_window": check.events,
-                "segment_share": round(check.share, 6),
-                "segment_baseline_share": round(check.baseline_share, 6),
-                "segment_drift": r.to_dict(),
-            },
-            "recommendation": {
-                "action": "investigate",
-                "segments_needing_attention": [check.segment],
-                "new_labels_since_last_trigger": 0.0,
-            },
-        }
+        return plain(
+            {
+                "trigger_id": trigger_id(
+                    self.schema.model_id, f"segment_surge:{check.segment}", check.bucket, lo
+                ),
+                "model_id": self.schema.model_id,
+                "model_version": self.model_version,
+                "emitted_at": now,
+                "event_time": check.event_time,
+                "severity": "critical" if check.share >= 0.2 else "warning",
+                "kind": "data_drift",
+                "reasons": reasons,
+                "evidence": {
+                    "events_in_window": check.events,
+                    "segment_share": round(check.share, 6),
+                    "segment_baseline_share": round(check.baseline_share, 6),
+                    "segment_drift": r.to_dict(),
+                },
+                "recommendation": {
+                    "action": "investigate",
+                    "segments_needing_attention": [check.segment],
+                    "new_labels_since_last_trigger": 0.0,
+                },
+            }
+        )
 
     # -- state --------------------------------------------------------------------------------
     def snapshot(self) -> bytes:
