@@ -204,17 +204,19 @@ def test_poison_messages_go_to_the_dlq_once_each(
     for reason, count in expected.items():
         assert before[("stream_monitor_events_rejected_total", (("reason", reason),))] == count
 
-    # 2000 messages naming random models: counted, dead-lettered, and not one new metric series.
-    for i in range(2000):
+    # 10k messages naming random models: counted, dead-lettered, and not one new metric series.
+    for i in range(10_000):
         producer.produce(
             topics.predictions,
             value=valid.replace(b'"model_id":"m"', f'"model_id":"rnd-{i}-{time.time_ns()}"'.encode()),
         )
     assert producer.flush(30) == 0
-    svc.wait_for(lambda: svc.processed()["rejected"] == expect_rejected + 2000, 60, "random models rejected")
+    svc.wait_for(
+        lambda: svc.processed()["rejected"] == expect_rejected + 10_000, 60, "random models rejected"
+    )
     after = svc.metrics()
     assert set(after) == set(before)
-    assert after[("stream_monitor_events_rejected_total", (("reason", "unknown_model"),))] == 2001
+    assert after[("stream_monitor_events_rejected_total", (("reason", "unknown_model"),))] == 10_001
     assert svc.alive()
     # Offsets advance past every poison message: the committed offsets reach the end.
     svc.wait_for(
