@@ -1,0 +1,131 @@
+"""The status page in a real headless Chromium during a demo run: what the user should see is there.
+
+Needs Debian's ``chromium`` (``.ci/run`` installs it). Locally the test skips without it; under CI
+(``CI`` set) a missing browser fails the test instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        message = "chromium not installed (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    _chromium()
+    port = _free_port()
+    work = tmp_path_factory.mktemp("demo")
+    cmd = [
+        sys.executable,
+        "-m",
+        "stream_monitor.cli",
+        "demo",
+        "--port",
+        str(port),
+        "--linger",
+        "60",
+        "--stations",
+        "40",
+        "--insights-dir",
+        str(work / "insights"),
+    ]
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 300
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "serving metrics for" in line:  # the stream is processed; the page is final
+                break
+        else:
+            pytest.fail("demo did not finish in time:\n" + "".join(lines[-20:]))
+        assert proc.poll() is None, "".join(lines[-30:])
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _browser(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp / 'profile'}",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_status_page_shows_models_drift_triggers_and_dna(demo_url: str, tmp_path: Path) -> None:
+    result = _browser(demo_url, tmp_path, "--dump-dom")
+    dom = result.stdout
+    assert result.returncode == 0 and "</html>" in dom, result.stderr[-2000:]
+    # The models, current drift per feature with the drifting temperature flagged.
+    assert "Model bikes" in dom and "Model churn" in dom
+    assert "Drift per feature (last window)" in dom
+    assert re.search(r'<tr class="drift"><td>temp</td>', dom), "temp should be flagged as drifting"
+    # Performance against the baseline: MAE has grown past its training value.
+    perf = re.search(r"<td>mae</td><td>([0-9.]+)</td><td>([0-9.]+)</td>", dom)
+    assert perf is not None and float(perf.group(1)) > float(perf.group(2))
+    # Recent triggers with reasons and the bucket-based recommendation.
+    assert "Recent triggers" in dom and "data_drift" in dom and "performance" in dom
+    assert 'class="action">retrain</b>' in dom and "Train on: 20" in dom
+    assert "psi on temp" in dom
+    # The data-DNA heatmap, drawn in the page, with its regimes; the warming days are emerging.
+    assert 'aria-label="data DNA heatmap"' in dom and dom.count("<rect") > 500
+    assert "regime 0: normal" in dom and "emerging" in dom
+    # The churn control model stays quiet.
+    churn = dom[dom.index('id="model-churn"') :]
+    assert "No triggers." in churn
+
+
+def test_status_page_renders_as_an_image(demo_url: str, tmp_path: Path) -> None:
+    shot = tmp_path / "status.png"
+    result = _browser(demo_url, tmp_path, f"--screenshot={shot}", "--window-size=1200,2400")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert shot.exists() and shot.stat().st_size > 20_000
+    keep = os.environ.get("STREAM_MONITOR_STATUS_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
