@@ -245,3 +245,28 @@ def test_dna_single_bucket_and_empty() -> None:
     assert one.groups.tolist() == [0] and [r.kind for r in one.regimes] == ["normal"]
     none = data_dna(np.zeros((0, 1, 3)), np.ones(1))
     assert none.regimes == []
+
+
+def test_monitor_fires_on_a_new_channel_surge_and_keeps_insights_across_restore() -> None:
+    from stream_monitor.monitor import ModelMonitor
+    from stream_monitor.settings import ModelSettings, WindowSettings
+
+    rng = np.random.default_rng(6)
+    # The same daily volume as production: the reference's event rate drives the volume check.
+    reference = build_reference(SCHEMA, make_batch(rng, -30, 3000), bins=10)
+    settings = ModelSettings(window=WindowSettings(kind="time", width=DAY, allowed_lateness=0.0))
+    monitor = ModelMonitor(SCHEMA, settings, reference)
+    fired = []
+    for day in range(4):
+        fired += monitor.process_predictions(make_batch(rng, day, 3000), now=0.0).triggers
+    assert fired == []
+    assert monitor.insights is not None and [b.index for b in monitor.insights.buckets.closed()] == [0, 1, 2]
+    restored = ModelMonitor.restore(monitor.snapshot(), SCHEMA, settings)
+    assert restored.insights is not None
+    assert [b.index for b in restored.insights.buckets.closed()] == [0, 1, 2]
+    channel = ["web"] * 2000 + ["partner_app"] * 1000
+    batch = make_batch(rng, 4, 3000, channel=channel, tag="surge")
+    batch.numeric[0, 2000:] += 2.0
+    surge = restored.process_predictions(batch, now=0.0).triggers
+    assert [t["reasons"][0]["detector"] for t in surge] == ["segment_surge"]
+    assert surge[0]["reasons"][0]["feature"] == "segment:channel=partner_app"
