@@ -12,12 +12,12 @@ Reasons (see :data:`REASON_KINDS` and :func:`possible_reasons`):
 ``too_large``          more than ``max_bytes`` bytes (checked before parsing)
 ``too_deep``           JSON nesting deeper than :data:`MAX_DEPTH` (checked before parsing:
                        some orjson versions have no depth limit and overflow the C stack)
-``malformed_json``     anything orjson rejects: syntax, invalid UTF-8, ``NaN``/``Infinity``
-                       literals, numbers orjson refuses to turn into a finite double
+``malformed_json``     not JSON: syntax errors, truncation, invalid UTF-8
 ``not_an_object``      valid JSON whose top level is not an object
 ``missing_field:<f>``  a required field is absent or ``null``
 ``bad_type:<f>``       a field has the wrong type or an unusable value (e.g. ts out of range)
-``non_finite:<f>``     a number that parsed to ±inf, or an integer too big for a float64
+``non_finite:<f>``     ``NaN``/``Infinity`` literals, numbers beyond a float64 (``1e400``), or an
+                       integer too big for a float64
 ``unknown_model``      ``model_id`` is not configured
 =====================  ======================================================================
 
@@ -59,6 +59,7 @@ int or bool (``"true"``/``"false"``); ``null`` or absent is missing (``None``).
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -340,6 +341,24 @@ def _nesting_depth(raw: bytes) -> int:
 _loads: Callable[[bytes], Any] = orjson.loads
 
 
+def _non_finite_constant(name: str) -> float:
+    return math.inf
+
+
+def _lenient_loads(raw: bytes) -> Any:
+    """Second chance for what orjson refused: JSON whose only fault is a non-finite number.
+
+    ``NaN``/``Infinity`` literals and overflowing numbers (``1e400``) parse here to ±inf, so validation
+    names the field (``non_finite:features.x``) instead of calling the whole message malformed. Runs only
+    on messages orjson rejected, so it costs nothing on the hot path. ``None`` when still not JSON.
+    """
+    try:
+        # Strict UTF-8 first: json.loads(bytes) would let lone surrogates through ("surrogatepass").
+        return json.loads(raw.decode("utf-8"), parse_constant=_non_finite_constant)
+    except (ValueError, RecursionError, UnicodeDecodeError, TypeError):
+        return None
+
+
 def _parsed_objects(
     raws: Sequence[RawValue], max_bytes: int, rejections: list[Rejection]
 ) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
@@ -376,9 +395,13 @@ def _parsed_objects(
             obj = loads(raw)
         except Exception as exc:
             # Newer orjson versions enforce the depth limit themselves.
-            reason = "too_deep" if "recursion" in str(exc).lower() else "malformed_json"
-            reject(Rejection(index, reason, raw))
-            continue
+            if "recursion" in str(exc).lower():
+                reject(Rejection(index, "too_deep", raw))
+                continue
+            obj = _lenient_loads(raw)
+            if obj is None:
+                reject(Rejection(index, "malformed_json", raw))
+                continue
         if type(obj) is not dict:
             reject(Rejection(index, "not_an_object", raw))
             continue

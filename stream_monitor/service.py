@@ -165,6 +165,7 @@ class Service:
             self.checkpoints.labels(outcome)
         self.health = HealthState()
         self.tasks: dict[int, PartitionTask] = {}
+        self.status_page: Any = None
         self.stop_requested = False
         self.assigned_once = False
         self.restoring = False
@@ -358,6 +359,8 @@ class Service:
         for trigger in out.triggers:
             trigger["emitted_at"] = emitted
             self.producer.trigger(trigger)
+            if self.status_page is not None:
+                self.status_page.record(trigger)
             log.info(
                 "trigger %s: %s %s %s",
                 trigger["trigger_id"],
@@ -423,6 +426,15 @@ class Service:
         }
         self.metrics.service_ready.set(1.0 if ready else 0.0)
 
+    def _busiest_monitors(self) -> dict[str, Any]:
+        """Per model, the monitor of the partition-task that has seen most of its events (status page)."""
+        best: dict[str, Any] = {}
+        for task in list(self.tasks.values()):
+            for model_id, mon in task.engine.monitors.items():
+                if model_id not in best or mon.events_total > best[model_id].events_total:
+                    best[model_id] = mon
+        return best
+
     def _state_route(self) -> tuple[int, str, bytes]:
         body = {"group": self.group, "tasks": {str(p): t.describe() for p, t in list(self.tasks.items())}}
         return 200, "application/json", orjson.dumps(body)
@@ -446,12 +458,17 @@ class Service:
         )
         if created:
             log.info("created topics %s", created)
+        from stream_monitor.insights.exporter import InsightsCollector
+        from stream_monitor.insights.status import StatusPage
+
+        self.status_page = StatusPage(self._busiest_monitors)
+        InsightsCollector(self._busiest_monitors, registry=self.metrics.registry)
         server = serve_http(
             self.metrics.registry,
             self.health,
             self.app.metrics.host,
             self.app.metrics.port,
-            extra_routes={"/state": self._state_route},
+            extra_routes={"/state": self._state_route, "/": self.status_page},
         )
         log.info(
             "serving /metrics /healthz /readyz /state on %s:%d",

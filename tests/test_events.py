@@ -268,8 +268,10 @@ UNCLOSED_DEEP = b"[" * 500_000
         (UNCLOSED_DEEP, "too_deep"),
         (b"{", "malformed_json"),
         (b" ", "malformed_json"),
-        (b'{"a": NaN}', "malformed_json"),
-        (b'{"a": Infinity}', "malformed_json"),
+        # Non-finite literals are valid enough to validate: the event is judged on its fields.
+        (b'{"a": NaN}', "missing_field:event_id"),
+        (b'{"a": Infinity}', "missing_field:event_id"),
+        (b'{"a": NaN', "malformed_json"),
         (b'{"a": "\xff"}', "malformed_json"),
         (b'{"a": "\xed\xa0\x80"}', "malformed_json"),
         (b"{} {}", "malformed_json"),
@@ -340,6 +342,33 @@ def test_field_level_rejections(overrides: dict[str, Any], reason: str | None) -
     else:
         assert result == reason
         assert reason in possible_reasons(BINARY, "predictions")
+
+
+@pytest.mark.parametrize(
+    ("literal", "where", "reason"),
+    [
+        ("NaN", "age", "non_finite:features.age"),
+        ("Infinity", "age", "non_finite:features.age"),
+        ("-Infinity", "age", "non_finite:features.age"),
+        ("1e400", "age", "non_finite:features.age"),
+        ("1" + "0" * 400, "age", "non_finite:features.age"),
+        ("NaN", "ts", "non_finite:ts"),
+        ("1e400", "score", "non_finite:prediction.score"),
+    ],
+)
+def test_non_finite_literals_name_their_field_with_the_real_orjson(
+    literal: str, where: str, reason: str
+) -> None:
+    event = prediction_event()
+    if where == "ts":
+        event["ts"] = "@@"
+    elif where == "score":
+        event["prediction"] = {"score": "@@"}
+    else:
+        event["features"][where] = "@@"
+    raw = json.dumps(event).replace('"@@"', literal).encode()
+    batches, rejections = decode_predictions([raw], SCHEMAS)
+    assert batches == {} and [(r.reason, r.raw) for r in rejections] == [(reason, raw)]
 
 
 @pytest.fixture

@@ -92,6 +92,9 @@ def test_drift_triggers_stationary_does_not_and_sigterm_commits(
     for svc in runs.values():
         svc.wait_for(lambda s=svc: _processed_all(s, n), 60, "all events processed")
         svc.wait_for(lambda s=svc: s.ready() is True, 15, "ready")
+    # The status page at / shows the model the service watches.
+    code, page = runs["drift"]._get("/")
+    assert code == 200 and b"<html" in page.lower() and MODEL.encode() in page
 
     # SIGTERM: finish, checkpoint, commit, leave, exit 0; committed offsets are the end offsets.
     for name, topics in (("drift", drift), ("calm", calm)):
@@ -124,10 +127,10 @@ def _poison(valid: bytes) -> list[tuple[bytes | None, str]]:
         (valid[: len(valid) // 2], "malformed_json"),  # truncated
         (b"\x00\xffnot json", "malformed_json"),
         (valid.replace(b'"x":1.5', b'"x":"abc"'), "bad_type:features.x"),
-        (valid.replace(b'"x":1.5', b'"x":NaN'), "malformed_json"),
-        (valid.replace(b'"x":1.5', b'"x":Infinity'), "malformed_json"),
-        (valid.replace(b'"x":1.5', b'"x":1e400'), "malformed_json"),
-        (valid.replace(b'"x":1.5', b'"x":1' + b"0" * 400), "malformed_json"),
+        (valid.replace(b'"x":1.5', b'"x":NaN'), "non_finite:features.x"),
+        (valid.replace(b'"x":1.5', b'"x":Infinity'), "non_finite:features.x"),
+        (valid.replace(b'"x":1.5', b'"x":1e400'), "non_finite:features.x"),
+        (valid.replace(b'"x":1.5', b'"x":1' + b"0" * 400), "non_finite:features.x"),
         (valid.replace(b"2.5}", b'{"score": "high"}}'), "bad_type:prediction.score"),
         (deep, "too_deep"),
         (huge, "too_large"),
