@@ -24,6 +24,11 @@ DAY = 86400.0
 START_TS = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 SEASONS = ("winter", "spring", "summer", "autumn")
 WEATHER = ("clear", "mist", "light_rain", "heavy_rain")
+# The churn control model's categories (the feature names match its configuration in demo.yaml).
+CONTRACTS = ("month-to-month", "one_year", "two_year")
+PAYMENTS = ("card", "bank_transfer", "electronic_check")
+INTERNET = ("fiber", "dsl", "none")
+CHANNELS = ("web", "store", "partner")
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,8 @@ def churn_events(
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """A stationary binary-classification stream (the control model): (prediction, label) pairs.
 
+    Its feature names are those of the ``churn`` model in ``demo.yaml`` and ``examples/config.yaml``.
+
     >>> e, lab = next(churn_events(1))
     >>> e["model_id"], sorted(e["prediction"]), lab["label"] in (0, 1)
     ('churn', ['label', 'score'], True)
@@ -141,9 +148,12 @@ def churn_events(
     ts = np.sort(rng.uniform(start_ts, start_ts + span, n))
     tenure = rng.gamma(2.0, 12.0, n)
     charges = rng.normal(70, 20, n)
-    tickets = rng.poisson(1.0, n)
-    plan = rng.choice(["basic", "plus", "pro"], size=n, p=[0.5, 0.35, 0.15])
-    logit = -1.0 - 0.05 * tenure + 0.02 * (charges - 70) + 0.4 * tickets
+    calls = rng.poisson(1.0, n)
+    contract = rng.choice(CONTRACTS, size=n, p=[0.55, 0.25, 0.2])
+    payment = rng.choice(PAYMENTS, size=n, p=[0.4, 0.3, 0.3])
+    internet = rng.choice(INTERNET, size=n, p=[0.45, 0.4, 0.15])
+    channel = rng.choice(CHANNELS, size=n, p=[0.6, 0.3, 0.1])
+    logit = -1.0 - 0.05 * tenure + 0.02 * (charges - 70) + 0.4 * calls + 0.8 * (contract == CONTRACTS[0])
     p = 1 / (1 + np.exp(-logit))
     y = rng.uniform(size=n) < p
     score = np.clip(p + rng.normal(0, 0.05, n), 0.001, 0.999)
@@ -156,12 +166,16 @@ def churn_events(
                 "model_version": "7",
                 "ts": round(float(ts[i]), 3),
                 "features": {
-                    "tenure": round(float(tenure[i]), 2),
-                    "charges": round(float(charges[i]), 2),
-                    "tickets": int(tickets[i]),
-                    "plan": str(plan[i]),
+                    "tenure_months": round(float(tenure[i]), 2),
+                    "monthly_charges": round(float(charges[i]), 2),
+                    "total_charges": round(float(charges[i] * tenure[i]), 2),
+                    "support_calls": int(calls[i]),
+                    "contract": str(contract[i]),
+                    "payment_method": str(payment[i]),
+                    "internet_service": str(internet[i]),
                 },
                 "prediction": {"score": round(float(score[i]), 4), "label": "1" if score[i] >= 0.5 else "0"},
+                "segment": {"channel": str(channel[i])},
             },
             {
                 "event_id": eid,
@@ -170,3 +184,99 @@ def churn_events(
                 "label": int(y[i]),
             },
         )
+
+
+@dataclass(frozen=True)
+class SyntheticStream:
+    """A fast, vectorised stream of raw prediction and label messages with an optional known drift.
+
+    A binary model on ``n_numeric`` standard-normal features ``x0…`` and two categorical features
+    ``c0`` (``a``/``b``/``c``) and ``c1`` (``u``/``v``/``w``/``z``). ``x0``, ``x1`` and ``c0`` drive the
+    true outcome and the model's score (``sigmoid`` of the same logit), so the model is well
+    calibrated until the drift. From event ``drift_at`` on: ``mean_shift`` moves features by that many
+    standard deviations (``{"x0": 1.0}``), ``c0_probs`` changes ``c0``'s frequencies, and
+    ``concept_drift`` weakens the link between ``x0`` and the outcome (the score does not know: AUC
+    decays, the inputs do not move). A ``label_fraction`` of the events get a label ``label_delay``
+    seconds later. Events arrive ``rate`` per second of event time from ``start_ts``.
+
+    >>> s = SyntheticStream(n=1000, drift_at=500, mean_shift={"x0": 1.0}, seed=1)
+    >>> preds, labels = s.raw()
+    >>> len(preds), len(labels), preds[0][:40]
+    (1000, 80, b'{"event_id":"synth-1-0","model_id":"synt')
+    """
+
+    n: int = 100_000
+    model_id: str = "synth"
+    n_numeric: int = 10
+    rate: float = 100.0
+    label_fraction: float = 0.1
+    label_delay: float = 600.0
+    drift_at: int | None = None
+    mean_shift: tuple[tuple[str, float], ...] | dict[str, float] = ()
+    c0_probs: tuple[float, float, float] | None = None
+    concept_drift: float = 0.0
+    seed: int = 0
+    start_ts: float = START_TS
+
+    C0 = ("a", "b", "c")
+    C1 = ("u", "v", "w", "z")
+
+    @property
+    def numeric_names(self) -> tuple[str, ...]:
+        return tuple(f"x{j}" for j in range(self.n_numeric))
+
+    def ts_of(self, index: int) -> float:
+        """Event time of event ``index`` (the arrival grid is regular with small jitter)."""
+        return self.start_ts + index / self.rate
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """All columns as arrays: ``ts``, ``x``  (n_numeric, n), ``c0``, ``c1`` (codes), ``score``, ``y``."""
+        rng = np.random.default_rng(self.seed)
+        n = self.n
+        ts = self.start_ts + (np.arange(n) + rng.uniform(0, 0.5, n)) / self.rate
+        x = rng.standard_normal((self.n_numeric, n))
+        c0 = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])
+        c1 = rng.choice(4, size=n, p=[0.4, 0.3, 0.2, 0.1])
+        after = np.zeros(n, dtype=bool)
+        if self.drift_at is not None:
+            after[self.drift_at :] = True
+            for name, shift in dict(self.mean_shift).items():
+                x[int(name[1:]), after] += shift
+            if self.c0_probs is not None:
+                c0[after] = rng.choice(3, size=int(after.sum()), p=list(self.c0_probs))
+        model_logit = -0.5 + 1.2 * x[0] + 0.8 * x[1] + 0.6 * (c0 == 0)
+        true_logit = model_logit - self.concept_drift * after * 1.2 * x[0]
+        score = 1.0 / (1.0 + np.exp(-model_logit))
+        y = (rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-true_logit))).astype(np.int64)
+        return {"ts": ts, "x": x, "c0": c0, "c1": c1, "score": score, "y": y}
+
+    def raw(self) -> tuple[list[bytes], list[bytes]]:
+        """Prediction messages in event-time order, and label messages (event-time order) as bytes."""
+        cols = self.columns()
+        feats = ",".join(f'"{f}":%.4f' for f in self.numeric_names)
+        template = (
+            '{"event_id":"%s","model_id":"' + self.model_id + '","model_version":"1","ts":%.3f,'
+            '"features":{' + feats + ',"c0":"%s","c1":"%s"},"prediction":{"score":%.5f}}'
+        )
+        ids = [f"{self.model_id}-{self.seed}-{i}" for i in range(self.n)]
+        c0 = np.array(self.C0)[cols["c0"]].tolist()
+        c1 = np.array(self.C1)[cols["c1"]].tolist()
+        rows = zip(ids, cols["ts"].tolist(), *cols["x"].tolist(), c0, c1, cols["score"].tolist(), strict=True)
+        predictions = [(template % row).encode() for row in rows]
+        rng = np.random.default_rng(self.seed + 1)
+        chosen = np.flatnonzero(rng.uniform(size=self.n) < self.label_fraction)
+        label_ts = cols["ts"][chosen] + self.label_delay
+        y = cols["y"][chosen].tolist()
+        labels = [
+            b'{"event_id":"%s","model_id":"%s","ts":%.3f,"label":%d}'
+            % (ids[i].encode(), self.model_id.encode(), t, v)
+            for i, t, v in zip(chosen.tolist(), label_ts.tolist(), y, strict=True)
+        ]
+        return predictions, labels
+
+    def schema_features(self, key: tuple[str, ...] = ("x0", "x1", "c0")) -> tuple[Any, ...]:
+        """The matching :class:`~stream_monitor.schema.FeatureSpec` tuple."""
+        from stream_monitor.schema import FeatureSpec
+
+        numeric = tuple(FeatureSpec(f, "numeric", key=f in key) for f in self.numeric_names)
+        return numeric + tuple(FeatureSpec(c, "categorical", key=c in key) for c in ("c0", "c1"))

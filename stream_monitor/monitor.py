@@ -97,7 +97,15 @@ class ModelMonitor:
             schema.task, self.settings.performance_window, schema.positive_class
         )
         self.score_drift: StreamDriftDetector = make_stream_detector("adwin", delta=d.adwin_delta)
-        self.policy = TriggerPolicy(schema.model_id, schema.key_features, self.settings.policy, model_version)
+        self.policy = TriggerPolicy(
+            schema.model_id,
+            schema.key_features,
+            self.settings.policy,
+            model_version,
+            positive_class=schema.positive_class,
+        )
+        # Scores not yet fed to ADWIN (fewer than one chunk): chunks do not depend on batch boundaries.
+        self._score_carry = np.empty(0, dtype=np.float64)
         self.events_total = 0
         self.last_evaluation: WindowEvaluation | None = None
         # Retraining insight (time buckets, data DNA, segments): see stream_monitor.insights.
@@ -149,6 +157,8 @@ class ModelMonitor:
         if len(batch) == 0:
             return out
         self.events_total += len(batch)
+        # Every prediction waits for its label, warm-up events too (their labels are not orphans).
+        self.labels.add_predictions(batch.event_id, batch.ts, batch.score, batch.pred_label)
         if self.warmup is not None:
             needed = self.warmup.remaining
             profile = self.warmup.add(slice_batch(batch, 0, min(needed, len(batch))))
@@ -158,7 +168,6 @@ class ModelMonitor:
             if needed >= len(batch):
                 return out
             batch = slice_batch(batch, needed, len(batch))
-        self.labels.add_predictions(batch.event_id, batch.ts, batch.score, batch.pred_label)
         out.score_drift = self._update_score_drift(batch.score)
         assert self.windows is not None and self.insights is not None
         out.triggers += self.insights.observe_batch(batch, now)  # a segment surge checks at once
@@ -167,11 +176,12 @@ class ModelMonitor:
         return out
 
     def _update_score_drift(self, score: np.ndarray) -> bool:
-        finite = score[np.isfinite(score)]
-        if len(finite) == 0:
+        finite = np.concatenate([self._score_carry, score[np.isfinite(score)]])
+        full = len(finite) // _SCORE_CHUNK * _SCORE_CHUNK
+        self._score_carry = finite[full:].copy()
+        if full == 0:
             return False
-        chunks = max(1, len(finite) // _SCORE_CHUNK)
-        means = np.array([c.mean() for c in np.array_split(finite, chunks)])
+        means = finite[:full].reshape(-1, _SCORE_CHUNK).mean(axis=1)
         return self.score_drift.update(means)
 
     def process_labels(self, batch: LabelBatch, now: float) -> MonitorOutput:
@@ -200,6 +210,10 @@ class ModelMonitor:
             self.schema, self.reference, window, self.settings.detectors, p.psi_warning, p.psi_alarm
         )
         perf = self.performance.metrics()
+        if self.schema.task == "binary" and len(self.performance):
+            # Positives in the rolling window: the policy needs them for the AUC's standard error.
+            codes = self.performance._label_code[: len(self.performance)]
+            perf["positives"] = float(np.count_nonzero(codes == 1))
         ev = WindowEvaluation(
             model_id=self.schema.model_id,
             index=window.index,
@@ -208,7 +222,7 @@ class ModelMonitor:
             events=int(window.sketch.n_events),
             results=tuple(results),
             performance=perf,
-            baseline=dict(self.reference.baseline),
+            baseline=self._baseline(),
             labels=self.label_stats(now),
             segments={k: dict(v) for k, v in window.sketch.segment_counts.items()},
         )
@@ -217,6 +231,14 @@ class ModelMonitor:
         assert self.insights is not None
         self.insights.observe_window(window)
         out.triggers += [self.insights.enrich(t, ev.labels) for t in self.policy.decide(ev, now)]
+
+    def _baseline(self) -> dict[str, float]:
+        assert self.reference is not None
+        base = dict(self.reference.baseline)
+        # A multiclass reference's "f1" is macro F1: name it as the rolling metrics do.
+        if self.schema.task == "multiclass" and "f1" in base:
+            base["macro_f1"] = base.pop("f1")
+        return base
 
     def label_stats(self, now: float) -> dict[str, float]:
         lb = self.labels
@@ -249,6 +271,7 @@ class ModelMonitor:
                 "performance": b64(self.performance.snapshot()),
                 "score_drift": b64(self.score_drift.snapshot()),
                 "policy": b64(self.policy.snapshot()),
+                "score_carry": self._score_carry.tolist(),
                 "events_total": self.events_total,
                 "insights": b64(self.insights.snapshot() if self.insights else None),
             }
@@ -293,5 +316,6 @@ class ModelMonitor:
         mon.performance = RollingPerformance.restore(raw("performance") or b"")
         mon.score_drift = StreamDriftDetector.restore(raw("score_drift") or b"")
         mon.policy.restore_state(raw("policy") or b"")
+        mon._score_carry = np.asarray(d.get("score_carry", []), dtype=np.float64)
         mon.events_total = int(d["events_total"])
         return mon

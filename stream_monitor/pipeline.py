@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from stream_monitor.errors import StateError
-from stream_monitor.events import Rejection, decode_labels, decode_predictions
+from stream_monitor.events import PredictionBatch, Rejection, decode_labels, decode_predictions
 from stream_monitor.monitor import ModelMonitor, MonitorOutput
 from stream_monitor.reference import ReferenceProfile
 from stream_monitor.schema import ModelSchema
@@ -77,7 +77,13 @@ class MonitoringEngine:
     def process_predictions(self, raws: Sequence[bytes | None], now: float) -> EngineOutput:
         """Decode a batch of prediction messages and feed each model's monitor."""
         batches, rejections = decode_predictions(raws, self.schemas, self.max_message_bytes)
-        out = EngineOutput(rejections=rejections)
+        out = self.process_decoded(batches, now)
+        out.rejections = rejections
+        return out
+
+    def process_decoded(self, batches: Mapping[str, PredictionBatch], now: float) -> EngineOutput:
+        """Feed already decoded per-model prediction batches (``replay`` cuts batches by event time)."""
+        out = EngineOutput()
         for model_id, batch in batches.items():
             if len(batch):
                 self.watermark = max(self.watermark, float(batch.ts.max()))
@@ -103,6 +109,9 @@ class MonitoringEngine:
         return orjson.dumps(
             {
                 "format": _FORMAT,
+                # The clock of label TTLs after a restore: without it, labels joined before the first
+                # new prediction batch would see an earlier "now" than the uninterrupted run.
+                "watermark": None if self.watermark == float("-inf") else self.watermark,
                 "monitors": {
                     m: base64.b64encode(mon.snapshot()).decode() for m, mon in self.monitors.items()
                 },
@@ -111,9 +120,15 @@ class MonitoringEngine:
 
     def restore(self, data: bytes) -> None:
         """Replace the monitors' state with a snapshot; models not in it keep a fresh state."""
-        d = orjson.loads(data)
-        if d.get("format") != _FORMAT:
-            raise StateError(f"engine snapshot format {d.get('format')!r} is not {_FORMAT}")
+        try:
+            d = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise StateError(f"engine snapshot is not valid JSON: {e}") from e
+        if not isinstance(d, dict) or d.get("format") != _FORMAT:
+            got = d.get("format") if isinstance(d, dict) else None
+            raise StateError(f"engine snapshot format {got!r} is not {_FORMAT}")
+        wm = d.get("watermark")
+        self.watermark = float("-inf") if wm is None else float(wm)
         for m, blob in d["monitors"].items():
             if m in self.schemas:
                 self.monitors[m] = ModelMonitor.restore(

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from stream_monitor.detectors.base import DetectorResult
+from stream_monitor.errors import StateError
 from stream_monitor.settings import PolicySettings
 
 _FORMAT = 1
@@ -52,6 +53,29 @@ class WindowEvaluation:
     @property
     def integrity_incident(self) -> bool:
         return any(r.drift and r.detector.startswith("integrity") for r in self.results)
+
+
+#: An AUC drop must also exceed this many standard errors of the rolling AUC (Hanley & McNeil): with a
+#: few thousand labels, a 0.015 drop is within noise and, held for 3 windows of a rolling metric, fired
+#: on stationary streams (1 false trigger in 3 runs of 1M events with 10 % labels).
+AUC_DROP_Z = 3.0
+
+
+def auc_standard_error(auc: float, perf: dict[str, float]) -> float:
+    """Hanley–McNeil standard error of an AUC measured on ``perf["positives"]`` of ``perf["n"]`` labels.
+
+    0 when the counts are unknown (then only the fixed ``auc_drop`` applies).
+
+    >>> round(auc_standard_error(0.8, {"n": 5000.0, "positives": 2000.0}), 4)
+    0.0067
+    """
+    n, pos = perf.get("n", 0.0), perf.get("positives", math.nan)
+    neg = n - pos
+    if math.isnan(pos) or pos < 1 or neg < 1 or not 0.0 < auc < 1.0:
+        return 0.0
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (pos - 1) * (q1 - auc * auc) + (neg - 1) * (q2 - auc * auc)) / (pos * neg)
+    return math.sqrt(max(var, 0.0))
 
 
 def trigger_id(model_id: str, kind: str, window_index: int, window_end: float) -> str:
@@ -83,14 +107,18 @@ class TriggerPolicy:
         key_features: tuple[str, ...] = (),
         settings: PolicySettings | None = None,
         model_version: str | None = None,
+        *,
+        positive_class: str = "1",
     ) -> None:
         self.model_id = model_id
         self.key_features = key_features
         self.settings = settings or PolicySettings()
         self.model_version = model_version
+        self.positive_class = positive_class
         self._conditions = {k: _Condition() for k in self.KINDS}
         self._history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)
         self._labels_at_last_trigger = 0.0
+        self._labels_at_last_window = 0.0
         self._triggers_emitted = 0
 
     # -- conditions ---------------------------------------------------------------------------
@@ -130,23 +158,26 @@ class TriggerPolicy:
                 clear = False
 
         if "auc" in perf and "auc" in base and not math.isnan(perf["auc"]):
-            limit = base["auc"] - s.auc_drop
+            # The drop must be large (auc_drop) and beyond the noise of the rolling window's AUC.
+            drop = max(s.auc_drop, AUC_DROP_Z * auc_standard_error(base["auc"], perf))
+            limit = base["auc"] - drop
             check(
                 "auc",
                 perf["auc"],
                 limit,
                 perf["auc"] <= limit,
-                perf["auc"] <= base["auc"] - s.hysteresis * s.auc_drop,
+                perf["auc"] <= base["auc"] - s.hysteresis * drop,
             )
-        f1_key = f"f1:{s.key_class}" if s.key_class else "f1"
-        if f1_key in perf and f1_key in base and base[f1_key] > 0:
-            limit = base[f1_key] * (1.0 - s.f1_drop_relative)
+        f1 = self._f1_pair(perf, base)
+        if f1 is not None:
+            name, value, reference = f1
+            limit = reference * (1.0 - s.f1_drop_relative)
             check(
-                f1_key,
-                perf[f1_key],
+                name,
+                value,
                 limit,
-                perf[f1_key] < limit,
-                perf[f1_key] < base[f1_key] * (1 - s.hysteresis * s.f1_drop_relative),
+                value < limit,
+                value < reference * (1 - s.hysteresis * s.f1_drop_relative),
             )
         if "mae" in perf and "mae" in base and base["mae"] > 0:
             limit = base["mae"] * (1.0 + s.mae_rise_relative)
@@ -159,11 +190,44 @@ class TriggerPolicy:
             )
         return reasons, clear and not reasons
 
-    def _prediction_drift(self, ev: WindowEvaluation) -> tuple[list[DetectorResult], bool]:
+    def _f1_pair(self, perf: dict[str, float], base: dict[str, float]) -> tuple[str, float, float] | None:
+        """The F1 to watch: ``(name, rolling value, baseline)``, or None when either side is unknown.
+
+        ``f1:<key_class>`` when both the rolling metrics and the baseline carry it; for a binary model
+        whose key class is its positive class (or no key class), the positive-class ``f1``; for a
+        multiclass model without a key class, ``macro_f1``.
+        """
+        k = self.settings.key_class
+        candidates = [f"f1:{k}"] if k is not None else []
+        if k is None or k == self.positive_class:
+            candidates.append("f1")
+        if k is None:
+            candidates.append("macro_f1")  # multiclass without a key class
+        for name in candidates:
+            value, reference = perf.get(name, math.nan), base.get(name, math.nan)
+            if not math.isnan(value) and not math.isnan(reference) and reference > 0:
+                return name, value, reference
+        return None
+
+    def labels_fresh(self, ev: WindowEvaluation) -> bool:
+        """Whether joined labels describe this window well enough for performance to speak for itself.
+
+        They do not when the rolling window holds fewer than ``min_labels_for_performance`` labels, when
+        fewer than that many joined since the previous window (labels stopped or are scarce), or when the
+        median label delay is longer than the window (the labels are about older predictions).
+        """
         s = self.settings
-        if ev.performance.get("n", 0.0) >= s.min_labels_for_performance:
-            # Labels are flowing: performance itself speaks, prediction drift is only a proxy.
-            return [], True
+        need = s.min_labels_for_performance
+        if ev.performance.get("n", 0.0) < need:
+            return False
+        if ev.labels.get("joined_total", 0.0) - self._labels_at_last_window < need:
+            return False
+        delay = ev.labels.get("delay_p50", math.nan)
+        return not (not math.isnan(delay) and delay > ev.end - ev.start)
+
+    def _prediction_drift(self, ev: WindowEvaluation) -> tuple[list[DetectorResult], bool]:
+        """Prediction-distribution drift; only consulted while labels are not fresh (see decide)."""
+        s = self.settings
         preds = [r for r in ev.results if r.feature == "__prediction__" and r.detector == "psi"]
         reasons = [
             DetectorResult(r.detector, r.feature, r.statistic, r.value, s.prediction_psi_alarm, drift=True)
@@ -187,6 +251,8 @@ class TriggerPolicy:
             {"index": ev.index, "start": ev.start, "end": ev.end, "incident": ev.integrity_incident}
         )
         fired: dict[str, list[DetectorResult]] = {}
+        fresh = self.labels_fresh(ev)
+        self._labels_at_last_window = ev.labels.get("joined_total", self._labels_at_last_window)
         checks = {
             "data_drift": (self._data_drift, s.consecutive_windows),
             "performance": (self._performance, s.performance_windows),
@@ -194,7 +260,12 @@ class TriggerPolicy:
             "integrity": (self._integrity, s.consecutive_windows),
         }
         for kind, (check, needed) in checks.items():
-            reasons, clear = check(ev)
+            if kind == "prediction_drift" and fresh:
+                # Labels are flowing: performance itself speaks, prediction drift is only a proxy.
+                reasons: list[DetectorResult] = []
+                clear = True
+            else:
+                reasons, clear = check(ev)
             cond = self._conditions[kind]
             if reasons:
                 cond.streak += 1
@@ -224,19 +295,28 @@ class TriggerPolicy:
         main = next((k for k in ("combined", "data_drift") if k in fired), None)
         if main is not None and "prediction_drift" in fired:
             fired[main] = fired[main] + fired.pop("prediction_drift")
-        return [self._trigger(kind, reasons, ev, now) for kind, reasons in fired.items()]
+        causes = {
+            "combined": ("data_drift", "performance", "prediction_drift"),
+            "data_drift": ("data_drift", "prediction_drift"),
+        }
+        return [
+            self._trigger(kind, reasons, ev, now, causes.get(kind, (kind,)))
+            for kind, reasons in fired.items()
+        ]
 
     def _severity(self, kind: str, reasons: list[DetectorResult]) -> str:
         if kind in ("performance", "combined"):
             return "critical"
         if kind == "data_drift":
-            psis = [r.value for r in reasons if r.detector == "psi"]
-            drifting = {r.feature for r in reasons}
+            # Severity speaks of input features: folded-in prediction drift does not raise it.
+            features = [r for r in reasons if self._is_key(r.feature)]
+            psis = [r.value for r in features if r.detector == "psi"]
+            drifting = {r.feature for r in features}
             if (psis and max(psis) >= self.settings.psi_critical) or len(drifting) > 1:
                 return "critical"
         return "warning"
 
-    def _recommendation(self, kind: str, ev: WindowEvaluation) -> dict[str, Any]:
+    def _recommendation(self, kind: str, ev: WindowEvaluation, causes: tuple[str, ...]) -> dict[str, Any]:
         new_labels = ev.labels.get("joined_total", 0.0) - self._labels_at_last_trigger
         enough_labels = new_labels >= self.settings.min_labels_for_performance
         if kind == "integrity":
@@ -245,9 +325,9 @@ class TriggerPolicy:
             action = "wait_for_labels"
         else:
             action = "retrain"
-        started = min(
-            (c.started_at for c in self._conditions.values() if c.started_at is not None), default=ev.start
-        )
+        # The drift started when the earliest of the conditions behind this trigger started to hold.
+        starts = [self._conditions[c].started_at for c in causes]
+        started = min((t for t in starts if t is not None), default=ev.start)
         exclude = [
             {"start": h["start"], "end": h["end"], "reason": "integrity_incident"}
             for h in self._history
@@ -272,10 +352,15 @@ class TriggerPolicy:
         }
 
     def _trigger(
-        self, kind: str, reasons: list[DetectorResult], ev: WindowEvaluation, now: float
+        self,
+        kind: str,
+        reasons: list[DetectorResult],
+        ev: WindowEvaluation,
+        now: float,
+        causes: tuple[str, ...],
     ) -> dict[str, Any]:
         window = {"start": ev.start, "end": ev.end, "events": ev.events}
-        recommendation = self._recommendation(kind, ev)
+        recommendation = self._recommendation(kind, ev, causes)
         self._labels_at_last_trigger = ev.labels.get("joined_total", 0.0)
         self._triggers_emitted += 1
         return {
@@ -327,15 +412,22 @@ class TriggerPolicy:
                 },
                 "history": list(self._history),
                 "labels_at_last_trigger": self._labels_at_last_trigger,
+                "labels_at_last_window": self._labels_at_last_window,
                 "triggers_emitted": self._triggers_emitted,
             }
         )
 
     def restore_state(self, data: bytes) -> None:
         """Load state written by :meth:`snapshot` into this policy (settings come from config)."""
-        d = orjson.loads(data)
+        try:
+            d = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise StateError(f"model {self.model_id}: policy snapshot is not valid JSON: {e}") from e
+        if not isinstance(d, dict) or d.get("format") != _FORMAT:
+            raise StateError(f"model {self.model_id}: unsupported policy snapshot format")
         for k, (streak, latched, last, started) in d["conditions"].items():
             self._conditions[k] = _Condition(streak, latched, -math.inf if last is None else last, started)
         self._history = deque(d["history"], maxlen=_HISTORY)
         self._labels_at_last_trigger = d["labels_at_last_trigger"]
+        self._labels_at_last_window = d.get("labels_at_last_window", 0.0)
         self._triggers_emitted = d["triggers_emitted"]

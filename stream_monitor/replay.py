@@ -3,23 +3,32 @@
 Predictions are read in batches (as Kafka would hand them over); after each batch, every label whose
 event time is at or before the batch's latest prediction time is joined — labels always follow their
 prediction, so this is the order a live stream would have. Event time also drives the label TTL, so a
-replay of months of data expires labels as the service would have.
+replay of months of data expires labels as the service would have: labels are joined in time-ordered
+chunks spanning at most ``label_span`` seconds and 1/64 of the shortest label TTL, each with the clock
+at its last label's event time.
+Likewise a prediction batch is fed in slices of at most ``label_span`` seconds of event time, with the
+labels due in between: a large batch may span days, and windows closing in it must see the labels a
+live stream would have joined by then (the service's batches span well under a second). The default
+span, 6 h, is finer than daily windows and coarse enough that small files are not cut into tiny batches.
 """
 
 from __future__ import annotations
 
 import gzip
 import heapq
+import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import orjson
 
-from stream_monitor.events import parse_ts
+from stream_monitor.events import PredictionBatch, decode_predictions, parse_ts
 from stream_monitor.pipeline import EngineOutput, MonitoringEngine
+from stream_monitor.windows import take_batch
 
 
 def open_lines(path: str | Path) -> IO[bytes]:
@@ -61,6 +70,34 @@ def label_heap(lines: Iterable[bytes]) -> list[tuple[float, int, bytes]]:
     return heap
 
 
+def time_slices(batches: Mapping[str, PredictionBatch], span: float) -> Iterator[dict[str, PredictionBatch]]:
+    """Cut per-model batches into consecutive event-time slices ``[k·span, (k+1)·span)``, in order.
+
+    >>> from stream_monitor.events import decode_predictions
+    >>> from stream_monitor.schema import FeatureSpec, ModelSchema
+    >>> schema = {"m": ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),))}
+    >>> raws = [b'{"event_id": "%d", "model_id": "m", "ts": %d, "features": {}, "prediction": 1}' % (t, t)
+    ...         for t in (5, 1, 12, 3, 25)]
+    >>> batches, _ = decode_predictions(raws, schema)
+    >>> [p["m"].ts.tolist() for p in time_slices(batches, 10.0)]
+    [[5.0, 1.0, 3.0], [12.0], [25.0]]
+    """
+    if len(batches) == 1:
+        ((_, batch),) = batches.items()
+        if len(batch) == 0 or float(batch.ts.max()) // span == float(batch.ts.min()) // span:
+            yield dict(batches)
+            return
+    buckets = {m: np.floor(b.ts / span) for m, b in batches.items()}
+    keys = np.unique(np.concatenate(list(buckets.values()))) if buckets else np.empty(0)
+    for key in keys.tolist():
+        part: dict[str, PredictionBatch] = {}
+        for m, b in batches.items():
+            positions = np.flatnonzero(buckets[m] == key)
+            if len(positions):
+                part[m] = b if len(positions) == len(b) else take_batch(b, positions)
+        yield part
+
+
 @dataclass
 class ReplaySummary:
     """Totals of a replay, for the printed summary."""
@@ -91,6 +128,7 @@ def replay(
     labels: list[tuple[float, int, bytes]] | None = None,
     on_output: Callable[[EngineOutput, str], None] | None = None,
     label_batch: int = 5000,
+    label_span: float = 6 * 3600.0,
 ) -> ReplaySummary:
     """Run prediction batches and time-ordered labels through ``engine``; returns the totals."""
     summary = ReplaySummary()
@@ -102,22 +140,39 @@ def replay(
         if on_output is not None:
             on_output(out, stream)
 
-    watermark = float("-inf")
-    for batch in predictions:
-        out = engine.process_predictions(batch, now=max(watermark, 0.0))
-        watermark = max(watermark, engine.watermark)
-        emit(out, "predictions")
+    # A chunk of labels shares one clock (its last label's time): keep its span a small part of the
+    # shortest label TTL, so a label is not expired by the time of later labels in its chunk.
+    ttl = min((m.label_ttl_seconds for m in engine.settings.values()), default=math.inf)
+    chunk_span = min(label_span, ttl / 64)
+
+    def drain(until: float) -> None:
+        """Join the labels with event time <= ``until`` in chunks, the clock at each chunk's last label."""
         due: list[bytes] = []
-        while heap and heap[0][0] <= watermark:
-            due.append(heapq.heappop(heap)[2])
-            if len(due) >= label_batch:
-                emit(engine.process_labels(due, now=watermark), "labels")
+        first = last = 0.0
+        while heap and heap[0][0] <= until:
+            ts = heap[0][0]
+            if due and (len(due) >= label_batch or ts - first > chunk_span):
+                emit(engine.process_labels(due, now=max(last, 0.0)), "labels")
                 due = []
+            if not due:
+                first = ts
+            last = ts
+            due.append(heapq.heappop(heap)[2])
         if due:
-            emit(engine.process_labels(due, now=watermark), "labels")
-    rest = [heapq.heappop(heap)[2] for _ in range(len(heap))]
-    if rest:
-        emit(engine.process_labels(rest, now=max(watermark, 0.0)), "labels")
+            emit(engine.process_labels(due, now=max(last, 0.0)), "labels")
+
+    # A restored engine continues from its own event-time clock.
+    watermark = engine.watermark
+    for raws in predictions:
+        batches, rejections = decode_predictions(raws, engine.schemas, engine.max_message_bytes)
+        if rejections:
+            emit(EngineOutput(rejections=rejections), "predictions")
+        for part in time_slices(batches, label_span):
+            out = engine.process_decoded(part, now=max(watermark, 0.0))
+            watermark = max(watermark, engine.watermark)
+            emit(out, "predictions")
+            drain(watermark)
+    drain(float("inf"))
     emit(engine.flush(now=max(watermark, 0.0)), "predictions")
     summary.seconds = time.perf_counter() - started
     return summary
