@@ -66,9 +66,11 @@ def test_example_config_loads_with_documented_values() -> None:
     bikes = app.model("bikes")
     assert bikes.schema.task == "regression"
     assert bikes.schema.numeric_names == ("temp", "atemp", "humidity", "windspeed", "hour")
-    assert bikes.schema.categorical_names == ("season", "weekday", "weather")
+    assert bikes.schema.categorical_names == ("season", "weather")
     assert bikes.schema.key_features == ("temp", "atemp")
-    assert (bikes.settings.window.kind, bikes.settings.window.size) == ("count", 2000)
+    assert (bikes.settings.window.kind, bikes.settings.window.width) == ("time", 86400.0)
+    assert bikes.settings.window.allowed_lateness == 3600.0
+    assert bikes.reference_path == str(EXAMPLE.parent.resolve() / "data" / "bikes.reference.json")
     assert bikes.settings.policy.cooldown_seconds == 6 * 3600
     assert bikes.settings.label_ttl_seconds == 7 * 86400
     assert app.model("churn").schema.task == "binary"
