@@ -75,6 +75,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         out_file.close()
     else:
         out_file.flush()
+    if args.insights_dir:
+        save_all_insights(engine, args.insights_dir)
     rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
     print(
         f"replayed {summary.events} events and {summary.labels} joined labels in {summary.seconds:.2f}s "
@@ -92,6 +94,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def save_all_insights(engine: MonitoringEngine, folder: str) -> None:
+    """Save each model's time-bucket profiles (for ``insights dna``) under ``folder/<model>/``."""
+    from stream_monitor.insights.store import save_insights
+
+    for mon in engine.monitors.values():
+        if mon.insights is not None:
+            print(f"saved bucket profiles: {save_insights(folder, mon.insights)}", file=sys.stderr)
 
 
 def _iso(ts: float) -> str:
@@ -164,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--batch-size", type=int, default=10_000)
     rp.add_argument("events")
     rp.add_argument("labels", nargs="?")
+    rp.add_argument("--insights-dir", help="save the time-bucket profiles here (for `insights dna`)")
     rp.set_defaults(func=_cmd_replay)
 
     demo = sub.add_parser("demo", help="self-contained drifting stream (seed 003's bike sharing)")

@@ -162,11 +162,9 @@ def run_demo(
     if out:
         Path(out).write_bytes(b"".join(orjson.dumps(t) + b"\n" for t in log.triggers))
     if insights_dir:
-        from stream_monitor.insights.store import save_insights
+        from stream_monitor.cli import save_all_insights
 
-        for mon in engine.monitors.values():
-            if mon.insights is not None:
-                print(f"saved bucket profiles: {save_insights(insights_dir, mon.insights)}")
+        save_all_insights(engine, insights_dir)
     if linger > 0:
         print(f"serving metrics for {linger:.0f}s more…", file=sys.stderr)
         time.sleep(linger)

@@ -72,8 +72,10 @@ def segments_png(segments: Sequence[dict[str, Any]], path: str | Path, title: st
     """Drift against traffic share per segment (seed 001): big and drifting is what matters."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
-    shares = [float(s["share"]) for s in segments]
-    drifts = [float(s["drift"]) if s["drift"] == s["drift"] else 0.0 for s in segments]
+    # A segment without data in the bucket has no drift value (None after JSON): nothing to place.
+    segments = [s for s in segments if s.get("drift") is not None and s["drift"] == s["drift"]]
+    shares = [float(s["share"] or 0.0) for s in segments]
+    drifts = [float(s["drift"]) for s in segments]
     ax.scatter(shares, drifts, s=[40 + 400 * x for x in shares], alpha=0.7, color="#4c78a8")
     for s, x, y in zip(segments, shares, drifts, strict=True):
         ax.annotate(s["segment"], (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")

@@ -61,6 +61,13 @@ SEGMENTS_FORMAT = 1
 DAY = 86400.0
 
 
+def _rounded(value: float | None) -> float | None:
+    """JSON-safe: NaN (a segment without data) and a value restored from JSON ``null`` become None."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return round(float(value), 6)
+
+
 @dataclass(frozen=True)
 class SegmentSettings:
     """Thresholds of segment drift and surge checks (see the module docstring)."""
@@ -99,11 +106,11 @@ class SegmentDrift:
             "value": self.value,
             "bucket": self.bucket,
             "events": self.events,
-            "share": round(float(self.share), 6),
-            "drift": round(float(self.drift), 6),
+            "share": _rounded(self.share),
+            "drift": _rounded(self.drift),
             "top_feature": self.top_feature,
-            "top_psi": round(float(self.top_psi), 6),
-            "key_psi": round(float(self.key_psi), 6),
+            "top_psi": _rounded(self.top_psi),
+            "key_psi": _rounded(self.key_psi),
         }
 
 
