@@ -1,11 +1,13 @@
 """Runs the window detectors of one model over one closed window, against its reference profile.
 
-PSI and Jensen–Shannon are computed for every feature at once on the reference bins; KS (numeric) and
-chi-square (categorical) give p-values that are corrected together with Holm's method, so the whole
-model in one window is one family of tests with family-wise error ``alpha``. A p-value test only counts
-as drift when its effect size also clears a minimum (KS statistic, Cramér's V): on a million-row window
-every p-value is tiny, but an identical distribution never has a large effect (KS statistic;
-Cohen's w for chi-square).
+PSI and Jensen–Shannon compare each feature's window histogram with the reference on the reference's
+own bins. KS (numeric features and the prediction score) and chi-square (categorical features) give
+p-values that are corrected together with Holm's method
+(:func:`~stream_monitor.detectors.correct_family`), so the whole model in one window is one family of
+tests with family-wise error ``alpha``. A p-value test only counts as drift when its effect size also
+clears a minimum (KS statistic; Cohen's w for chi-square): on a million-row window every p-value is
+tiny, but an identical distribution never has a large effect. JS is reported, PSI decides. The
+integrity checks are those of :mod:`stream_monitor.detectors.integrity`.
 
 >>> import numpy as np
 >>> from stream_monitor.schema import FeatureSpec, ModelSchema
@@ -29,18 +31,20 @@ Cohen's w for chi-square).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from stream_monitor.detectors import (
     DetectorResult,
     chi_square,
     cohens_w,
-    holm,
+    correct_family,
     js_divergence,
-    ks_2samp_sorted,
+    ks_2samp_sorted_many,
+    missing_rate_check,
+    new_category_check,
+    out_of_range_check,
     psi,
+    volume_check,
 )
 from stream_monitor.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from stream_monitor.schema import ModelSchema
@@ -48,10 +52,50 @@ from stream_monitor.settings import DetectorSettings
 from stream_monitor.windows import ClosedWindow
 
 PREDICTION = "__prediction__"
+# A KS test on fewer values than this says nothing useful.
+_MIN_KS_SAMPLE = 20
+# For small shifts JS (bits) ≈ PSI / (8 ln 2): the JS level that says what the PSI alarm says.
+_PSI_TO_JS = 1.0 / (8.0 * np.log(2.0))
 
 
-def _rate(part: float, total: float) -> float:
-    return part / total if total > 0 else 0.0
+def _distribution(
+    feature: str,
+    ref_counts: np.ndarray,
+    win_counts: np.ndarray,
+    psi_warning: float,
+    psi_alarm: float,
+    eps: float,
+) -> list[DetectorResult]:
+    """PSI (decides) and JS (reported) of one window histogram against the reference's."""
+    value = psi(ref_counts, win_counts, eps=eps)
+    return [
+        DetectorResult(
+            "psi", feature, "psi", value, psi_alarm, drift=value >= psi_alarm, warning=value >= psi_warning
+        ),
+        DetectorResult(
+            "js",
+            feature,
+            "js_divergence",
+            js_divergence(ref_counts, win_counts),
+            psi_alarm * _PSI_TO_JS,
+            drift=False,
+        ),
+    ]
+
+
+def _ks_tests(
+    features: list[str], refs: list[np.ndarray], samples: list[np.ndarray], min_effect: float
+) -> list[DetectorResult]:
+    """Raw (uncorrected) KS results; :func:`correct_family` decides them with the rest of the family."""
+    if not features:
+        return []
+    stats, p_values = ks_2samp_sorted_many(refs, samples)
+    return [
+        DetectorResult(
+            "ks", f, "ks_statistic", float(d), min_effect, drift=False, p_value=float(p), effect_size=float(d)
+        )
+        for f, d, p in zip(features, stats, p_values, strict=True)
+    ]
 
 
 def evaluate_window(
@@ -66,181 +110,98 @@ def evaluate_window(
     sk = window.sketch
     s = settings
     results: list[DetectorResult] = []
-    pending: list[tuple[str, str, float, float, float]] = []  # detector, feature, stat, p, effect
+    tests: list[DetectorResult] = []
+    ks_features: list[str] = []
+    ks_refs: list[np.ndarray] = []
+    ks_samples: list[np.ndarray] = []
 
     for i, f in enumerate(schema.numeric_names):
         prof = reference.numeric[f]
         # Discrete features have fewer bins (equal quantile edges merged): compare row by row.
-        ref_counts = prof.counts.astype(float)
         win_counts = np.asarray(sk.feature_counts(i), dtype=float)
-        if win_counts.sum() == 0:
-            continue
-        value = psi(ref_counts, win_counts, eps=s.psi_epsilon)
+        observed = float(win_counts.sum())
         results.append(
-            DetectorResult(
-                "psi", f, "psi", value, psi_alarm, drift=value >= psi_alarm, warning=value >= psi_warning
+            missing_rate_check(
+                int(sk.numeric_missing[i]),
+                sk.n_events,
+                prof.missing_rate,
+                feature=f,
+                max_increase=s.missing_rate_delta,
             )
         )
+        if observed == 0:
+            continue
+        results += _distribution(
+            f, prof.counts.astype(float), win_counts, psi_warning, psi_alarm, s.psi_epsilon
+        )
         results.append(
-            DetectorResult("js", f, "js_divergence", js_divergence(ref_counts, win_counts), 0.1, drift=False)
+            out_of_range_check(
+                int(sk.numeric_below[i]),
+                int(sk.numeric_above[i]),
+                int(observed),
+                feature=f,
+                max_rate=s.out_of_range_rate,
+            )
         )
         sample = sk.numeric_sample[i]
-        if len(sample) >= 20 and len(prof.sample) >= 20:
-            stat, p = ks_2samp_sorted(prof.sample, sample)
-            pending.append(("ks", f, stat, p, stat))
-        results.extend(
-            _numeric_integrity(
-                f, prof, sk.numeric_missing[i], sk.numeric_below[i], sk.numeric_above[i], sk.n_events, s
-            )
-        )
+        if len(sample) >= _MIN_KS_SAMPLE and len(prof.sample) >= _MIN_KS_SAMPLE:
+            ks_features.append(f)
+            ks_refs.append(prof.sample)
+            ks_samples.append(sample)
 
     for i, f in enumerate(schema.categorical_names):
         cprof = reference.categorical[f]
         counts = np.asarray(sk.categorical_counts[i], dtype=float)
-        n_valid = float(counts.sum())
-        if n_valid == 0:
+        observed = float(counts.sum())
+        results.append(
+            missing_rate_check(
+                int(sk.categorical_missing[i]),
+                sk.n_events,
+                cprof.missing_rate,
+                feature=f,
+                max_increase=s.missing_rate_delta,
+            )
+        )
+        if observed == 0:
             continue
-        value = psi(cprof.counts.astype(float), counts, eps=s.psi_epsilon)
-        results.append(
-            DetectorResult(
-                "psi", f, "psi", value, psi_alarm, drift=value >= psi_alarm, warning=value >= psi_warning
-            )
-        )
-        results.append(
-            DetectorResult("js", f, "js_divergence", js_divergence(cprof.counts, counts), 0.1, drift=False)
-        )
+        results += _distribution(f, cprof.counts.astype(float), counts, psi_warning, psi_alarm, s.psi_epsilon)
         stat, p = chi_square(cprof.counts.astype(float), counts)
-        pending.append(("chi2", f, stat, p, cohens_w(stat, n_valid)))
-        missing_rate = _rate(float(sk.categorical_missing[i]), sk.n_events)
-        results.append(
+        effect = cohens_w(stat, observed)
+        tests.append(
             DetectorResult(
-                "integrity:missing",
-                f,
-                "missing_rate",
-                missing_rate,
-                cprof.missing_rate + s.missing_rate_delta,
-                drift=missing_rate > cprof.missing_rate + s.missing_rate_delta,
+                "chi2", f, "chi2", stat, s.chi2_min_effect, drift=False, p_value=p, effect_size=effect
             )
         )
+        # "New" = never seen in the reference (values beyond its top-K are in __other__, not new).
         new = sum(sk.new_categories[i].values()) + int(sk.new_category_overflow[i])
-        # Values outside the reference top-K land in __other__; "new" are those never seen in the reference.
-        new_rate = _rate(float(new), n_valid)
-        results.append(
-            DetectorResult(
-                "integrity:new_category",
-                f,
-                "new_category_rate",
-                new_rate,
-                s.new_category_rate,
-                drift=new_rate > s.new_category_rate,
-            )
-        )
+        results.append(new_category_check(new, int(observed), feature=f, max_rate=s.new_category_rate))
 
     pred = reference.prediction
-    if isinstance(pred, NumericProfile) and len(sk.score_sample) > 0:
-        value = psi(pred.counts.astype(float), np.asarray(sk.score_counts, dtype=float), eps=s.psi_epsilon)
-        results.append(
-            DetectorResult(
-                "psi",
-                PREDICTION,
-                "psi",
-                value,
-                psi_alarm,
-                drift=value >= psi_alarm,
-                warning=value >= psi_warning,
-            )
+    score_counts = np.asarray(sk.score_counts, dtype=float)
+    if isinstance(pred, NumericProfile | CategoricalProfile) and score_counts.sum() > 0:
+        results += _distribution(
+            PREDICTION, pred.counts.astype(float), score_counts, psi_warning, psi_alarm, s.psi_epsilon
         )
-        if len(sk.score_sample) >= 20 and len(pred.sample) >= 20:
-            stat, p = ks_2samp_sorted(pred.sample, sk.score_sample)
-            results.append(
-                DetectorResult(
-                    "ks",
-                    PREDICTION,
-                    "ks_statistic",
-                    stat,
-                    s.ks_min_effect,
-                    drift=False,
-                    p_value=p,
-                    effect_size=stat,
-                )
-            )
-    elif isinstance(pred, CategoricalProfile) and np.asarray(sk.score_counts).sum() > 0:
-        value = psi(pred.counts.astype(float), np.asarray(sk.score_counts, dtype=float), eps=s.psi_epsilon)
-        results.append(
-            DetectorResult(
-                "psi",
-                PREDICTION,
-                "psi",
-                value,
-                psi_alarm,
-                drift=value >= psi_alarm,
-                warning=value >= psi_warning,
-            )
+        if (
+            isinstance(pred, NumericProfile)
+            and len(sk.score_sample) >= _MIN_KS_SAMPLE
+            and len(pred.sample) >= _MIN_KS_SAMPLE
+        ):
+            ks_features.append(PREDICTION)
+            ks_refs.append(pred.sample)
+            ks_samples.append(np.asarray(sk.score_sample))
+
+    tests += _ks_tests(ks_features, ks_refs, ks_samples, s.ks_min_effect)
+    results += correct_family(tests, alpha=s.alpha)
+    # Event-time windows have a duration; count windows span their first to last event.
+    seconds = float(window.end - window.start) or float(sk.ts_max - sk.ts_min)
+    results.append(
+        volume_check(
+            sk.n_events,
+            seconds,
+            reference.event_rate,
+            low_ratio=s.volume_ratio_low,
+            high_ratio=s.volume_ratio_high,
         )
-
-    if pending:
-        adjusted = holm(np.array([p for _, _, _, p, _ in pending]))
-        for (det, f, stat, _p, effect), p_adj in zip(pending, adjusted, strict=True):
-            min_effect = s.ks_min_effect if det == "ks" else s.chi2_min_effect
-            results.append(
-                DetectorResult(
-                    det,
-                    f,
-                    "ks_statistic" if det == "ks" else "chi2",
-                    float(stat),
-                    min_effect,
-                    drift=bool(p_adj < s.alpha and effect >= min_effect),
-                    p_value=float(p_adj),
-                    effect_size=float(effect),
-                )
-            )
-
-    results.append(_volume(reference, window, s))
+    )
     return results
-
-
-def _numeric_integrity(
-    feature: str,
-    prof: NumericProfile,
-    missing: float,
-    below: float,
-    above: float,
-    n_events: int,
-    s: DetectorSettings,
-) -> list[DetectorResult]:
-    missing_rate = _rate(float(missing), n_events)
-    oor = _rate(float(below + above), n_events - float(missing))
-    return [
-        DetectorResult(
-            "integrity:missing",
-            feature,
-            "missing_rate",
-            missing_rate,
-            prof.missing_rate + s.missing_rate_delta,
-            drift=missing_rate > prof.missing_rate + s.missing_rate_delta,
-        ),
-        # Values beyond the training range are drift evidence (seed 003's temperature), not an
-        # integrity incident: windows with them must stay eligible for retraining.
-        DetectorResult(
-            "out_of_range",
-            feature,
-            "out_of_range_rate",
-            oor,
-            s.out_of_range_rate,
-            drift=oor > s.out_of_range_rate,
-        ),
-    ]
-
-
-def _volume(reference: ReferenceProfile, window: ClosedWindow, s: DetectorSettings) -> DetectorResult:
-    """Event rate of the window against the reference rate (event time); NaN when either is unknown."""
-    sk = window.sketch
-    span = float(sk.ts_max - sk.ts_min) if sk.n_events > 1 else 0.0
-    if not reference.event_rate or span <= 0:
-        return DetectorResult(
-            "integrity:volume", None, "volume_ratio", math.nan, s.volume_ratio_high, drift=False
-        )
-    ratio = (sk.n_events / span) / reference.event_rate
-    drift = ratio < s.volume_ratio_low or ratio > s.volume_ratio_high
-    threshold = s.volume_ratio_low if ratio < 1 else s.volume_ratio_high
-    return DetectorResult("integrity:volume", None, "volume_ratio", ratio, threshold, drift=drift)

@@ -257,7 +257,7 @@ class ServiceMetrics:
                 "psi": self.psi,
                 "ks": self.ks,
                 "js": self.js,
-                "integrity:missing": self.missing,
+                "integrity:missing_rate": self.missing,
                 "out_of_range": self.out_of_range,
             }.get(r.detector)
             if gauge is not None:

@@ -19,6 +19,7 @@ from stream_monitor.detectors.multiple_testing import (
     DEFAULT_ALPHA,
     DEFAULT_MIN_EFFECT,
     benjamini_hochberg,
+    correct_family,
     holm,
     significant_drift,
 )
@@ -29,7 +30,6 @@ from stream_monitor.detectors.streaming import (
     StreamDriftDetector,
     make_stream_detector,
 )
-from stream_monitor.detectors.window_evaluation import correct_family, evaluate_categorical, evaluate_numeric
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -44,8 +44,6 @@ __all__ = [
     "chi_square",
     "cohens_w",
     "correct_family",
-    "evaluate_categorical",
-    "evaluate_numeric",
     "holm",
     "js_divergence",
     "js_divergence_matrix",

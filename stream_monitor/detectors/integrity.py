@@ -1,7 +1,8 @@
 """Data-integrity checks: missing values, out-of-range values, new categories, event volume.
 
 Each check takes plain numbers (what a window sketch counts) and returns one
-:class:`~stream_monitor.detectors.base.DetectorResult` named ``integrity:<check>``. A check that
+:class:`~stream_monitor.detectors.base.DetectorResult` named ``integrity:<check>`` (except
+``out_of_range``, which is drift evidence rather than an incident). A check that
 cannot be computed (empty window, no reference rate) reports NaN and never alarms. Warnings
 fire at half the alarm margin.
 """
@@ -77,8 +78,11 @@ def out_of_range_check(
 
     """
     rate = _rate(n_below + n_above, n_observed)
+    # Named without the "integrity:" prefix on purpose: values beyond the training range are drift
+    # evidence (seed 003's warming temperatures), not a broken pipeline, so such windows must stay
+    # eligible for retraining rather than be excluded as integrity incidents.
     return DetectorResult(
-        detector="integrity:out_of_range",
+        detector="out_of_range",
         feature=feature,
         statistic="out_of_range_rate",
         value=rate,

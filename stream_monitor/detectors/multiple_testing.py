@@ -15,12 +15,23 @@ CDF gap; for chi-square Cohen's w).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_MIN_EFFECT", "benjamini_hochberg", "holm", "significant_drift"]
+from stream_monitor.detectors.base import DetectorResult
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_MIN_EFFECT",
+    "benjamini_hochberg",
+    "correct_family",
+    "holm",
+    "significant_drift",
+]
 
 #: Family-wise error rate per model and window.
 DEFAULT_ALPHA = 0.01
@@ -124,3 +135,44 @@ def significant_drift(
     with np.errstate(invalid="ignore"):
         drift = (adjusted < alpha) & (effect >= np.asarray(min_effect, dtype=np.float64))
     return adjusted, drift
+
+
+def correct_family(
+    results: Sequence[DetectorResult],
+    alpha: float = DEFAULT_ALPHA,
+    method: Literal["holm", "bh"] = "holm",
+) -> list[DetectorResult]:
+    """Correct all p-value results of one model and window together and decide their drift.
+
+    Results with a ``p_value`` must carry the *raw* p-value, the effect size in ``effect_size`` and
+    the minimum effect in ``threshold``; they come back with the adjusted p-value and
+    ``drift = adjusted < alpha and effect >= threshold`` (see
+    :func:`~stream_monitor.detectors.multiple_testing.significant_drift`) and
+    ``warning = adjusted < alpha and effect >= threshold / 2``. Other results pass unchanged.
+    Apply it exactly once per family.
+
+    Examples
+    --------
+    >>> raw = [DetectorResult("ks", "a", "ks_statistic", 0.3, 0.1, False, p_value=0.004, effect_size=0.3),
+    ...        DetectorResult("ks", "b", "ks_statistic", 0.2, 0.1, False, p_value=0.006, effect_size=0.2)]
+    >>> [(r.p_value, r.drift) for r in correct_family(raw)]
+    [(0.008, True), (0.008, True)]
+    >>> [(r.p_value, r.drift) for r in correct_family(raw, alpha=0.005)]
+    [(0.008, False), (0.008, False)]
+
+    """
+    tested = [i for i, r in enumerate(results) if r.p_value is not None]
+    corrected = list(results)
+    if not tested:
+        return corrected
+    p_values = np.array([results[i].p_value for i in tested], dtype=np.float64)
+    effects = np.array([np.nan if (e := results[i].effect_size) is None else e for i in tested])
+    minimum = np.array([results[i].threshold for i in tested], dtype=np.float64)
+    adjusted, drift = significant_drift(p_values, effects, alpha=alpha, min_effect=minimum, method=method)
+    with np.errstate(invalid="ignore"):
+        warning = (adjusted < alpha) & (effects >= minimum / 2)
+    for k, i in enumerate(tested):
+        corrected[i] = dataclasses.replace(
+            results[i], p_value=float(adjusted[k]), drift=bool(drift[k]), warning=bool(warning[k])
+        )
+    return corrected
