@@ -107,6 +107,7 @@ class ModelMonitor:
         # Scores not yet fed to ADWIN (fewer than one chunk): chunks do not depend on batch boundaries.
         self._score_carry = np.empty(0, dtype=np.float64)
         self.events_total = 0
+        self.learned_baseline: dict[str, float] | None = None
         self.last_evaluation: WindowEvaluation | None = None
         # Retraining insight (time buckets, data DNA, segments): see stream_monitor.insights.
         self.insights: InsightTracker | None = None
@@ -235,10 +236,23 @@ class ModelMonitor:
     def _baseline(self) -> dict[str, float]:
         assert self.reference is not None
         base = dict(self.reference.baseline)
+        if not base:
+            base = self._learned_baseline()
         # A multiclass reference's "f1" is macro F1: name it as the rolling metrics do.
         if self.schema.task == "multiclass" and "f1" in base:
             base["macro_f1"] = base.pop("f1")
         return base
+
+    def _learned_baseline(self) -> dict[str, float]:
+        """A reference warmed up from live events has no labels: learn the baseline from the first full
+        rolling window of joined labels instead, so performance triggers work without a training file."""
+        if self.learned_baseline is None:
+            perf = self.performance.metrics()
+            if perf.get("n", 0.0) >= self.settings.performance_window:
+                self.learned_baseline = {
+                    k: v for k, v in perf.items() if k not in ("n", "error_drifts_total") and v == v
+                }
+        return dict(self.learned_baseline or {})
 
     def label_stats(self, now: float) -> dict[str, float]:
         lb = self.labels
@@ -273,6 +287,7 @@ class ModelMonitor:
                 "policy": b64(self.policy.snapshot()),
                 "score_carry": self._score_carry.tolist(),
                 "events_total": self.events_total,
+                "learned_baseline": self.learned_baseline,
                 "insights": b64(self.insights.snapshot() if self.insights else None),
             }
         )
@@ -318,4 +333,5 @@ class ModelMonitor:
         mon.policy.restore_state(raw("policy") or b"")
         mon._score_carry = np.asarray(d.get("score_carry", []), dtype=np.float64)
         mon.events_total = int(d["events_total"])
+        mon.learned_baseline = d.get("learned_baseline")
         return mon

@@ -55,12 +55,6 @@ class WindowEvaluation:
         return any(r.drift and r.detector.startswith("integrity") for r in self.results)
 
 
-#: An AUC drop must also exceed this many standard errors of the rolling AUC (Hanley & McNeil): with a
-#: few thousand labels, a 0.015 drop is within noise and, held for 3 windows of a rolling metric, fired
-#: on stationary streams (1 false trigger in 3 runs of 1M events with 10 % labels).
-AUC_DROP_Z = 3.0
-
-
 def auc_standard_error(auc: float, perf: dict[str, float]) -> float:
     """Hanley–McNeil standard error of an AUC measured on ``perf["positives"]`` of ``perf["n"]`` labels.
 
@@ -159,7 +153,7 @@ class TriggerPolicy:
 
         if "auc" in perf and "auc" in base and not math.isnan(perf["auc"]):
             # The drop must be large (auc_drop) and beyond the noise of the rolling window's AUC.
-            drop = max(s.auc_drop, AUC_DROP_Z * auc_standard_error(base["auc"], perf))
+            drop = max(s.auc_drop, s.auc_drop_standard_errors * auc_standard_error(base["auc"], perf))
             limit = base["auc"] - drop
             check(
                 "auc",
@@ -257,7 +251,7 @@ class TriggerPolicy:
             "data_drift": (self._data_drift, s.consecutive_windows),
             "performance": (self._performance, s.performance_windows),
             "prediction_drift": (self._prediction_drift, s.consecutive_windows),
-            "integrity": (self._integrity, s.consecutive_windows),
+            "integrity": (self._integrity, s.integrity_windows),
         }
         for kind, (check, needed) in checks.items():
             if kind == "prediction_drift" and fresh:

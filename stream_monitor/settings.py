@@ -65,6 +65,9 @@ class PolicySettings:
     # Hysteresis: a condition stays "on" until its statistic falls below this fraction of the threshold.
     hysteresis: float = 0.8
     auc_drop: float = 0.015
+    # The AUC drop must also exceed this many standard errors of the rolling AUC (Hanley & McNeil):
+    # with a few thousand labels a 0.015 drop is within noise (it fired on stationary streams).
+    auc_drop_standard_errors: float = 3.0
     performance_windows: int = 3
     f1_drop_relative: float = 0.05
     mae_rise_relative: float = 0.2
@@ -72,6 +75,8 @@ class PolicySettings:
     cooldown_seconds: float = 6 * 3600.0
     min_labels_for_performance: int = 200
     integrity_triggers: bool = True
+    # An integrity incident (missing-rate jump, new categories, volume collapse) pages at once.
+    integrity_windows: int = 1
     key_class: str | None = None
 
 
