@@ -756,6 +756,7 @@ _MODEL_KEYS = (
     "policy",
     "performance_window",
     "label_buffer",
+    "insights",
 )
 _WINDOW_KEYS = ("kind", "size", "slide", "width", "slide_seconds", "allowed_lateness")
 
@@ -956,6 +957,7 @@ def _build_model(data: Any, path: str, ctx: _Context) -> ModelConfig:
     features = _build_features(s, key_features)
     d = ModelSettings()
     label_buffer = s.section("label_buffer", ("max_entries", "ttl_seconds"))
+    insights = s.section("insights", ("bucket", "retention"))
     settings = ModelSettings(
         window=_build_window(s.section("window", _WINDOW_KEYS)),
         detectors=_build_flat(DetectorSettings, s.section("detectors", _field_names(DetectorSettings))),
@@ -964,6 +966,8 @@ def _build_model(data: Any, path: str, ctx: _Context) -> ModelConfig:
         performance_window=s.integer("performance_window", d.performance_window),
         label_buffer_entries=label_buffer.integer("max_entries", d.label_buffer_entries),
         label_ttl_seconds=label_buffer.duration("ttl_seconds", d.label_ttl_seconds),
+        bucket_seconds=insights.duration("bucket", d.bucket_seconds),
+        bucket_retention=insights.integer("retention", d.bucket_retention),
     )
     p = settings.policy
     if not p.psi_warning <= p.psi_alarm <= p.psi_critical:

@@ -144,7 +144,12 @@ class ModelMonitor:
         stride = stride_for(
             w.kind, w.size if w.kind == "count" else w.width, w.slide if w.kind == "count" else w.time_slide
         )
-        return InsightTracker(self.schema, reference, InsightSettings(stride=stride), self.model_version)
+        insight_settings = InsightSettings(
+            bucket_seconds=self.settings.bucket_seconds,
+            retention=self.settings.bucket_retention,
+            stride=stride,
+        )
+        return InsightTracker(self.schema, reference, insight_settings, self.model_version)
 
     @property
     def ready(self) -> bool:

@@ -91,3 +91,6 @@ class ModelSettings:
     performance_window: int = 5000
     label_buffer_entries: int = 1_000_000
     label_ttl_seconds: float = 7 * 86400.0
+    # Time-bucketed profiles (data DNA, incidents, retraining recommendation): width and how many.
+    bucket_seconds: float = 86400.0
+    bucket_retention: int = 90

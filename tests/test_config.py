@@ -496,3 +496,11 @@ def test_kafka_settings_built_in_code_are_checked_too() -> None:
     with pytest.raises(ConfigError) as info:
         KafkaSettings("b:9092", consumer={"enable.auto.commit": "true"})
     assert info.value.key == "kafka.consumer.enable.auto.commit"
+
+
+def test_insight_buckets_are_configurable() -> None:
+    app = load_config(str(EXAMPLE), env={"STREAM_MONITOR_MODELS__BIKES__INSIGHTS__RETENTION": "30"})
+    bikes = app.model("bikes").settings
+    assert (bikes.bucket_seconds, bikes.bucket_retention) == (86400.0, 30)
+    with pytest.raises(ConfigError, match=r"insights\.retention"):
+        load_config(str(EXAMPLE), env={"STREAM_MONITOR_MODELS__BIKES__INSIGHTS__RETENTION": "0"})

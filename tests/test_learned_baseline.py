@@ -52,3 +52,13 @@ def test_without_decay_the_learned_baseline_never_triggers() -> None:
     assert _stream(monitor, batches=30, decay_from=10**6) == []
     restored = ModelMonitor.restore(monitor.snapshot(), SCHEMA, settings)
     assert restored.learned_baseline == monitor.learned_baseline
+
+
+def test_bucket_settings_reach_the_insight_tracker() -> None:
+    settings = ModelSettings(
+        window=WindowSettings(size=2000), warmup_events=4000, bucket_seconds=3600.0, bucket_retention=12
+    )
+    monitor = ModelMonitor(SCHEMA, settings)
+    _stream(monitor, batches=3, decay_from=10**6)
+    assert monitor.insights is not None
+    assert (monitor.insights.settings.bucket_seconds, monitor.insights.settings.retention) == (3600.0, 12)
