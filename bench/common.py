@@ -186,8 +186,12 @@ def target_line(name: str, value: float, target: float, unit: str, higher_is_bet
     ratio = value / target if higher_is_better else (target / value if value > 0 else float("inf"))
     ok = value >= target if higher_is_better else value <= target
     sign = "≥" if higher_is_better else "≤"
+
+    def num(x: float) -> str:
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
     return (
-        f"| {name} | {value:,.4g} {unit} | {sign} {target:,.4g} {unit} | {ratio:.2f}× | "
+        f"| {name} | {num(value)} {unit} | {sign} {num(target)} {unit} | {ratio:.2f}× | "
         f"{'met' if ok else 'MISSED'} |"
     )
 

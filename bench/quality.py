@@ -262,7 +262,11 @@ def run_concept(seeds: int, train: int, pre: int, post: int) -> dict[str, Any]:
     for seed in range(seeds):
         for name, (rows, task) in concept_streams(seed, total, change).items():
             names = [str(k) for k in rows[0][0]]
-            schema = ModelSchema("q", task, tuple(FeatureSpec(n, "numeric") for n in names))
+            schema = ModelSchema(
+                "q",
+                task,  # type: ignore[arg-type]
+                tuple(FeatureSpec(n, "numeric") for n in names),
+            )
             model = compose.Pipeline(
                 preprocessing.StandardScaler(),
                 linear_model.LogisticRegression() if task == "binary" else linear_model.LinearRegression(),

@@ -1,0 +1,439 @@
+"""End-to-end throughput, scaling and latency of ``stream-monitor run`` against a real broker (issue 5,
+points 1 and 4).
+
+1. Pre-produce N prediction events (20 numeric + 3 categorical features, binary score; key = event_id,
+   so they spread over the partitions) and labels for 10 % of them into fresh topics.
+2. Run the service (``stream-monitor run``, all default detectors, count windows of 5,000) as a child
+   process with a fresh consumer group; poll its ``/metrics`` until every prediction is processed.
+   events/s = N / (time from the first processed event to the last); also p50/p99 per-batch processing
+   latency (the service's histogram), peak RSS (VmHWM) and CPU seconds per million events. Median of
+   ``--runs`` runs.
+3. Two processes in one group on 4 partitions: scaling ratio against one process.
+4. Latency: one partition, events produced live at half the measured single-process rate with event
+   time = wall clock at produce; the key feature alternates between shifted and not every window, with
+   ``consecutive_windows: 1`` and no cooldown, so every shifted window fires a trigger; event-to-trigger
+   latency = trigger ``emitted_at`` − ``event_time`` (the event time of the window's last event).
+
+Needs the broker: ``KAFKA_BOOTSTRAP_SERVERS`` set, or the script starts one with ``deploy/local/kafka.sh``.
+``python bench/throughput.py [--events N] [--runs 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import contextlib
+
+from common import (
+    ROOT,
+    gen_columns,
+    make_reference,
+    make_schema,
+    target_line,
+    to_json_events,
+    to_json_labels,
+)
+
+KAFKA_SH = ROOT / "deploy" / "local" / "kafka.sh"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def broker(workdir: Path) -> tuple[str, bool]:
+    """Bootstrap servers, and whether this script started the broker (and must stop it)."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return os.environ["KAFKA_BOOTSTRAP_SERVERS"], False
+    subprocess.run(["bash", str(KAFKA_SH), "fetch"], check=True, stdout=subprocess.DEVNULL)
+    out = subprocess.run(
+        ["bash", str(KAFKA_SH), "start", str(workdir / "kafka")], check=True, capture_output=True, text=True
+    ).stdout
+    m = re.search(r"KAFKA_BOOTSTRAP_SERVERS=(\S+)", out)
+    if not m:
+        raise RuntimeError(f"kafka.sh start printed no bootstrap address: {out!r}")
+    return m.group(1), True
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    for f in futures.values():
+        f.result(30)
+
+
+def produce(bootstrap: str, topic: str, raws: list[bytes], keys: list[bytes] | None) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
+                  "compression.type": "lz4", "queue.buffering.max.messages": 2_000_000})  # fmt: skip
+    for i, raw in enumerate(raws):
+        while True:
+            try:
+                p.produce(topic, raw, None if keys is None else keys[i])
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 10_000 == 0:
+            p.poll(0)
+    p.flush(120)
+
+
+def write_config(path: Path, bootstrap: str, topics: dict[str, str], group: str, port: int,
+                 reference: Path, policy: dict[str, Any] | None = None, batch_size: int = 10_000,
+                 batch_timeout: float = 0.2) -> None:  # fmt: skip
+    feats = {f"f{i}": ({"type": "numeric", "key": True} if i == 0 else "numeric") for i in range(20)}
+    feats.update({f"c{j}": "categorical" for j in range(3)})
+    model: dict[str, Any] = {
+        "id": "m0",
+        "task": "binary",
+        "features": feats,
+        "reference": str(reference),
+        "window": {"kind": "count", "size": 5000},
+    }
+    if policy:
+        model["policy"] = policy
+    cfg = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": group,
+            "topics": topics,
+            "batch_size": batch_size,
+            "batch_timeout_seconds": batch_timeout,
+        },
+        "metrics": {"host": "127.0.0.1", "port": port},
+        "models": [model],
+    }
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sum of each metric family sample name (labels dropped)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0]
+        key = name
+        if "stream=" in name_labels or "role=" in name_labels:
+            m = re.search(r'(?:stream|role)="(\w+)"', name_labels)
+            key = f"{name}[{m.group(1) if m else ''}]"
+        if 'le="' in name_labels:
+            m = re.search(r'le="([^"]+)"', name_labels)
+            key += f"@{m.group(1) if m else ''}"
+        with contextlib.suppress(ValueError):
+            out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(CPU seconds, peak RSS MB) of a live process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hwm = 0.0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM"):
+                hwm = int(line.split()[1]) / 1024
+    return cpu, hwm
+
+
+def start_service(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(config)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+PROCESSED = "stream_monitor_events_processed_total[predictions]"
+
+
+def consume_run(
+    config_paths: list[Path], ports: list[int], n: int, workdir: Path, timeout: float
+) -> dict[str, Any]:
+    procs = [start_service(c, workdir / f"service-{i}.log") for i, c in enumerate(config_paths)]
+    try:
+        t_first = None
+        deadline = time.monotonic() + timeout
+        done = 0.0
+        cpu0 = 0.0
+        samples: list[dict[str, float]] = []
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"service exited early; see {workdir}/service-*.log")
+            samples = [scrape(port) for port in ports]
+            done = sum(s.get(PROCESSED, 0.0) for s in samples)
+            now = time.monotonic()
+            if t_first is None and done > 0:
+                t_first = now
+                cpu0 = sum(proc_stats(p.pid)[0] for p in procs)
+                first_done = done
+            if done >= n:
+                break
+            time.sleep(0.05)
+        t_end = time.monotonic()
+        stats = [proc_stats(p.pid) for p in procs]
+        if t_first is None or done < n:
+            raise RuntimeError(f"processed {done:.0f} of {n} events in {timeout:.0f} s")
+        counted = done - first_done
+        seconds = t_end - t_first
+        lat = _latency_quantiles(samples)
+        return {
+            "events_per_s": counted / seconds,
+            "seconds": seconds,
+            "cpu_s_per_million": (sum(s[0] for s in stats) - cpu0) / counted * 1e6,
+            "peak_rss_mb": max(s[1] for s in stats),
+            **lat,
+        }
+    finally:
+        stop(procs)
+
+
+def _latency_quantiles(samples: list[dict[str, float]]) -> dict[str, float]:
+    """p50/p99 of the per-batch processing latency histogram (upper bucket bounds)."""
+    buckets: dict[float, float] = {}
+    for s in samples:
+        for k, v in s.items():
+            if k.startswith("stream_monitor_processing_latency_seconds_bucket[predictions]@"):
+                le = k.rsplit("@", 1)[1]
+                buckets[float("inf") if le == "+Inf" else float(le)] = (
+                    buckets.get(float("inf") if le == "+Inf" else float(le), 0.0) + v
+                )
+    if not buckets:
+        return {}
+    total = max(buckets.values())
+    out = {}
+    for q in (0.5, 0.99):
+        out[f"batch_latency_p{int(q * 100)}_s"] = next(
+            le for le in sorted(buckets) if buckets[le] >= q * total
+        )
+    return out
+
+
+def latency_run(
+    bootstrap: str, workdir: Path, reference: Path, rate: float, seconds: float
+) -> dict[str, Any]:
+    from confluent_kafka import Consumer, Producer
+
+    tag = uuid.uuid4().hex[:8]
+    topics = {"predictions": f"lp-{tag}", "labels": f"ll-{tag}", "triggers": f"lt-{tag}",
+              "dlq": f"ld-{tag}", "state": f"ls-{tag}"}  # fmt: skip
+    create_topics(bootstrap, [topics["predictions"], topics["labels"]], 1)
+    port = free_port()
+    cfg = workdir / "latency.yaml"
+    write_config(cfg, bootstrap, topics, f"g-{tag}", port, reference,
+                 {"consecutive_windows": 1, "cooldown_seconds": 0, "prediction_psi_alarm": 100.0,
+                  "integrity_triggers": False}, batch_size=1000, batch_timeout=0.02)  # fmt: skip
+    proc = start_service(cfg, workdir / "latency.log")
+    try:
+        for _ in range(200):
+            if scrape(port).get("stream_monitor_ready", 0) >= 1 or scrape(port):
+                break
+            time.sleep(0.1)
+        time.sleep(3)
+        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        total = int(rate * seconds)
+        block = 2000
+        cols = [gen_columns(block, seed=k, start=k * block) for k in range(8)]
+        t0 = time.time()
+        sent = 0
+        while sent < total:
+            target = t0 + sent / rate
+            delay = target - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            c = cols[(sent // block) % 8]
+            shifted = (sent // 5000) % 2 == 1
+            x0 = c.numeric[0] + (2.0 if shifted else 0.0)
+            now = time.time()
+            for i in range(block):
+                feats: dict[str, Any] = {f"f{j}": float(c.numeric[j, i]) for j in range(1, 20)}
+                feats["f0"] = float(x0[i])
+                feats.update({f"c{j}": c.categorical[j][i] for j in range(3)})
+                ev = {"event_id": f"l{sent + i}", "model_id": "m0", "ts": now, "features": feats,
+                      "prediction": {"score": float(c.score[i])}}  # fmt: skip
+                p.produce(topics["predictions"], orjson.dumps(ev), b"m0")
+            p.poll(0)
+            sent += block
+        p.flush(30)
+        time.sleep(3)
+        cons = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"read-{tag}", "auto.offset.reset": "earliest"}
+        )
+        cons.subscribe([topics["triggers"]])
+        lat = []
+        idle = time.monotonic()
+        while time.monotonic() - idle < 5:
+            m = cons.poll(0.5)
+            if m is None or m.error():
+                continue
+            idle = time.monotonic()
+            t = orjson.loads(m.value() or b"{}")
+            lat.append(float(t["emitted_at"]) - float(t["event_time"]))
+        cons.close()
+    finally:
+        stop([proc])
+    if not lat:
+        return {"triggers": 0}
+    arr = np.array(lat)
+    return {
+        "triggers": len(lat),
+        "rate": rate,
+        "p50_ms": float(np.percentile(arr, 50) * 1e3),
+        "p99_ms": float(np.percentile(arr, 99) * 1e3),
+        "max_ms": float(arr.max() * 1e3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--latency-seconds", type=float, default=20.0)
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+    t_all = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="sm-bench-"))
+    bootstrap, started = broker(workdir)
+    try:
+        schema = make_schema()
+        reference = workdir / "m0.reference.json"
+        reference.write_bytes(make_reference(schema).to_json())
+        tag = uuid.uuid4().hex[:8]
+        topics = {"predictions": f"p-{tag}", "labels": f"l-{tag}", "triggers": f"t-{tag}",
+                  "dlq": f"d-{tag}", "state": f"s-{tag}"}  # fmt: skip
+        create_topics(bootstrap, [topics["predictions"], topics["labels"]], 4)
+        t0 = time.perf_counter()
+        for k in range(0, a.events, 200_000):
+            c = gen_columns(min(200_000, a.events - k), seed=k, start=k)
+            produce(
+                bootstrap, topics["predictions"], to_json_events("m0", c), [e.encode() for e in c.event_id]
+            )
+            labs = to_json_labels("m0", c)
+            produce(bootstrap, topics["labels"], labs, [e.encode() for e in c.event_id[::10]])
+        produce_s = time.perf_counter() - t0
+
+        single = []
+        for r in range(a.runs):
+            port = free_port()
+            cfg = workdir / f"single-{r}.yaml"
+            write_config(cfg, bootstrap, topics, f"g1-{tag}-{r}", port, reference)
+            single.append(consume_run([cfg], [port], a.events, workdir, a.timeout))
+        double = []
+        for r in range(a.runs):
+            ports = [free_port(), free_port()]
+            cfgs = [workdir / f"double-{r}-{i}.yaml" for i in range(2)]
+            for cfg, port in zip(cfgs, ports, strict=True):
+                write_config(cfg, bootstrap, topics, f"g2-{tag}-{r}", port, reference)
+            double.append(consume_run(cfgs, ports, a.events, workdir, a.timeout))
+        med = statistics.median(s["events_per_s"] for s in single)
+        med2 = statistics.median(s["events_per_s"] for s in double)
+        latency = latency_run(bootstrap, workdir, reference, med / 2, a.latency_seconds)
+    finally:
+        if started:
+            subprocess.run(["bash", str(KAFKA_SH), "stop", str(workdir / "kafka")], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def row(name: str, runs: list[dict[str, Any]]) -> str:
+        r = sorted(runs, key=lambda x: x["events_per_s"])[len(runs) // 2]
+        return (
+            f"| {name} | {statistics.median(x['events_per_s'] for x in runs):,.0f} | "
+            f"{', '.join(format(x['events_per_s'], ',.0f') for x in runs)} | "
+            f"{r.get('batch_latency_p50_s', float('nan')) * 1e3:.0f} / "
+            f"{r.get('batch_latency_p99_s', float('nan')) * 1e3:.0f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['cpu_s_per_million']:.1f} |"
+        )
+
+    lines = [
+        f"{a.events:,} prediction events + {a.events // 10:,} labels pre-produced to 4 partitions "
+        f"({produce_s:.0f} s); `stream-monitor run`, default detectors, count windows of 5,000, batches of "
+        "10,000.",
+        "",
+        "| consumers | events/s (median) | runs | batch latency p50 / p99 (ms) | peak RSS (MB) | "
+        "CPU s per million events |",
+        "|---|---:|---|---:|---:|---:|",
+        row("1 process", single),
+        row("2 processes, 4 partitions", double),
+        "",
+        f"Latency run (batches of 1,000, 20 ms batch timeout): {latency.get('rate', 0):,.0f} events/s "
+        f"produced live to one partition for "
+        f"{a.latency_seconds:.0f} s; {latency.get('triggers', 0)} triggers; event-to-trigger p50 "
+        f"{latency.get('p50_ms', float('nan')):.0f} ms, p99 {latency.get('p99_ms', float('nan')):.0f} ms, "
+        f"max {latency.get('max_ms', float('nan')):.0f} ms.",
+        "",
+        "| end-to-end target | measured | target | ratio | |",
+        "|---|---:|---:|---:|---|",
+        target_line("events/s, one consumer process", med, 150_000, "events/s", True),
+        target_line("scaling, 2 processes on 4 partitions", med2 / med, 1.8, "×", True),
+        target_line(
+            "p99 event-to-trigger latency at half max rate",
+            latency.get("p99_ms", float("inf")),
+            250,
+            "ms",
+            False,
+        ),
+        target_line(
+            "peak RSS, one process (1 model × 23 features)",
+            statistics.median(s["peak_rss_mb"] for s in single),
+            200,
+            "MB",
+            False,
+        ),
+        "",
+        f"(throughput bench took {time.perf_counter() - t_all:.0f} s)",
+    ]
+    print("\n".join(lines))
+    if a.json:
+        Path(a.json).write_text(
+            json.dumps({"single": single, "double": double, "latency": latency}, indent=1)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
