@@ -519,6 +519,14 @@ class _PredictionColumns:
         if type(prediction) is float and math.isfinite(prediction):
             score: float = prediction
             pred_label: str | None = None
+        elif (
+            # The most common shape, {"score": <finite float>}: what _prediction_object returns for it.
+            type(prediction) is dict
+            and len(prediction) == 1
+            and type(only_score := prediction.get("score")) is float
+            and math.isfinite(only_score)
+        ):
+            score, pred_label = only_score, None
         else:
             checked_prediction = (
                 self._prediction_object(prediction)
