@@ -3,19 +3,82 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_info
+from common import machine_info, target_line
 
 SECTIONS = [
     ("hotpath.md", "1. Hot path, in process (issue 5 point 2) and in-process targets"),
+    ("hotpath-before.md", "1b. Hot path before the decoder fast path (commit 2b8bd6d), for comparison"),
     ("throughput.md", "2. End to end against the real broker (points 1 and 4)"),
     ("peers.md", "3. Side by side with the tools users would otherwise pick (point 3)"),
     ("quality.md", "4. Detection quality and calibration (points 5 and 6)"),
 ]
+
+
+def summary(results: Path) -> list[str]:
+    """Every target of issue 5 with its figure and ratio, from the JSON the benches wrote."""
+
+    def load(name: str) -> Any:
+        path = results / name
+        return json.loads(path.read_text()) if path.exists() else None
+
+    hot, tp, q = load("hotpath.json"), load("throughput.json"), load("quality.json")
+    rows = [
+        "## Targets at a glance",
+        "",
+        "| target | measured | goal | ratio | |",
+        "|---|---:|---:|---:|---|",
+    ]
+    if tp:
+        single = statistics.median(r["events_per_s"] for r in tp["single"])
+        double = statistics.median(r["events_per_s"] for r in tp["double"])
+        rows.append(target_line("end to end, one consumer process", single, 150_000, "events/s", True))
+        rows.append(target_line("2 processes on 4 partitions (scaling)", double / single, 1.8, "×", True))
+        p99 = tp["latency"].get("p99_ms", float("inf"))
+        rows.append(target_line("p99 event-to-trigger latency, half max rate", p99, 250, "ms", False))
+    if hot:
+        rows.append(target_line("RSS, 10 models × 50 features", hot["memory"]["rss_mb"], 200, "MB", False))
+        rows.append(target_line("bytes per pending prediction", hot["bytes_per_pending"], 64, "B", False))
+    if q:
+        c = q["control"]
+        false = c["alarms"]["stream-monitor (default)"]
+        rows.append(
+            f"| false triggers, {c['events']:,} stationary events (default config) | {false} | 0 | | "
+            f"{'met' if false == 0 else 'MISSED'} |"
+        )
+        half = q["scenarios"]["mean shift 0.5σ (f0)"]["stream-monitor (default)"]
+        ok = half["delay_windows"] is not None and half["delay_windows"] <= 2 and not half["missed"]
+        rows.append(
+            f"| delay, 0.5σ shift on a key feature | {half['delay_windows']} windows | ≤ 2 windows | | "
+            f"{'met' if ok else 'MISSED'} |"
+        )
+        misses = sum(
+            q["scenarios"][k]["stream-monitor (default)"]["missed"]
+            for k in ("mean shift 1σ (f0)", "gradual: 0→1σ over 100k events (f0)")
+        )
+        verdict = "met" if not misses else "MISSED"
+        rows.append(f"| misses for ≥ 1σ shifts (abrupt and gradual) | {misses} | 0 | | {verdict} |")
+        cal = c["per_million"]["stream-monitor (calibrated)"]
+        rows.append(
+            f"| calibrated thresholds, false triggers per million (budget 1) | {cal:.2f} | ≤ 1 | | "
+            f"{'met' if cal <= 1 else 'MISSED'} |"
+        )
+    rows += [
+        "",
+        "Commands: `bash bench/run_all.sh` runs everything below and rewrites this file; alone:",
+        "`python bench/hotpath.py`, `python bench/peers.py`, `python bench/throughput.py` (needs the broker:",
+        "`KAFKA_BOOTSTRAP_SERVERS`, or it runs `deploy/local/kafka.sh fetch` + `start` itself), "
+        "`python bench/quality.py`.",
+        "",
+    ]
+    return rows
 
 
 def main() -> int:
@@ -38,6 +101,7 @@ def main() -> int:
         "move by ±30 %; medians of repeated runs are given where the bench repeats.",
         "",
     ]
+    out += summary(results)
     for name, title in SECTIONS:
         path = results / name
         out += [f"## {title}", ""]
