@@ -6,7 +6,7 @@
 # Evidently and alibi-detect go into bench/.venv only, never into the project's dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=bench/results
+OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
 # OpenBLAS core-type overrides slow a current numpy (see the machine notes): unset for the benches only.
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
@@ -30,5 +30,5 @@ fi
 "$PY" bench/peers.py "${PEERS[@]}" --json "$OUT/peers.json" | tee "$OUT/peers.md"
 "$PY" bench/throughput.py "${TP[@]}" --json "$OUT/throughput.json" | tee "$OUT/throughput.md"
 "$PY" bench/quality.py "${QUAL[@]}" --json "$OUT/quality.json" | tee "$OUT/quality.md"
-"$PY" bench/report.py "$OUT" > BENCHMARKS.md
+"$PY" bench/report.py "$OUT" > "${BENCHMARKS:-BENCHMARKS.md}"
 echo "BENCHMARKS.md regenerated" >&2
