@@ -134,6 +134,51 @@ def _cmd_reference_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from stream_monitor.calibration import calibrate
+    from stream_monitor.reference_io import read_training_rows
+
+    app = load_config(args.config)
+    model = next((m for m in app.models if m.schema.model_id == args.model), None)
+    if model is None:
+        raise StreamMonitorError(f"model {args.model!r} is not in {args.config}")
+    batch, _ = read_training_rows(args.data, model.schema)
+    cal = calibrate(
+        model.schema,
+        batch,
+        model.settings,
+        budget_per_million=args.budget,
+        windows=args.windows,
+        window_events=args.window_events,
+        seed=args.seed,
+    )
+    p, d = cal.settings.policy, cal.settings.detectors
+    # Keep the configuration valid: warning <= alarm <= critical around the calibrated alarm.
+    snippet = {
+        "detectors": {
+            "ks_min_effect": round(d.ks_min_effect, 4),
+            "chi2_min_effect": round(d.chi2_min_effect, 4),
+        },
+        "policy": {
+            "psi_warning": round(min(p.psi_warning, p.psi_alarm), 4),
+            "psi_alarm": round(p.psi_alarm, 4),
+            "psi_critical": round(max(p.psi_critical, p.psi_alarm), 4),
+            "prediction_psi_alarm": round(p.prediction_psi_alarm, 4),
+        },
+    }
+    text = (
+        f"# stream-monitor calibrate: model {args.model}, budget {args.budget:g} false alarms per million "
+        f"events,\n# {cal.windows} null windows of {cal.window_events} events from {args.data}\n"
+        + yaml.safe_dump(snippet, sort_keys=False)
+    )
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text, end="")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stream_monitor.demo import run_demo
 
@@ -196,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--out")
     rb.add_argument("data")
     rb.set_defaults(func=_cmd_reference_build)
+
+    cal = sub.add_parser(
+        "calibrate", help="thresholds from training data for a whole-model false-alarm budget (YAML snippet)"
+    )
+    cal.add_argument("--config", required=True)
+    cal.add_argument("--model", required=True)
+    cal.add_argument("--budget", type=float, default=1.0, help="false alarms per million stationary events")
+    cal.add_argument("--windows", type=int, default=200, help="null windows to draw")
+    cal.add_argument("--window-events", type=int, default=None, help="events per window (time windows)")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--out", help="also write the snippet to this file")
+    cal.add_argument("data")
+    cal.set_defaults(func=_cmd_calibrate)
 
     prod = sub.add_parser("produce", help="send demo, file or synthetic events to Kafka at a target rate")
     prod.add_argument("--config")
