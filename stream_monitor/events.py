@@ -360,12 +360,15 @@ def _lenient_loads(raw: bytes) -> Any:
 
 
 def _parsed_objects(
-    raws: Sequence[RawValue], max_bytes: int, rejections: list[Rejection]
+    raws: Sequence[RawValue], max_bytes: int, rejections: list[Rejection], start: int = 0
 ) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
-    """Yield ``(index, raw, object)`` for every input that is a JSON object; reject the rest."""
+    """Yield ``(index, raw, object)`` for every input that is a JSON object; reject the rest.
+
+    Indexes count from ``start``.
+    """
     loads = _loads
     reject = rejections.append
-    for index, value in enumerate(raws):
+    for index, value in enumerate(raws, start):
         raw: Any = value
         if type(raw) is not bytes:
             if raw is None:
@@ -463,6 +466,7 @@ class _PredictionColumns:
         self.numeric_names = schema.numeric_names
         self.categorical_names = schema.categorical_names
         self.known_features = frozenset(f.name for f in schema.features)
+        self.n_known = len(self.known_features)
         self.segment_keys = schema.segment_keys
         self.is_regression = schema.task == "regression"
         self.positive_class = schema.positive_class
@@ -482,7 +486,60 @@ class _PredictionColumns:
         self.unknown_features = 0
 
     def add(self, index: int, raw: bytes, event_id: str, obj: dict[str, Any]) -> str | None:
-        """Validate one event and append it; return the rejection reason instead if it is invalid."""
+        """Validate one event and append it; return the rejection reason instead if it is invalid.
+
+        Fast path for the common well-formed event: every schema feature present and nothing else,
+        categorical values str/None, an in-range number as ``ts``, ``prediction`` a finite float or
+        ``{"score": <finite float>}``, ``model_version`` str/None, valid segments. Such an event is
+        appended without checking its numeric feature types: :meth:`finish` checks them for the whole
+        batch at once and rejects a row with a bad one for its first bad feature, the reason
+        :meth:`add_checked` would give (every check before the numeric types passed). Anything else
+        goes to :meth:`add_checked`, which checks in the documented order; the fast path never
+        rejects, so reasons are unchanged.
+        """
+        ts: Any = obj.get("ts")
+        features: Any = obj.get("features")
+        kind = type(ts)
+        if (
+            (kind is float or kind is int)
+            and MIN_TS <= ts < MAX_TS
+            and type(features) is dict
+            and len(features) == self.n_known
+        ):
+            prediction: Any = obj.get("prediction")
+            if type(prediction) is dict:
+                prediction = prediction.get("score") if len(prediction) == 1 else None
+            version: Any = obj.get("model_version")
+            if (
+                type(prediction) is float
+                and math.isfinite(prediction)
+                and (version is None or type(version) is str)
+            ):
+                try:
+                    numeric = self.get_numeric(features)
+                    categorical = self.get_categorical(features)
+                except KeyError:
+                    return self.add_checked(index, raw, event_id, obj)
+                if _STR_OR_NONE.issuperset(map(type, categorical)):
+                    if self.segment_keys:
+                        segments = self._segments(obj.get("segment"), features)
+                        if isinstance(segments, str):
+                            return self.add_checked(index, raw, event_id, obj)
+                        self.segment_flat.extend(segments)
+                    self.index.append(index)
+                    self.raw.append(raw)
+                    self.event_id.append(event_id)
+                    self.ts.append(ts)
+                    self.model_version.append(version)
+                    self.numeric_flat.extend(numeric)
+                    self.categorical_flat.extend(categorical)
+                    self.score.append(prediction)
+                    self.pred_label.append(None)
+                    return None
+        return self.add_checked(index, raw, event_id, obj)
+
+    def add_checked(self, index: int, raw: bytes, event_id: str, obj: dict[str, Any]) -> str | None:
+        """:meth:`add` without the fast path: every check, in the documented order."""
         ts: Any = obj.get("ts")
         kind = type(ts)
         if not ((kind is float or kind is int) and MIN_TS <= ts < MAX_TS):
@@ -636,14 +693,17 @@ class _PredictionColumns:
     def finish(self, rejections: list[Rejection]) -> PredictionBatch | None:
         """The columns as a batch, after moving events with infinite feature values to rejections."""
         n = len(self.index)
-        n_numeric = len(self.numeric_names)
-        numeric = _float_matrix(self.numeric_flat, n, n_numeric)
+        numeric, bad = _numeric_matrix(self.numeric_flat, n, self.numeric_names)
         infinite = np.isinf(numeric)
-        bad_rows = np.flatnonzero(infinite.any(axis=1))
-        if bad_rows.size:
-            first_bad = np.argmax(infinite[bad_rows], axis=1)
-            for row, feature in zip(bad_rows.tolist(), first_bad.tolist(), strict=True):
-                reason = f"non_finite:features.{self.numeric_names[feature]}"
+        infinite_rows = np.flatnonzero(infinite.any(axis=1))
+        if infinite_rows.size:
+            first_infinite = np.argmax(infinite[infinite_rows], axis=1)
+            for row, feature in zip(infinite_rows.tolist(), first_infinite.tolist(), strict=True):
+                # A bad type is found before an infinite value, as add_checked would.
+                bad.setdefault(row, f"non_finite:features.{self.numeric_names[feature]}")
+        if bad:
+            bad_rows = np.fromiter(bad, dtype=np.int64, count=len(bad))
+            for row, reason in bad.items():
                 rejections.append(Rejection(self.index[row], reason, self.raw[row]))
             keep = np.ones(n, dtype=bool)
             keep[bad_rows] = False
@@ -722,6 +782,33 @@ def _float_matrix(flat: list[Any], n: int, width: int) -> np.ndarray:
     return values.reshape(n, width)
 
 
+def _numeric_matrix(flat: list[Any], n: int, names: tuple[str, ...]) -> tuple[np.ndarray, dict[int, str]]:
+    """:func:`_float_matrix` of the numeric feature values, after checking their types for the batch.
+
+    Returns the ``(n, len(names))`` matrix and ``{row: "bad_type:features.<first bad name>"}`` for the
+    rows holding a value that is not int/float/bool/None (those values become NaN in the matrix).
+    numpy's type discovery does the check for the usual all-number batch in one C pass; a batch it
+    does not turn into a 1-D number array (None, a string, a list...) is checked value by value.
+    """
+    width = len(names)
+    try:
+        values = np.array(flat)
+    except Exception:
+        values = None
+    if values is not None and values.ndim == 1 and values.dtype.kind in "fbiu" and values.size == n * width:
+        return values.astype(np.float64, copy=False).reshape(n, width), {}
+    if _NUMERIC_TYPES.issuperset(map(type, flat)):
+        return _float_matrix(flat, n, width), {}
+    bad: dict[int, str] = {}
+    clean = list(flat)
+    for position, value in enumerate(flat):
+        if type(value) not in _NUMERIC_TYPES:
+            row, feature = divmod(position, width)
+            bad.setdefault(row, f"bad_type:features.{names[feature]}")
+            clean[position] = None
+    return _float_matrix(clean, n, width), bad
+
+
 def decode_predictions(
     raws: Sequence[RawValue], schemas: Mapping[str, ModelSchema], max_bytes: int = 1_000_000
 ) -> tuple[dict[str, PredictionBatch], list[Rejection]]:
@@ -747,25 +834,32 @@ def decode_predictions(
     rejections: list[Rejection] = []
     columns: dict[str, _PredictionColumns] = {}
     try:
-        for index, raw, obj in _parsed_objects(raws, max_bytes, rejections):
-            identity = _identity(obj)
-            if isinstance(identity, str):
-                rejections.append(Rejection(index, identity, raw))
-                continue
-            event_id, model_id = identity
-            model_columns = columns.get(model_id)
-            if model_columns is None:
-                schema = schemas.get(model_id)
-                if schema is None:
-                    rejections.append(Rejection(index, "unknown_model", raw))
-                    continue
-                model_columns = columns[model_id] = _PredictionColumns(schema)
-            try:
-                reason = model_columns.add(index, raw, event_id, obj)
-            except Exception:  # pragma: no cover - a decoder bug must cost one event, not the consumer
-                reason = "malformed_json"
-            if reason is not None:
-                rejections.append(Rejection(index, reason, raw))
+        loads = _loads
+        for index, value in enumerate(raws):
+            # Fast path: bytes of a plain size, an object with string ids of a model seen in this batch.
+            if (
+                type(value) is bytes
+                and 0 < (size := len(value)) <= max_bytes
+                and (size <= MAX_DEPTH or value.count(b"[") + value.count(b"{") <= MAX_DEPTH)
+            ):
+                try:
+                    obj = loads(value)
+                except Exception:
+                    obj = None
+                if type(obj) is dict:
+                    event_id = obj.get("event_id")
+                    model_id = obj.get("model_id")
+                    if type(event_id) is str and event_id and type(model_id) is str:
+                        model_columns = columns.get(model_id)
+                        if model_columns is not None:
+                            try:
+                                reason = model_columns.add(index, value, event_id, obj)
+                            except Exception:  # pragma: no cover - see below
+                                reason = "malformed_json"
+                            if reason is not None:
+                                rejections.append(Rejection(index, reason, value))
+                            continue
+            _add_slowly(index, value, schemas, max_bytes, columns, rejections)
         batches = {}
         for model_id, model_columns in columns.items():
             batch = model_columns.finish(rejections)
@@ -775,6 +869,36 @@ def decode_predictions(
         return {}, _give_up(raws)
     rejections.sort(key=lambda rejection: rejection.index)
     return batches, rejections
+
+
+def _add_slowly(
+    position: int,
+    value: RawValue,
+    schemas: Mapping[str, ModelSchema],
+    max_bytes: int,
+    columns: dict[str, _PredictionColumns],
+    rejections: list[Rejection],
+) -> None:
+    """Every check of :func:`decode_predictions` on one input, for what its fast path did not take."""
+    for index, raw, obj in _parsed_objects((value,), max_bytes, rejections, position):
+        identity = _identity(obj)
+        if isinstance(identity, str):
+            rejections.append(Rejection(index, identity, raw))
+            continue
+        event_id, model_id = identity
+        model_columns = columns.get(model_id)
+        if model_columns is None:
+            schema = schemas.get(model_id)
+            if schema is None:
+                rejections.append(Rejection(index, "unknown_model", raw))
+                continue
+            model_columns = columns[model_id] = _PredictionColumns(schema)
+        try:
+            reason = model_columns.add(index, raw, event_id, obj)
+        except Exception:  # pragma: no cover - a decoder bug must cost one event, not the consumer
+            reason = "malformed_json"
+        if reason is not None:
+            rejections.append(Rejection(index, reason, raw))
 
 
 def _give_up(raws: Sequence[RawValue]) -> list[Rejection]:

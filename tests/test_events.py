@@ -420,6 +420,42 @@ def test_infinite_features_leave_the_rest_of_the_batch_intact() -> None:
     assert [(r.index, r.reason) for r in rejections] == [(1, "non_finite:features.temp")]
 
 
+def test_fast_path_rows_get_the_same_reasons_as_the_full_checks() -> None:
+    """Well-formed events take the decoder's fast path, whose numeric types are checked per batch."""
+    features = {"age": 30, "temp": 21.5, "plan": "pro", "channel": "web"}
+
+    def event(i: int, **changed: Any) -> bytes:
+        fast = prediction_event(event_id=f"e{i}", prediction={"score": 0.5}, segment={"country": "de"})
+        fast["features"] = {**features, **changed}
+        return json.dumps(fast).encode().replace(b"Infinity", b"1e400")
+
+    raws = [
+        event(0),
+        event(1, temp="21.5"),  # bad type found per batch
+        event(2, age=[1], temp="x"),  # the first bad feature in schema order
+        event(3, age=math.inf, temp={}),  # a bad type comes before an infinite value
+        event(4, temp=math.inf),
+        event(5, age=None, plan=None),
+        event(6, channel=1.5),  # not a fast-path event: the full checks reject it
+        event(7, age=True),
+    ]
+    batches, rejections = decode_predictions(raws, SCHEMAS)
+    assert [(r.index, r.reason) for r in rejections] == [
+        (1, "bad_type:features.temp"),
+        (2, "bad_type:features.age"),
+        (3, "bad_type:features.temp"),
+        (4, "non_finite:features.temp"),
+        (6, "bad_type:features.channel"),
+    ]
+    assert [r.raw for r in rejections] == [raws[i] for i in (1, 2, 3, 4, 6)]
+    batch = batches["churn"]
+    assert batch.index.tolist() == [0, 5, 7]
+    np.testing.assert_array_equal(batch.numeric, [[30, np.nan, 1], [21.5, 21.5, 21.5]])
+    assert batch.categorical == [["pro", None, "pro"], ["web"] * 3]
+    assert batch.segments == {"country": ["de"] * 3, "channel": ["web"] * 3}
+    assert batch.score.tolist() == [0.5] * 3 and batch.pred_label == [None] * 3
+
+
 # --- labels -------------------------------------------------------------------------------------------
 
 
