@@ -15,8 +15,9 @@ from common import machine_info, target_line
 
 SECTIONS = [
     ("hotpath.md", "1. Hot path, in process (issue 5 point 2) and in-process targets"),
-    ("hotpath-before.md", "1b. Hot path before the decoder fast path (commit 2b8bd6d), for comparison"),
+    ("hotpath-before.md", "1b. Hot path before the batch-checked decoder (commit 416d078), for comparison"),
     ("throughput.md", "2. End to end against the real broker (points 1 and 4)"),
+    ("throughput-before.md", "2b. End to end before the decoder and service changes (416d078)"),
     ("peers.md", "3. Side by side with the tools users would otherwise pick (point 3)"),
     ("quality.md", "4. Detection quality and calibration (points 5 and 6)"),
 ]
