@@ -32,6 +32,14 @@ from stream_monitor.errors import StateError
 from stream_monitor.settings import PolicySettings
 
 _FORMAT = 1
+
+#: The fields of a trigger event (the public contract, PRODUCT.md).
+TRIGGER_FIELDS = frozenset(
+    {
+        "trigger_id", "model_id", "model_version", "emitted_at", "event_time", "severity", "kind",
+        "reasons", "evidence", "recommendation",
+    }
+)  # fmt: skip
 _HISTORY = 500
 
 

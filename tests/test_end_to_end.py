@@ -20,24 +20,13 @@ from stream_monitor.config import load_config
 from stream_monitor.demo_data import DAY, BikeStory, SyntheticStream
 from stream_monitor.events import decode_predictions
 from stream_monitor.pipeline import EngineOutput, MonitoringEngine
+from stream_monitor.policy import TRIGGER_FIELDS
 from stream_monitor.reference import ReferenceProfile, build_reference
 from stream_monitor.replay import label_heap, replay
 from stream_monitor.schema import ModelSchema
 from stream_monitor.settings import ModelSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTRACT_FIELDS = {
-    "trigger_id",
-    "model_id",
-    "model_version",
-    "emitted_at",
-    "event_time",
-    "severity",
-    "kind",
-    "reasons",
-    "evidence",
-    "recommendation",
-}
 
 
 def batches(raws: list[bytes], size: int = 5000) -> list[list[bytes]]:
@@ -90,7 +79,7 @@ def test_mean_shift_of_one_sigma_on_a_key_feature() -> None:
     assert 0 < delay <= 3.0
     assert any(r["feature"] == "x0" and r["detector"] in ("psi", "ks") for r in first["reasons"])
     assert first["recommendation"]["drift_started_at"] >= stream.ts_of(41_234) - 5000 / stream.rate
-    assert set(first) >= CONTRACT_FIELDS
+    assert set(first) >= TRIGGER_FIELDS
 
 
 def test_categorical_frequency_shift() -> None:
@@ -242,7 +231,7 @@ def test_replay_command_on_the_sample_files(tmp_path: Path, capsys: pytest.Captu
     assert triggers, capsys.readouterr().err
     drift_ts = BikeStory().drift_ts
     for t in triggers:
-        assert set(t) >= CONTRACT_FIELDS
+        assert set(t) >= TRIGGER_FIELDS
         assert t["model_id"] == "bikes" and t["model_version"] == "2024-05-01"
         assert t["event_time"] > drift_ts
         assert t["recommendation"]["action"] in ("retrain", "investigate", "wait_for_labels")

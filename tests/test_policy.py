@@ -10,22 +10,16 @@ import pytest
 
 from stream_monitor.detectors.base import DetectorResult
 from stream_monitor.errors import StateError
-from stream_monitor.policy import TriggerPolicy, WindowEvaluation, auc_standard_error, trigger_id
+from stream_monitor.policy import (
+    TRIGGER_FIELDS,
+    TriggerPolicy,
+    WindowEvaluation,
+    auc_standard_error,
+    trigger_id,
+)
 from stream_monitor.settings import PolicySettings
 
 HOUR = 3600.0
-CONTRACT_FIELDS = {
-    "trigger_id",
-    "model_id",
-    "model_version",
-    "emitted_at",
-    "event_time",
-    "severity",
-    "kind",
-    "reasons",
-    "evidence",
-    "recommendation",
-}
 REASON_FIELDS = {"detector", "feature", "statistic", "value", "threshold", "window"}
 
 
@@ -386,7 +380,7 @@ def test_every_contract_field_is_present() -> None:
         window(0, psi_result("x", 0.2), labels={"joined_total": 10.0, "pending": 3.0, "delay_p50": 60.0}),
         now=42.0,
     )
-    assert set(t) >= CONTRACT_FIELDS
+    assert set(t) >= TRIGGER_FIELDS
     assert t["model_id"] == "m" and t["model_version"] == "v1"
     assert t["emitted_at"] == 42.0 and t["event_time"] == HOUR
     assert t["severity"] in ("warning", "critical")

@@ -34,23 +34,11 @@ from service_fixtures import (
 
 from stream_monitor.events import decode_labels, decode_predictions
 from stream_monitor.kafka_io import header_dict
+from stream_monitor.policy import TRIGGER_FIELDS
 from stream_monitor.produce import produce_items
 from stream_monitor.schema import FeatureSpec, ModelSchema
 
 pytestmark = pytest.mark.kafka
-
-CONTRACT_FIELDS = {
-    "trigger_id",
-    "model_id",
-    "model_version",
-    "emitted_at",
-    "event_time",
-    "severity",
-    "kind",
-    "reasons",
-    "evidence",
-    "recommendation",
-}
 
 
 @pytest.fixture
@@ -108,7 +96,7 @@ def test_drift_triggers_stationary_does_not_and_sigterm_commits(
     fired = triggers(kafka_bootstrap, drift.triggers)
     assert fired, "drift injected at event 2000 must trigger"
     for t in fired:
-        assert set(t) >= CONTRACT_FIELDS, set(t) ^ CONTRACT_FIELDS
+        assert set(t) >= TRIGGER_FIELDS, set(t) ^ TRIGGER_FIELDS
         assert t["model_id"] == MODEL and t["severity"] in ("warning", "critical")
         assert t["event_time"] >= 1_735_689_600.0 + 2000 * 0.5  # after the drift point (either partition)
         assert t["reasons"] and t["recommendation"]["action"] in ("retrain", "investigate", "wait_for_labels")
