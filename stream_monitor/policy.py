@@ -90,6 +90,36 @@ def trigger_id(model_id: str, kind: str, window_index: int, window_end: float) -
     return hashlib.sha256(key).hexdigest()[:32]
 
 
+def f1_standard_error(perf: dict[str, float]) -> float:
+    """Approximate standard error of the positive-class F1 of a rolling window.
+
+    F1 = 2·TP / (2·TP + FP + FN) behaves like a proportion over about half of the ``positives +
+    predicted positives`` events it counts; 0 when the counts are unknown (then only the relative
+    drop applies).
+
+    >>> round(f1_standard_error({"f1": 0.3, "positives": 500.0, "recall": 0.2, "precision": 0.5}), 4)
+    0.0245
+    """
+    f1, positives = perf.get("f1"), perf.get("positives", 0.0)
+    recall, precision = perf.get("recall", 0.0), perf.get("precision", 0.0)
+    if f1 is None or math.isnan(f1) or not positives or not precision or math.isnan(precision):
+        return 0.0
+    counted = positives + recall * positives / precision
+    return math.sqrt(max(f1 * (1.0 - f1), 0.0) / max(counted / 2.0, 1.0))
+
+
+def mae_standard_error(perf: dict[str, float]) -> float:
+    """Standard error of the rolling MAE: ``sqrt(RMSE² − MAE²) / sqrt(n)`` (the std of |error|).
+
+    >>> round(mae_standard_error({"mae": 8.0, "rmse": 10.0, "n": 3600.0}), 3)
+    0.1
+    """
+    mae, rmse, n = perf.get("mae"), perf.get("rmse"), perf.get("n", 0.0)
+    if mae is None or rmse is None or n < 2 or math.isnan(mae) or math.isnan(rmse):
+        return 0.0
+    return math.sqrt(max(rmse * rmse - mae * mae, 0.0) / n)
+
+
 @dataclass
 class _Condition:
     streak: int = 0
@@ -161,7 +191,7 @@ class TriggerPolicy:
 
         if "auc" in perf and "auc" in base and not math.isnan(perf["auc"]):
             # The drop must be large (auc_drop) and beyond the noise of the rolling window's AUC.
-            drop = max(s.auc_drop, s.auc_drop_standard_errors * auc_standard_error(base["auc"], perf))
+            drop = max(s.auc_drop, s.performance_standard_errors * auc_standard_error(base["auc"], perf))
             limit = base["auc"] - drop
             check(
                 "auc",
@@ -173,22 +203,22 @@ class TriggerPolicy:
         f1 = self._f1_pair(perf, base)
         if f1 is not None:
             name, value, reference = f1
-            limit = reference * (1.0 - s.f1_drop_relative)
-            check(
-                name,
-                value,
-                limit,
-                value < limit,
-                value < reference * (1 - s.hysteresis * s.f1_drop_relative),
+            drop = max(
+                reference * s.f1_drop_relative, s.performance_standard_errors * f1_standard_error(perf)
             )
+            limit = reference - drop
+            check(name, value, limit, value < limit, value < reference - s.hysteresis * drop)
         if "mae" in perf and "mae" in base and base["mae"] > 0:
-            limit = base["mae"] * (1.0 + s.mae_rise_relative)
+            rise = max(
+                base["mae"] * s.mae_rise_relative, s.performance_standard_errors * mae_standard_error(perf)
+            )
+            limit = base["mae"] + rise
             check(
                 "mae",
                 perf["mae"],
                 limit,
                 perf["mae"] > limit,
-                perf["mae"] > base["mae"] * (1 + s.hysteresis * s.mae_rise_relative),
+                perf["mae"] > base["mae"] + s.hysteresis * rise,
             )
         return reasons, clear and not reasons
 

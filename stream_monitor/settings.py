@@ -65,9 +65,10 @@ class PolicySettings:
     # Hysteresis: a condition stays "on" until its statistic falls below this fraction of the threshold.
     hysteresis: float = 0.8
     auc_drop: float = 0.015
-    # The AUC drop must also exceed this many standard errors of the rolling AUC (Hanley & McNeil):
-    # with a few thousand labels a 0.015 drop is within noise (it fired on stationary streams).
-    auc_drop_standard_errors: float = 3.0
+    # A performance drop (AUC, F1, MAE) must also exceed this many standard errors of the rolling
+    # metric: with a few thousand labels a 0.015 AUC drop or a 5 % F1 drop is within noise (both
+    # fired on stationary streams).
+    performance_standard_errors: float = 3.0
     performance_windows: int = 3
     f1_drop_relative: float = 0.05
     mae_rise_relative: float = 0.2

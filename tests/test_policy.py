@@ -258,6 +258,25 @@ def test_mae_rise_relative() -> None:
     assert run(p, perf_stream("mae", [14.0, 15.5, 16.0], 10.0)) == [(2, "performance")]
 
 
+def test_f1_and_mae_drops_within_the_noise_of_the_window_do_not_fire() -> None:
+    # 500 positives, F1 0.31 -> 0.28: a 10 % drop, but under 3 standard errors (SE ~0.025): noise.
+    counts = {"n": 2000.0, "positives": 500.0, "recall": 0.2, "precision": 0.55}
+    noisy = [
+        window(i, performance={**counts, "f1": 0.28}, baseline={"f1": 0.31}, labels={"joined_total": 1e4})
+        for i in range(4)
+    ]
+    assert run(policy(performance_windows=1), noisy) == []
+    collapsed = [
+        window(i, performance={**counts, "f1": 0.2}, baseline={"f1": 0.31}, labels={"joined_total": 1e4})
+        for i in range(2)
+    ]
+    assert run(policy(performance_windows=1), collapsed) == [(0, "performance")]
+    # MAE 10 -> 12.5 on 50 labels with a wide error spread (SE ~1.1): noise; on 5000 labels: a rise.
+    for n, expected in ((50.0, []), (5000.0, [(0, "performance")])):
+        evs = [window(0, performance={"n": n, "mae": 12.5, "rmse": 15.0}, baseline={"mae": 10.0})]
+        assert run(policy(performance_windows=1, min_labels_for_performance=10), evs) == expected
+
+
 def test_performance_hysteresis() -> None:
     p = policy(performance_windows=1)
     # fires at 0.78; 0.787 (drop 0.013 >= 0.8 × 0.015) keeps it latched; 0.789 clears it
