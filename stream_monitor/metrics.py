@@ -72,6 +72,12 @@ class ServiceMetrics:
             p + "unknown_features", "Event features not in the model's schema", ["model"], registry=r
         )
         self.windows = Counter(p + "windows_closed", "Windows evaluated", ["model"], registry=r)
+        self.late = Counter(
+            p + "late_events",
+            "Events beyond the allowed lateness of event-time windows",
+            ["model"],
+            registry=r,
+        )
         self.psi = Gauge(
             p + "feature_psi",
             "Population stability index of the last window",
@@ -205,6 +211,7 @@ class ServiceMetrics:
             self.pred_drift.labels(m).set(0)
             self.incident.labels(m).set(0)
             self.labels_joined.labels(m)
+            self.late.labels(m)
             for spec in s.features:
                 self.feature_info.labels(m, spec.name, spec.kind, "true" if spec.key else "false").set(1)
 
@@ -224,6 +231,8 @@ class ServiceMetrics:
                 self.events.labels(m, stream).inc(o.events)
             if o.labels_joined:
                 self.labels_joined.labels(m).inc(o.labels_joined)
+            if o.late_events:
+                self.late.labels(m).inc(o.late_events)
             if o.score_drift:
                 self.stream_drift.labels(m, "adwin", "prediction_score").inc()
             if o.error_drift:

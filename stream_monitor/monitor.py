@@ -65,6 +65,8 @@ class MonitorOutput:
     labels_joined: int = 0
     score_drift: bool = False
     error_drift: bool = False
+    # Events older than the open event-time windows allow (beyond allowed lateness): counted, not added.
+    late_events: int = 0
 
     def extend(self, other: MonitorOutput) -> None:
         self.evaluations += other.evaluations
@@ -73,6 +75,7 @@ class MonitorOutput:
         self.labels_joined += other.labels_joined
         self.score_drift |= other.score_drift
         self.error_drift |= other.error_drift
+        self.late_events += other.late_events
 
 
 class ModelMonitor:
@@ -177,8 +180,10 @@ class ModelMonitor:
         out.score_drift = self._update_score_drift(batch.score)
         assert self.windows is not None and self.insights is not None
         out.triggers += self.insights.observe_batch(batch, now)  # a segment surge checks at once
+        late_before = self.windows.late_events
         for window in self.windows.add(batch):
             self._close(window, now, out)
+        out.late_events = self.windows.late_events - late_before
         return out
 
     def _update_score_drift(self, score: np.ndarray) -> bool:
