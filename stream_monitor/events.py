@@ -526,6 +526,7 @@ class _PredictionColumns:
                         if isinstance(segments, str):
                             return self.add_checked(index, raw, event_id, obj)
                         self.segment_flat.extend(segments)
+                    # Inlined rather than shared with add_checked: a call per event costs ~0.1 µs here.
                     self.index.append(index)
                     self.raw.append(raw)
                     self.event_id.append(event_id)
