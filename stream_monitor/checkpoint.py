@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -90,6 +90,9 @@ class CheckpointResult:
     committed: int
     seconds: float
     state_bytes: int
+    # Tasks whose state could not be serialised, with the error: their state and offsets were
+    # left out of this checkpoint (the service rewinds them; see Service._rewind_unstorable).
+    unstorable: list[tuple[Checkpointable, BaseException]] = field(default_factory=list)
 
 
 class Checkpointer:
@@ -135,9 +138,14 @@ class Checkpointer:
         now = time.time()
         size = 0
         offsets: list[TopicPartition] = []
+        unstorable: list[tuple[Checkpointable, BaseException]] = []
         for task in dirty:
-            record = task.state_record(self.group, now)
-            value = record.encode()
+            try:
+                record = task.state_record(self.group, now)
+                value = record.encode()
+            except Exception as exc:  # one task's unstorable state must not stop the others
+                unstorable.append((task, exc))
+                continue
             size += len(value)
             self.producer.record(self.state_topic, state_key(self.group, task.partition), value)
             offsets.extend(task.commit_offsets())
@@ -149,8 +157,10 @@ class Checkpointer:
             # 3. offsets.
             crash_point("before_commit")
             self._commit(offsets)
+        failed = {id(task) for task, _ in unstorable}
         for task in dirty:
-            task.dirty = False
+            if id(task) not in failed:
+                task.dirty = False
         self.last_success = time.time()
         seconds = time.perf_counter() - started
         log.debug(
@@ -161,7 +171,7 @@ class Checkpointer:
             size,
             seconds,
         )
-        return CheckpointResult(len(dirty), len(offsets), seconds, size)
+        return CheckpointResult(len(dirty), len(offsets), seconds, size, unstorable)
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
         if not offsets:

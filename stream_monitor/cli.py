@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from stream_monitor.config import AppConfig, load_config
-from stream_monitor.errors import StreamMonitorError
+from stream_monitor.errors import ConfigError, StateError, StreamMonitorError
 from stream_monitor.pipeline import EngineOutput, MonitoringEngine
 from stream_monitor.reference import ReferenceProfile
 
@@ -27,14 +27,25 @@ def packaged_demo_config() -> Path:
 
 
 def load_references(app: AppConfig, base: Path | None = None) -> dict[str, ReferenceProfile | None]:
-    """Read each model's reference profile file, if it has one (else it warms up from live events)."""
+    """Read each model's reference profile file, if it has one (else it warms up from live events).
+
+    A file that cannot be read or is not a profile is a :class:`ConfigError` naming the model's key
+    (``load_config`` has already checked that each file exists).
+    """
     refs: dict[str, ReferenceProfile | None] = {}
-    for m in app.models:
+    for i, m in enumerate(app.models):
         if m.reference_path:
             path = Path(m.reference_path)
             if not path.is_absolute() and base is not None and not path.exists():
                 path = base / path
-            refs[m.schema.model_id] = ReferenceProfile.from_json(path.read_bytes())
+            try:
+                refs[m.schema.model_id] = ReferenceProfile.from_json(path.read_bytes())
+            except OSError as exc:
+                raise ConfigError(
+                    f"models[{i}].reference", f"cannot read {path}: {exc.strerror or exc}"
+                ) from None
+            except StateError as exc:
+                raise ConfigError(f"models[{i}].reference", f"{path}: {exc}") from None
         else:
             refs[m.schema.model_id] = None
     return refs
@@ -50,6 +61,8 @@ def build_engine(
         references if references is not None else load_references(app),
         {m.schema.model_id: m.version for m in app.models},
         app.max_message_bytes,
+        app.event_time,
+        max_event_id_length=app.max_event_id_length,
     )
 
 
@@ -70,7 +83,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         with open_lines(args.labels) as f:
             labels = label_heap(f)
     with open_lines(args.events) as f:
-        summary = replay(engine, read_batches(f, args.batch_size), labels, on_output=write)
+        summary = replay(
+            engine, read_batches(f, args.batch_size), labels, on_output=write, wall_now=time.time()
+        )
     if args.out:
         out_file.close()
     else:
@@ -112,7 +127,7 @@ def _iso(ts: float) -> str:
 def _cmd_reference_build(args: argparse.Namespace) -> int:
     from stream_monitor.reference_io import build_reference_file
 
-    app = load_config(args.config)
+    app = load_config(args.config, check_references=False)  # this command writes the reference file
     model = next((m for m in app.models if m.schema.model_id == args.model), None)
     if model is None:
         raise StreamMonitorError(f"model {args.model!r} is not in {args.config}")
@@ -140,7 +155,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from stream_monitor.calibration import calibrate
     from stream_monitor.reference_io import read_training_rows
 
-    app = load_config(args.config)
+    app = load_config(args.config, check_references=False)  # reads training data, not the reference
     model = next((m for m in app.models if m.schema.model_id == args.model), None)
     if model is None:
         raise StreamMonitorError(f"model {args.model!r} is not in {args.config}")

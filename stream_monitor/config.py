@@ -32,6 +32,7 @@ Order of resolution:
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -45,8 +46,15 @@ from typing import Any, TypeVar, cast, get_args, get_type_hints
 import yaml
 
 from stream_monitor.errors import ConfigError
+from stream_monitor.events import MAX_EVENT_ID_LENGTH
 from stream_monitor.schema import FeatureKind, FeatureSpec, ModelSchema
-from stream_monitor.settings import DetectorSettings, ModelSettings, PolicySettings, WindowSettings
+from stream_monitor.settings import (
+    DetectorSettings,
+    EventTimeSettings,
+    ModelSettings,
+    PolicySettings,
+    WindowSettings,
+)
 
 __all__ = [
     "CONSUMER_DEFAULTS",
@@ -129,6 +137,15 @@ _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d|w)?\s*$", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+# A DNS name or IPv4 address: dot-separated labels of letters, digits, '-' and '_' (container names).
+_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOST = re.compile(rf"^{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+# The "<protocol>://" prefixes librdkafka accepts on a bootstrap address (case-insensitive).
+_SECURITY_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
+_BOOTSTRAP_FORM = (
+    "a comma-separated list of host:port (e.g. 'broker-1:9092,broker-2:9092', IPv6 as '[::1]:9092')"
+)
 
 
 def is_secret_key(name: str) -> bool:
@@ -198,6 +215,13 @@ class KafkaSettings:
     batch_timeout_seconds: float = 0.5
     checkpoint_interval_seconds: float = 5.0
     assignment_strategy: str = "range"
+    # Input synchronisation of a partition-task (see stream_monitor.input_order): records are merged
+    # by timestamp ticks of this width, handed to the engine in runs cut at offset chunks of this
+    # size (independent of batch_size, so results do not depend on it), and an input that is
+    # behind or unknown holds the other back at most this long.
+    sync_tick_seconds: float = 1.0
+    sync_chunk_offsets: int = 5000
+    sync_max_idle_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         bad = _forbidden_override(self.common, self.consumer)
@@ -241,6 +265,11 @@ class AppConfig:
     metrics: MetricsSettings
     models: tuple[ModelConfig, ...]
     max_message_bytes: int = 1_000_000
+    # Longer event ids go to the DLQ as too_long:event_id. Each pending prediction keeps its id in the
+    # label buffer (millions of entries): an unbounded id would be unbounded memory. The default, 256
+    # characters, holds any UUID/ULID, "<topic>-<partition>-<offset>" id or hex digest (events.py).
+    max_event_id_length: int = MAX_EVENT_ID_LENGTH
+    event_time: EventTimeSettings = field(default_factory=EventTimeSettings)
 
     def schemas(self) -> dict[str, ModelSchema]:
         """Schemas by model id, as the event decoder wants them."""
@@ -381,6 +410,7 @@ class _Context:
     base_dir: Path | None
     env_source: dict[str, str] = field(default_factory=dict)  # key path -> env var that set it
     env_text: dict[str, str] = field(default_factory=dict)  # key path -> the env var's raw text
+    check_references: bool = True  # a model's reference file must exist (off: `reference build`)
 
     def error(self, key: str, problem: str) -> ConfigError:
         source = self.env_source.get(key)
@@ -727,7 +757,10 @@ class _Section:
         result: list[str] = []
         for i, item in enumerate(value):
             if isinstance(item, bool) or not isinstance(item, str | int) or not str(item).strip():
-                raise self.ctx.error(f"{self.key(name)}[{i}]", f"must be a name, got {item!r}")
+                hint = ""
+                if isinstance(item, bool):
+                    hint = " (quote it: YAML reads yes/no/true/false as booleans)"
+                raise self.ctx.error(f"{self.key(name)}[{i}]", f"must be a name, got {item!r}{hint}")
             if str(item) in result:
                 raise self.ctx.error(f"{self.key(name)}[{i}]", f"duplicate name {item!r}")
             result.append(str(item))
@@ -737,7 +770,7 @@ class _Section:
         return _Section(self.data.get(name), self.key(name), self.ctx, allowed)
 
 
-_TOP_KEYS = ("kafka", "metrics", "models", "max_message_bytes")
+_TOP_KEYS = ("kafka", "metrics", "models", "event_time", "max_message_bytes", "max_event_id_length")
 _KAFKA_KEYS = tuple(f.name for f in fields(KafkaSettings))
 _TOPIC_KEYS = tuple(f.name for f in fields(TopicSettings))
 _MODEL_KEYS = (
@@ -745,6 +778,7 @@ _MODEL_KEYS = (
     "task",
     "version",
     "positive_class",
+    "classes",
     "features",
     "key_features",
     "segment_keys",
@@ -802,17 +836,116 @@ def _passthrough(s: _Section, name: str) -> dict[str, str]:
     return result
 
 
+def _broker_address_problem(entry: str) -> str | None:
+    """Why one bootstrap address is not ``[PROTOCOL://]host:port`` as librdkafka reads it; None if it is.
+
+    librdkafka would take ``12345`` as host ``12345`` on port 9092, wrap port 99999 to 34463 and drop an
+    unknown protocol: each fails only later, as a connection timeout, so all are errors here.
+
+    >>> [_broker_address_problem(a) for a in ("b-1.kafka:9092", "[::1]:9092", "SASL_SSL://b:9093")]
+    [None, None, None]
+    >>> _broker_address_problem("12345")
+    "'12345' has no port"
+    """
+    if any(c.isspace() for c in entry):
+        return f"{entry!r} contains whitespace (separate addresses with commas)"
+    rest = entry
+    protocol, sep, after = entry.partition("://")
+    if sep:
+        if protocol.lower() not in _SECURITY_PROTOCOLS:
+            known = ", ".join(p.upper() for p in _SECURITY_PROTOCOLS)
+            return f"{entry!r}: unknown protocol {protocol!r} (librdkafka knows {known})"
+        rest = after
+    if rest.startswith("["):
+        host, bracket, port = rest[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"{entry!r}: {host!r} in brackets is not an IPv6 address"
+        if not bracket or not port.startswith(":"):
+            return f"{entry!r} has no port (IPv6 as '[::1]:9092')"
+        port = port[1:]
+    else:
+        host, colon, port = rest.rpartition(":")
+        if not colon:
+            return f"{entry!r} has no port"
+        if ":" in host:
+            return f"{entry!r}: write an IPv6 address in brackets, e.g. '[::1]:9092'"
+        if not host:
+            return f"{entry!r} has no host"
+        digits_and_dots = all(c.isdigit() or c == "." for c in host)
+        if not _HOST.match(host) or (digits_and_dots and not _is_ipv4(host)):
+            return f"{entry!r}: {host!r} is not a host name or IPv4 address"
+    if not _PORT.match(port) or not 1 <= int(port) <= 65535:
+        return f"{entry!r}: port {port!r} is not a number in 1..65535"
+    return None
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _bootstrap_servers(s: _Section) -> str:
+    """``kafka.bootstrap_servers`` (a string or a list) as librdkafka's comma-separated text, checked."""
+    value = s.get("bootstrap_servers")
+    if isinstance(value, list):
+        if not value or not all(isinstance(x, str) for x in value):
+            raise s.fail(
+                "bootstrap_servers", f"must be {_BOOTSTRAP_FORM} or a YAML list of them, got {value!r}"
+            )
+        entries = [x.strip() for x in value]
+    else:
+        # An environment override is text even when it looks like a number; a YAML int is a port or a
+        # typo, never an address (s.text would turn it into one).
+        value = s.ctx.env_text.get(s.key("bootstrap_servers"), value)
+        if not isinstance(value, str):
+            raise s.fail("bootstrap_servers", f"must be {_BOOTSTRAP_FORM}, got {value!r}")
+        entries = [x.strip() for x in value.strip().split(",")]
+    for entry in entries:
+        problem = "empty address (a stray comma?)" if not entry else _broker_address_problem(entry)
+        if problem is not None:
+            raise s.fail("bootstrap_servers", f"must be {_BOOTSTRAP_FORM}, got {value!r}: {problem}")
+    return ",".join(entries)
+
+
+def _bootstrap_protocol_problem(
+    servers: str, common: Mapping[str, str], consumer: Mapping[str, str], producer: Mapping[str, str]
+) -> str | None:
+    """A ``PROTOCOL://`` prefix must equal every client's ``security.protocol``: librdkafka drops the
+    address otherwise ("No brokers configured"). The admin client uses ``kafka.common`` alone."""
+    key = "security.protocol"
+    default = common.get(key, "plaintext")
+    protocols = {str(section.get(key, default)).lower() for section in (common, consumer, producer)}
+    for entry in servers.split(","):
+        protocol, sep, _ = entry.partition("://")
+        if sep and {protocol.lower()} != protocols:
+            return (
+                f"{entry!r}: its protocol {protocol!r} differs from security.protocol "
+                f"({', '.join(sorted(protocols))}); librdkafka ignores such an address"
+            )
+    return None
+
+
+def _file_problem(path: str) -> str | None:
+    """Why ``path`` is not a readable file, or None."""
+    p = Path(path)
+    if not p.exists():
+        return f"file not found: {path}"
+    if not p.is_file():
+        return f"not a file: {path}"
+    if not os.access(p, os.R_OK):
+        return f"cannot read {path}: permission denied"
+    return None
+
+
 def _build_kafka(data: Any, ctx: _Context) -> KafkaSettings:
     s = _Section(data, "kafka", ctx, _KAFKA_KEYS)
     defaults = KafkaSettings("")
-    servers = s.get("bootstrap_servers")
-    if isinstance(servers, list):
-        if not servers or not all(isinstance(x, str) and x.strip() for x in servers):
-            problem = f"must be 'host:port[,host:port…]' or a list of them, got {servers!r}"
-            raise s.fail("bootstrap_servers", problem)
-        servers = ",".join(x.strip() for x in servers)
-    else:
-        servers = s.text("bootstrap_servers", _REQUIRED)
+    servers = _bootstrap_servers(s)
     t = s.section("topics", _TOPIC_KEYS)
     topic_names: dict[str, str] = {}
     for name in _TOPIC_KEYS:
@@ -827,6 +960,9 @@ def _build_kafka(data: Any, ctx: _Context) -> KafkaSettings:
     bad = _forbidden_override(common, consumer)
     if bad is not None:
         raise ctx.error(*bad)
+    problem = _bootstrap_protocol_problem(servers, common, consumer, producer)
+    if problem is not None:
+        raise s.fail("bootstrap_servers", problem)
     return KafkaSettings(
         bootstrap_servers=servers,
         group_id=s.text("group_id", defaults.group_id),
@@ -843,6 +979,9 @@ def _build_kafka(data: Any, ctx: _Context) -> KafkaSettings:
         assignment_strategy=s.choice(
             "assignment_strategy", defaults.assignment_strategy, _ASSIGNMENT_STRATEGIES
         ),
+        sync_tick_seconds=s.duration("sync_tick_seconds", defaults.sync_tick_seconds),
+        sync_chunk_offsets=s.integer("sync_chunk_offsets", defaults.sync_chunk_offsets),
+        sync_max_idle_seconds=s.duration("sync_max_idle_seconds", defaults.sync_max_idle_seconds),
     )
 
 
@@ -977,19 +1116,36 @@ def _build_model(data: Any, path: str, ctx: _Context) -> ModelConfig:
             f"{p.psi_critical:g}",
         )
     reference = s.text("reference", None)
-    schema = ModelSchema(
-        model_id=model_id,
-        task=task,  # type: ignore[arg-type]
-        features=features,
-        positive_class=s.text("positive_class", "1"),
-        segment_keys=s.str_list("segment_keys"),
-        max_segments=s.integer("max_segments", 20),
-    )
+    reference_path = None if reference is None else ctx.resolve_path(reference)
+    if reference_path is not None and ctx.check_references:
+        problem = _file_problem(reference_path)
+        if problem is not None:
+            raise s.fail("reference", problem)
+    positive_class = s.text("positive_class", "1")
+    classes = s.str_list("classes")
+    try:
+        schema = ModelSchema(
+            model_id=model_id,
+            task=task,  # type: ignore[arg-type]
+            features=features,
+            positive_class=positive_class,
+            segment_keys=s.str_list("segment_keys"),
+            max_segments=s.integer("max_segments", 20),
+            classes=classes,
+        )
+    except ValueError as exc:
+        if task == "binary" and not classes:
+            raise s.fail(
+                "positive_class",
+                f"{positive_class!r} is not '0' or '1': name both classes, classes: [<negative>, "
+                f"{positive_class}] (labels that are neither are rejected)",
+            ) from exc
+        raise s.fail("classes", str(exc).partition(": ")[2]) from exc
     return ModelConfig(
         schema=schema,
         settings=settings,
         version=s.text("version", None),
-        reference_path=None if reference is None else ctx.resolve_path(reference),
+        reference_path=reference_path,
     )
 
 
@@ -1018,6 +1174,17 @@ def _build_app(raw: Mapping[str, Any], ctx: _Context) -> AppConfig:
         metrics=metrics,
         models=tuple(models),
         max_message_bytes=s.integer("max_message_bytes", 1_000_000),
+        max_event_id_length=s.integer("max_event_id_length", MAX_EVENT_ID_LENGTH),
+        event_time=_build_event_time(s.data.get("event_time"), ctx),
+    )
+
+
+def _build_event_time(data: Any, ctx: _Context) -> EventTimeSettings:
+    defaults = EventTimeSettings()
+    s = _Section(data, "event_time", ctx, _field_names(EventTimeSettings))
+    return EventTimeSettings(
+        max_future_seconds=s.duration("max_future_seconds", defaults.max_future_seconds),
+        max_ahead_seconds=s.duration("max_ahead_seconds", defaults.max_ahead_seconds),
     )
 
 
@@ -1028,11 +1195,14 @@ def parse_config(
     data: Mapping[str, Any] | None,
     env: Mapping[str, str] | None = None,
     base_dir: str | Path | None = None,
+    *,
+    check_references: bool = True,
 ) -> AppConfig:
     """Validate an already-parsed YAML tree (see the module docstring for the resolution order).
 
     ``env`` defaults to ``os.environ``; relative paths (``reference``, ``*_file``) resolve against
-    ``base_dir`` (the configuration file's directory), else the working directory.
+    ``base_dir`` (the configuration file's directory), else the working directory. A model's
+    ``reference`` file must exist, unless ``check_references`` is false (``reference build`` writes it).
 
     >>> kafka = {"bootstrap_servers": "b:9092", "common": {"sasl.password": "hunter2"}}
     >>> parse_config({"kafka": kafka}, env={})
@@ -1047,23 +1217,30 @@ written in the configuration file; use 'sasl.password: ${ENV_VAR}' or 'sasl.pass
         raise ConfigError("<root>", f"the configuration must be a mapping, got {type(raw).__name__}")
     _reject_secret_literals(raw)
     tree = _substitute(raw, "", environ)
-    ctx = _Context(env=environ, base_dir=None if base_dir is None else Path(base_dir))
+    ctx = _Context(
+        env=environ,
+        base_dir=None if base_dir is None else Path(base_dir),
+        check_references=check_references,
+    )
     _apply_env(tree, ctx)
     return _build_app(tree, ctx)
 
 
-def load_config(path: str | None, env: Mapping[str, str] | None = None) -> AppConfig:
+def load_config(
+    path: str | None, env: Mapping[str, str] | None = None, *, check_references: bool = True
+) -> AppConfig:
     """Read, override from the environment and validate the configuration file at ``path``.
 
     ``path=None`` reads no file: everything comes from the environment (a whole section may be given
     as YAML, e.g. ``STREAM_MONITOR_MODELS='[{id: m, task: binary, features: {x: numeric}}]'``).
+    ``check_references``: see :func:`parse_config`.
 
     >>> app = load_config(demo_config_path(), env={})
     >>> [m.schema.model_id for m in app.models]
     ['bikes', 'churn']
     """
     if path is None:
-        return parse_config(None, env)
+        return parse_config(None, env, check_references=check_references)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -1072,7 +1249,7 @@ def load_config(path: str | None, env: Mapping[str, str] | None = None) -> AppCo
         data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         raise ConfigError(path, f"not valid YAML: {exc}") from None
-    return parse_config(data, env, base_dir=Path(path).resolve().parent)
+    return parse_config(data, env, base_dir=Path(path).resolve().parent, check_references=check_references)
 
 
 def demo_config_path() -> str:

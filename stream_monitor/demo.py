@@ -122,6 +122,7 @@ def run_demo(
 
     def on_output(o: EngineOutput, stream: str) -> None:
         metrics.observe(o, stream)
+        metrics.set_label_buffers(engine.label_buffers())
         log.observe(o, stream)
         for t in o.triggers:
             t["emitted_at"] = time.time()
@@ -140,7 +141,13 @@ def run_demo(
                 flush=True,
             )
 
-    summary = replay(engine, _batches(predictions, 2000), label_heap(label_lines), on_output=on_output)
+    summary = replay(
+        engine,
+        _batches(predictions, 2000),
+        label_heap(label_lines),
+        on_output=on_output,
+        wall_now=time.time(),
+    )
     print(
         f"\nprocessed {summary.events} events and {summary.labels} labels in {summary.seconds:.1f}s "
         f"({summary.events / max(summary.seconds, 1e-9):,.0f} events/s), {summary.windows} windows"

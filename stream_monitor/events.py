@@ -7,19 +7,28 @@ comes from a fixed vocabulary, so it can be a bounded Prometheus label and a dea
 
 Reasons (see :data:`REASON_KINDS` and :func:`possible_reasons`):
 
-=====================  ======================================================================
-``empty``              ``None`` or zero-length value
-``too_large``          more than ``max_bytes`` bytes (checked before parsing)
-``too_deep``           JSON nesting deeper than :data:`MAX_DEPTH` (checked before parsing:
-                       some orjson versions have no depth limit and overflow the C stack)
-``malformed_json``     not JSON: syntax errors, truncation, invalid UTF-8
-``not_an_object``      valid JSON whose top level is not an object
-``missing_field:<f>``  a required field is absent or ``null``
-``bad_type:<f>``       a field has the wrong type or an unusable value (e.g. ts out of range)
-``non_finite:<f>``     ``NaN``/``Infinity`` literals, numbers beyond a float64 (``1e400``), or an
-                       integer too big for a float64
-``unknown_model``      ``model_id`` is not configured
-=====================  ======================================================================
+======================  =====================================================================
+``empty``               ``None`` or zero-length value
+``too_large``           more than ``max_bytes`` bytes (checked before parsing)
+``too_deep``            JSON nesting deeper than :data:`MAX_DEPTH` (checked before parsing:
+                        some orjson versions have no depth limit and overflow the C stack)
+``malformed_json``      not JSON: syntax errors, truncation, invalid UTF-8, a string holding a
+                        lone UTF-16 surrogate (``"\\udc80"``: not Unicode, it could not be stored)
+``duplicate_key``       an object repeats a key (compared unescaped): parsers disagree on which
+                        value counts, so the event has no single meaning
+``not_an_object``       valid JSON whose top level is not an object
+``missing_field:<f>``   a required field is absent or ``null``
+``bad_type:<f>``        a field has the wrong type or an unusable value (e.g. ts out of range)
+``non_finite:<f>``      ``NaN``/``Infinity`` literals, numbers beyond a float64 (``1e400``), or an
+                        integer too big for a float64
+``too_long:event_id``   an ``event_id`` longer than ``max_event_id_length`` characters
+``out_of_range:<f>``    a probability outside [0, 1]: a binary model's score (``prediction`` as a
+                        number, ``prediction.score``) or a classifier's ``prediction.scores`` value
+``unknown_class:<f>``   a class that is not one of the schema's ``label_classes`` (``label``,
+                        ``prediction`` as a string, ``prediction.label``, a ``prediction.scores``
+                        key): a binary model has two; a multiclass one is checked when it lists them
+``unknown_model``       ``model_id`` is not configured
+======================  =====================================================================
 
 ``<f>`` only ever names a fixed field (``ts``, ``prediction.score``, ...) or a name from the schema
 (``features.<feature>``, ``segment.<key>``), never a key taken from the input. A bad value under a
@@ -27,9 +36,10 @@ feature name the schema does not know is not a rejection; such names are only co
 ``PredictionBatch.unknown_features``.
 
 When an event has several problems it is rejected for the first one found, in this order: size,
-depth, JSON, object, ``event_id``, ``model_id``, model known, ``ts``, ``features``, numeric feature
-types (schema order), categorical features, ``prediction``, ``model_version``, ``segment``; infinite
-numeric feature values are found per batch with numpy, so they come last.
+depth, JSON, duplicate keys, object, ``event_id``, ``model_id``, model known, ``ts``, ``features``,
+numeric feature types (schema order), categorical features, ``prediction`` (its ``score``, then
+``label``, then ``scores`` entry by entry: type, finite, range, class), ``model_version``,
+``segment``; infinite numeric feature values are found per batch with numpy, so they come last.
 
 Inputs may be ``bytes``, ``bytearray``, ``memoryview`` or ``None`` (and ``str``, taken as UTF-8); any
 other object is rejected as ``malformed_json`` with ``raw=b""``. An unexpected internal error on one event
@@ -37,7 +47,12 @@ rejects that event as ``malformed_json`` rather than raising: the consumer must 
 
 Conversions: a required field that is ``null`` counts as missing. Numeric features take int, float
 or bool (1/0); ``null`` or absent is missing (NaN). Categorical features and segment values take str,
-int or bool (``"true"``/``"false"``); ``null`` or absent is missing (``None``).
+int or bool (``"true"``/``"false"``); ``null`` or absent is missing (``None``). A binary model's
+labels and ``prediction.label`` may also be ``true``/``false``/``1``/``0``: the positive and the
+negative class.
+
+Every string of an accepted event is valid Unicode, so whatever is accepted can be serialised into
+the state and restored.
 
 >>> from stream_monitor.schema import FeatureSpec, ModelSchema
 >>> features = (FeatureSpec("age", "numeric"), FeatureSpec("plan", "categorical"))
@@ -62,6 +77,7 @@ import datetime as _dt
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -74,6 +90,7 @@ from stream_monitor.schema import ModelSchema
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_EVENT_ID_LENGTH",
     "REASON_KINDS",
     "REASON_PATTERN",
     "LabelBatch",
@@ -88,28 +105,41 @@ __all__ = [
 
 RawValue = bytes | bytearray | memoryview | None
 
-#: Every reason starts with one of these; the last three take ``:<field>``.
+#: Every reason starts with one of these; those from ``missing_field`` on take ``:<field>``.
 REASON_KINDS: tuple[str, ...] = (
     "empty",
     "too_large",
     "too_deep",
     "malformed_json",
+    "duplicate_key",
     "not_an_object",
     "unknown_model",
     "missing_field",
     "bad_type",
     "non_finite",
+    "too_long",
+    "out_of_range",
+    "unknown_class",
 )
 
 #: A pattern every ``Rejection.reason`` matches (the field part is checked by :func:`possible_reasons`).
 REASON_PATTERN = re.compile(
-    r"empty|too_large|too_deep|malformed_json|not_an_object|unknown_model"
+    r"empty|too_large|too_deep|malformed_json|duplicate_key|not_an_object|unknown_model"
     r"|(?:missing_field|bad_type|non_finite):(?:event_id|model_id|ts|features|prediction|prediction\.score"
     r"|prediction\.label|prediction\.scores|model_version|segment|label|features\..+|segment\..+)"
+    r"|too_long:event_id"
+    r"|out_of_range:prediction(?:\.score|\.scores)?"
+    r"|unknown_class:(?:label|prediction|prediction\.label|prediction\.scores)"
 )
 
 #: Deeper JSON is rejected unparsed; orjson's own limit (where it has one) is the same.
 MAX_DEPTH = 1024
+
+#: Default bound on ``event_id`` (characters; configured as ``max_event_id_length``). Every pending
+#: prediction keeps its id in the label buffer (millions of entries), so an unbounded id would be
+#: unbounded memory; 256 holds any UUID or ULID (36/26), a ``<topic>-<partition>-<offset>`` id or a
+#: hex digest of a composite key with room to spare.
+MAX_EVENT_ID_LENGTH = 256
 
 # Epoch seconds of 0001-01-01T00:00:00Z and 10000-01-01T00:00:00Z: what RFC 3339 can express.
 # A millisecond or microsecond epoch sent by mistake falls outside and is rejected, not misread.
@@ -122,6 +152,8 @@ _LABEL_FIELDS = ("event_id", "model_id", "ts", "label")
 _NoneType = type(None)
 _NUMERIC_TYPES = frozenset((float, int, bool, _NoneType))
 _STR_OR_NONE = frozenset((str, _NoneType))
+# Any finite float lies within these: one chained comparison checks "finite" (NaN fails it too).
+_FLOAT_MAX = sys.float_info.max
 
 
 @dataclass
@@ -178,12 +210,16 @@ class LabelBatch:
     labels become ``"1"``/``"0"``), ``""`` for regression.
 
     >>> from stream_monitor.schema import FeatureSpec, ModelSchema
-    >>> schema = ModelSchema("m", "binary", (), positive_class="yes")
+    >>> schema = ModelSchema("m", "binary", (), positive_class="yes", classes=("no", "yes"))
     >>> raws = [b'{"event_id": "e1", "model_id": "m", "ts": 1, "label": "yes"}',
-    ...         b'{"event_id": "e2", "model_id": "m", "ts": 2, "label": "no"}']
-    >>> batch = decode_labels(raws, {"m": schema})[0]["m"]
+    ...         b'{"event_id": "e2", "model_id": "m", "ts": 2, "label": "no"}',
+    ...         b'{"event_id": "e3", "model_id": "m", "ts": 3, "label": "banana"}']
+    >>> batches, rejections = decode_labels(raws, {"m": schema})
+    >>> batch = batches["m"]
     >>> batch.label.tolist(), batch.label_class, len(batch)
     ([1.0, 0.0], ['yes', 'no'], 2)
+    >>> [(r.index, r.reason) for r in rejections]
+    [(2, 'unknown_class:label')]
     """
 
     model_id: str
@@ -209,24 +245,32 @@ def possible_reasons(schema: ModelSchema, stream: Literal["predictions", "labels
     (True, True)
     >>> possible_reasons(schema, "labels")[-3:]
     ('missing_field:label', 'bad_type:label', 'non_finite:label')
+    >>> possible_reasons(ModelSchema("b", "binary", ()), "labels")[-1]
+    'unknown_class:label'
     """
     reasons = [
         "empty",
         "too_large",
         "too_deep",
         "malformed_json",
+        "duplicate_key",
         "not_an_object",
         "unknown_model",
         "missing_field:event_id",
         "bad_type:event_id",
+        "too_long:event_id",
         "missing_field:model_id",
         "bad_type:model_id",
         "missing_field:ts",
         "bad_type:ts",
         "non_finite:ts",
     ]
+    has_classes = bool(schema.label_classes)
     if stream == "labels":
-        return (*reasons, "missing_field:label", "bad_type:label", "non_finite:label")
+        reasons += ["missing_field:label", "bad_type:label", "non_finite:label"]
+        if has_classes:
+            reasons.append("unknown_class:label")
+        return tuple(reasons)
     reasons += ["missing_field:features", "bad_type:features"]
     for name in schema.numeric_names:
         reasons += [f"bad_type:features.{name}", f"non_finite:features.{name}"]
@@ -243,6 +287,16 @@ def possible_reasons(schema: ModelSchema, stream: Literal["predictions", "labels
         "non_finite:prediction.scores",
         "bad_type:model_version",
     ]
+    if schema.task == "binary":
+        reasons += ["out_of_range:prediction", "out_of_range:prediction.score"]
+    if schema.task != "regression":
+        reasons.append("out_of_range:prediction.scores")
+    if has_classes:
+        reasons += [
+            "unknown_class:prediction",
+            "unknown_class:prediction.label",
+            "unknown_class:prediction.scores",
+        ]
     if schema.segment_keys:
         reasons.append("bad_type:segment")
         reasons += [f"bad_type:segment.{key}" for key in schema.segment_keys]
@@ -350,13 +404,133 @@ def _lenient_loads(raw: bytes) -> Any:
 
     ``NaN``/``Infinity`` literals and overflowing numbers (``1e400``) parse here to ±inf, so validation
     names the field (``non_finite:features.x``) instead of calling the whole message malformed. Runs only
-    on messages orjson rejected, so it costs nothing on the hot path. ``None`` when still not JSON.
+    on messages orjson rejected, so it costs nothing on the hot path. ``None`` when still not JSON, or
+    when a string holds a lone surrogate: orjson refuses those (tested), json.loads does not.
+
+    >>> _lenient_loads(rb'{"a": NaN, "b": "\\ud83d\\ude00"}')
+    {'a': inf, 'b': '😀'}
+    >>> _lenient_loads(rb'{"a": NaN, "b": "\\udc80red"}') is None
+    True
     """
     try:
         # Strict UTF-8 first: json.loads(bytes) would let lone surrogates through ("surrogatepass").
-        return json.loads(raw.decode("utf-8"), parse_constant=_non_finite_constant)
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_non_finite_constant)
     except (ValueError, RecursionError, UnicodeDecodeError, TypeError):
         return None
+    # A lone surrogate can only come from a \uD800-\uDFFF escape; valid pairs json.loads joins.
+    if _SURROGATE_ESCAPE.search(raw) is not None and _holds_surrogate(obj):
+        return None
+    return obj
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _holds_surrogate(obj: Any) -> bool:
+    """Whether a string (key or value) anywhere in ``obj`` holds a surrogate code point."""
+    search = _SURROGATE.search
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is str:
+            if search(node) is not None:
+                return True
+        elif kind is dict:
+            stack.extend(node)
+            stack.extend(node.values())
+        elif kind is list:
+            stack.extend(node)
+    return False
+
+
+def _has_duplicate_keys(raw: bytes, obj: Any) -> bool:
+    """Whether an object in the JSON text ``raw`` repeats a key; ``obj`` is what a parser made of it.
+
+    Cheap for the usual event: every key is a string token followed (after optional whitespace) by a
+    colon, so ``raw``'s colons are at least as many as its key tokens, and those at least as many as
+    the keys of the parsed objects (one per distinct key of each object). Finding as many colons as
+    the keys of ``obj`` and its child objects (a lower bound of all its keys) proves the three equal:
+    no key is repeated. Otherwise :func:`_repeats_a_key` decides.
+
+    >>> _has_duplicate_keys(b'{"a": 1, "b": {"c": "12:00"}}', {"a": 1, "b": {"c": "12:00"}})
+    False
+    >>> _has_duplicate_keys(rb'{"a": 1, "\\u0061" : 2}', {"a": 2})
+    True
+    """
+    keys = 0
+    if type(obj) is dict:
+        keys = len(obj)
+        for value in obj.values():
+            if type(value) is dict:
+                keys += len(value)
+    return keys != raw.count(b":") and _repeats_a_key(raw, obj, keys)
+
+
+def _repeats_a_key(raw: bytes, obj: Any, keys: int) -> bool:
+    """:func:`_has_duplicate_keys` once the colons did not settle it; ``keys`` is a lower bound of the
+    keys of ``obj``'s objects (colons inside strings, deeper objects and repeats make them differ).
+
+    A tighter bound of the key tokens counts only the colons right after a quote or whitespace (a
+    time such as ``"12:00"`` no longer counts); then all keys are counted; only if the two still
+    differ does :func:`_duplicate_key_scan` read the text token by token, so the answer is exact.
+    """
+    bound = raw.count(b'":')
+    for space in b" \n\r\t":
+        if space in raw:  # a one-byte search is fast (memchr); counting two bytes is not
+            bound += raw.count(bytes((space, 58)))
+    if keys == bound:
+        return False
+    return _key_count(obj) != bound and _duplicate_key_scan(raw)
+
+
+def _key_count(obj: Any) -> int:
+    """The number of keys of all objects in ``obj`` (iterative: nesting may be :data:`MAX_DEPTH` deep)."""
+    count = 0
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            count += len(node)
+            children: Any = node.values()
+        elif type(node) is list:
+            children = node
+        else:
+            continue
+        stack.extend(child for child in children if type(child) is dict or type(child) is list)
+    return count
+
+
+# A JSON string token, or one structural character (numbers and literals do not matter here).
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]:]', re.DOTALL)
+
+
+def _duplicate_key_scan(raw: bytes) -> bool:
+    """Exact duplicate-key check of the valid JSON text ``raw``, without recursion."""
+    scopes: list[set[str] | None] = []
+    key: bytes | None = None
+    for match in _TOKEN.finditer(raw):
+        token = match.group()
+        first = token[:1]
+        if first == b'"':
+            key = token
+            continue
+        if first == b":" and key is not None and scopes:
+            scope = scopes[-1]
+            if scope is not None:
+                name = json.loads(key) if b"\\" in key else key[1:-1].decode("utf-8")
+                if name in scope:
+                    return True
+                scope.add(name)
+        elif first == b"{":
+            scopes.append(set())
+        elif first == b"[":
+            scopes.append(None)
+        elif scopes:  # } or ]
+            scopes.pop()
+        key = None
+    return False
 
 
 def _parsed_objects(
@@ -405,17 +579,22 @@ def _parsed_objects(
             if obj is None:
                 reject(Rejection(index, "malformed_json", raw))
                 continue
+        if _has_duplicate_keys(raw, obj):
+            reject(Rejection(index, "duplicate_key", raw))
+            continue
         if type(obj) is not dict:
             reject(Rejection(index, "not_an_object", raw))
             continue
         yield index, raw, obj
 
 
-def _identity(obj: dict[str, Any]) -> tuple[str, str] | str:
+def _identity(obj: dict[str, Any], max_event_id_length: int) -> tuple[str, str] | str:
     """``(event_id, model_id)`` or the reason they are unusable."""
     event_id = obj.get("event_id")
     if type(event_id) is not str or not event_id:
         return "missing_field:event_id" if event_id is None else "bad_type:event_id"
+    if len(event_id) > max_event_id_length:
+        return "too_long:event_id"
     model_id = obj.get("model_id")
     if type(model_id) is not str:
         return "missing_field:model_id" if model_id is None else "bad_type:model_id"
@@ -469,7 +648,13 @@ class _PredictionColumns:
         self.n_known = len(self.known_features)
         self.segment_keys = schema.segment_keys
         self.is_regression = schema.task == "regression"
+        self.is_binary = schema.task == "binary"
         self.positive_class = schema.positive_class
+        self.negative_class = schema.negative_class
+        self.classes = frozenset(schema.label_classes) if schema.label_classes else None
+        # A number as the prediction must lie within these: a binary score is a probability; any
+        # other number just finite (NaN fails both comparisons).
+        self.score_low, self.score_high = (0.0, 1.0) if self.is_binary else (-_FLOAT_MAX, _FLOAT_MAX)
         # itemgetter fetches all schema features in one C call; absent features fall back to dict.get.
         self.get_numeric = _row_getter(self.numeric_names)
         self.get_categorical = _row_getter(self.categorical_names)
@@ -489,13 +674,13 @@ class _PredictionColumns:
         """Validate one event and append it; return the rejection reason instead if it is invalid.
 
         Fast path for the common well-formed event: every schema feature present and nothing else,
-        categorical values str/None, an in-range number as ``ts``, ``prediction`` a finite float or
-        ``{"score": <finite float>}``, ``model_version`` str/None, valid segments. Such an event is
-        appended without checking its numeric feature types: :meth:`finish` checks them for the whole
-        batch at once and rejects a row with a bad one for its first bad feature, the reason
-        :meth:`add_checked` would give (every check before the numeric types passed). Anything else
-        goes to :meth:`add_checked`, which checks in the documented order; the fast path never
-        rejects, so reasons are unchanged.
+        categorical values str/None, an in-range number as ``ts``, ``prediction`` a float or
+        ``{"score": <float>}`` within the score bounds, ``model_version`` str/None, valid segments.
+        Such an event is appended without checking its numeric feature types: :meth:`finish` checks
+        them for the whole batch at once and rejects a row with a bad one for its first bad feature,
+        the reason :meth:`add_checked` would give (every check before the numeric types passed).
+        Anything else goes to :meth:`add_checked`, which checks in the documented order; the fast path
+        never rejects, so reasons are unchanged.
         """
         ts: Any = obj.get("ts")
         features: Any = obj.get("features")
@@ -512,7 +697,7 @@ class _PredictionColumns:
             version: Any = obj.get("model_version")
             if (
                 type(prediction) is float
-                and math.isfinite(prediction)
+                and self.score_low <= prediction <= self.score_high
                 and (version is None or type(version) is str)
             ):
                 try:
@@ -574,15 +759,15 @@ class _PredictionColumns:
             categorical = converted
 
         prediction: Any = obj.get("prediction")
-        if type(prediction) is float and math.isfinite(prediction):
+        if type(prediction) is float and self.score_low <= prediction <= self.score_high:
             score: float = prediction
             pred_label: str | None = None
         elif (
-            # The most common shape, {"score": <finite float>}: what _prediction_object returns for it.
+            # The most common shape, {"score": <float>}: what _prediction_object returns for it.
             type(prediction) is dict
             and len(prediction) == 1
             and type(only_score := prediction.get("score")) is float
-            and math.isfinite(only_score)
+            and self.score_low <= only_score <= self.score_high
         ):
             score, pred_label = only_score, None
         else:
@@ -625,11 +810,19 @@ class _PredictionColumns:
         kind = type(prediction)
         if kind is float or kind is int or kind is bool:
             number = _finite_number(prediction)
-            return "non_finite:prediction" if number is None else (number, None)
+            if number is None:
+                return "non_finite:prediction"
+            if self.is_binary and not 0.0 <= number <= 1.0:
+                return "out_of_range:prediction"
+            return number, None
         if prediction is None:
             return "missing_field:prediction"
         if kind is str:
-            return "bad_type:prediction" if self.is_regression else (math.nan, prediction)
+            if self.is_regression:
+                return "bad_type:prediction"
+            if self.classes is not None and prediction not in self.classes:
+                return "unknown_class:prediction"
+            return math.nan, prediction
         if kind is not dict:
             return "bad_type:prediction"
         return self._prediction_object(prediction)
@@ -644,12 +837,21 @@ class _PredictionColumns:
                 return "bad_type:prediction.score"
             if checked is None:
                 return "non_finite:prediction.score"
+            if self.is_binary and not 0.0 <= checked <= 1.0:
+                return "out_of_range:prediction.score"
             score = checked
 
-        try:
-            pred_label = _category(prediction.get("label"))
-        except _NotACategory:
-            return "bad_type:prediction.label"
+        raw_label = prediction.get("label")
+        if self.is_binary and (type(raw_label) is bool or (type(raw_label) is int and raw_label in (0, 1))):
+            # As for labels: true/1 is the positive class, false/0 the negative one.
+            pred_label = self.positive_class if raw_label else self.negative_class
+        else:
+            try:
+                pred_label = _category(raw_label)
+            except _NotACategory:
+                return "bad_type:prediction.label"
+            if pred_label is not None and self.classes is not None and pred_label not in self.classes:
+                return "unknown_class:prediction.label"
 
         scores = prediction.get("scores")
         if scores is not None:
@@ -663,6 +865,11 @@ class _PredictionColumns:
                     return "bad_type:prediction.scores"
                 if probability is None:
                     return "non_finite:prediction.scores"
+                if not self.is_regression:
+                    if not 0.0 <= probability <= 1.0:
+                        return "out_of_range:prediction.scores"
+                    if self.classes is not None and name not in self.classes:
+                        return "unknown_class:prediction.scores"
                 probabilities[name] = probability
             if raw_score is None and self.schema.task == "binary":
                 score = probabilities.get(self.positive_class, math.nan)
@@ -811,11 +1018,16 @@ def _numeric_matrix(flat: list[Any], n: int, names: tuple[str, ...]) -> tuple[np
 
 
 def decode_predictions(
-    raws: Sequence[RawValue], schemas: Mapping[str, ModelSchema], max_bytes: int = 1_000_000
+    raws: Sequence[RawValue],
+    schemas: Mapping[str, ModelSchema],
+    max_bytes: int = 1_000_000,
+    *,
+    max_event_id_length: int = MAX_EVENT_ID_LENGTH,
 ) -> tuple[dict[str, PredictionBatch], list[Rejection]]:
     """Decode a batch of prediction events into one :class:`PredictionBatch` per model; never raises.
 
-    Models without accepted events have no entry. Rejections are in input order.
+    Models without accepted events have no entry. Rejections are in input order. Inputs longer than
+    ``max_bytes`` are ``too_large``; event ids longer than ``max_event_id_length`` ``too_long:event_id``.
 
     >>> from stream_monitor.schema import FeatureSpec, ModelSchema
     >>> schema = ModelSchema("m", "binary", (FeatureSpec("x", "numeric"),), segment_keys=("country",))
@@ -837,7 +1049,8 @@ def decode_predictions(
     try:
         loads = _loads
         for index, value in enumerate(raws):
-            # Fast path: bytes of a plain size, an object with string ids of a model seen in this batch.
+            # Fast path: bytes of a plain size, an object without repeated keys, with string ids of
+            # a model seen in this batch.
             if (
                 type(value) is bytes
                 and 0 < (size := len(value)) <= max_bytes
@@ -848,9 +1061,33 @@ def decode_predictions(
                 except Exception:
                     obj = None
                 if type(obj) is dict:
+                    # _has_duplicate_keys, inlined for the usual event: the keys of its objects are as
+                    # many as the colons in its text, so no key repeats (a call costs ~0.1 µs here).
+                    features = obj.get("features")
+                    prediction = obj.get("prediction")
+                    segment = obj.get("segment")
+                    keys = len(obj) + (len(features) if type(features) is dict else 0)
+                    if type(prediction) is dict:
+                        scores = prediction.get("scores")
+                        keys += len(prediction) + (len(scores) if type(scores) is dict else 0)
+                    keys += len(segment) if type(segment) is dict else 0
+                    colons = value.count(b":")
+                    if keys != colons:
+                        # An RFC 3339 ts holds colons: without a backslash (92; an int is searched
+                        # with memchr) the text has no escapes, so all of them are literal.
+                        ts = obj.get("ts")
+                        if (
+                            type(ts) is not str or 92 in value or keys + ts.count(":") != colons
+                        ) and _repeats_a_key(value, obj, keys):
+                            obj = None
+                if type(obj) is dict:
                     event_id = obj.get("event_id")
                     model_id = obj.get("model_id")
-                    if type(event_id) is str and event_id and type(model_id) is str:
+                    if (
+                        type(event_id) is str
+                        and 0 < len(event_id) <= max_event_id_length
+                        and type(model_id) is str
+                    ):
                         model_columns = columns.get(model_id)
                         if model_columns is not None:
                             try:
@@ -860,7 +1097,7 @@ def decode_predictions(
                             if reason is not None:
                                 rejections.append(Rejection(index, reason, value))
                             continue
-            _add_slowly(index, value, schemas, max_bytes, columns, rejections)
+            _add_slowly(index, value, schemas, max_bytes, max_event_id_length, columns, rejections)
         batches = {}
         for model_id, model_columns in columns.items():
             batch = model_columns.finish(rejections)
@@ -877,12 +1114,13 @@ def _add_slowly(
     value: RawValue,
     schemas: Mapping[str, ModelSchema],
     max_bytes: int,
+    max_event_id_length: int,
     columns: dict[str, _PredictionColumns],
     rejections: list[Rejection],
 ) -> None:
     """Every check of :func:`decode_predictions` on one input, for what its fast path did not take."""
     for index, raw, obj in _parsed_objects((value,), max_bytes, rejections, position):
-        identity = _identity(obj)
+        identity = _identity(obj, max_event_id_length)
         if isinstance(identity, str):
             rejections.append(Rejection(index, identity, raw))
             continue
@@ -917,35 +1155,65 @@ def _give_up(raws: Sequence[RawValue]) -> list[Rejection]:
 # --- labels ----------------------------------------------------------------------------------------
 
 
-def _label_value(label: Any, schema: ModelSchema) -> tuple[float, str] | str:
+@dataclass(frozen=True)
+class _Classes:
+    """What label validation needs of a schema, computed once per batch and model."""
+
+    task: str
+    positive: str
+    negative: str | None
+    known: frozenset[str] | None  # None: any class goes
+
+    @classmethod
+    def of(cls, schema: ModelSchema) -> _Classes:
+        known = frozenset(schema.label_classes) if schema.label_classes else None
+        return cls(schema.task, schema.positive_class, schema.negative_class, known)
+
+
+def _label_value(label: Any, classes: _Classes) -> tuple[float, str] | str:
     """``(label, label_class)`` or the rejection reason."""
     if label is None:
         return "missing_field:label"
     kind = type(label)
-    if schema.task == "regression":
+    task = classes.task
+    if task == "regression":
         if kind is not float and kind is not int:
             return "bad_type:label"
         number = _finite_number(label)
         return "non_finite:label" if number is None else (number, "")
     if kind is str:
-        if schema.task == "binary":
-            return (1.0 if label == schema.positive_class else 0.0), label
+        if task == "binary":
+            if label == classes.positive:
+                return 1.0, label
+            return (0.0, label) if label == classes.negative else "unknown_class:label"
+        if classes.known is not None and label not in classes.known:
+            return "unknown_class:label"
         return math.nan, label
     if kind is float and not math.isfinite(label):
         return "non_finite:label"
-    if schema.task == "binary":
+    if task == "binary":
         if kind is bool or label in (0, 1):
             return (1.0, "1") if label else (0.0, "0")
         return "bad_type:label"
     if kind is int or (kind is float and label.is_integer()):
-        return math.nan, str(int(label))
+        name = str(int(label))
+        if classes.known is not None and name not in classes.known:
+            return "unknown_class:label"
+        return math.nan, name
     return "bad_type:label"
 
 
 def decode_labels(
-    raws: Sequence[RawValue], schemas: Mapping[str, ModelSchema], max_bytes: int = 1_000_000
+    raws: Sequence[RawValue],
+    schemas: Mapping[str, ModelSchema],
+    max_bytes: int = 1_000_000,
+    *,
+    max_event_id_length: int = MAX_EVENT_ID_LENGTH,
 ) -> tuple[dict[str, LabelBatch], list[Rejection]]:
     """Decode a batch of label events into one :class:`LabelBatch` per model; never raises.
+
+    ``max_bytes`` and ``max_event_id_length`` bound inputs as in :func:`decode_predictions`. A
+    classifier's label must be one of the schema's ``label_classes`` when it has them.
 
     >>> from stream_monitor.schema import ModelSchema
     >>> schemas = {"reg": ModelSchema("reg", "regression", ()), "bin": ModelSchema("bin", "binary", ())}
@@ -962,9 +1230,10 @@ def decode_labels(
     """
     rejections: list[Rejection] = []
     columns: dict[str, tuple[list[int], list[str], list[float], list[float], list[str]]] = {}
+    classes_of: dict[str, _Classes] = {}
     try:
         for index, raw, obj in _parsed_objects(raws, max_bytes, rejections):
-            identity = _identity(obj)
+            identity = _identity(obj, max_event_id_length)
             if isinstance(identity, str):
                 rejections.append(Rejection(index, identity, raw))
                 continue
@@ -977,7 +1246,10 @@ def decode_labels(
             if isinstance(ts, str):
                 rejections.append(Rejection(index, ts, raw))
                 continue
-            label = _label_value(obj.get("label"), schema)
+            model_classes = classes_of.get(model_id)
+            if model_classes is None:
+                model_classes = classes_of[model_id] = _Classes.of(schema)
+            label = _label_value(obj.get("label"), model_classes)
             if isinstance(label, str):
                 rejections.append(Rejection(index, label, raw))
                 continue

@@ -5,12 +5,15 @@ Only this module, :mod:`stream_monitor.state`, :mod:`stream_monitor.checkpoint` 
 :func:`stream_monitor.config.consumer_config` / :func:`~stream_monitor.config.producer_config`
 (pinned defaults plus the user's librdkafka passthrough); nothing here invents a setting silently.
 
-Dead-letter records keep the original bytes and say why and where from in their headers:
+Dead-letter records keep the original bytes and say why and where from in their headers; the original
+message's own headers follow, renamed with the prefix ``original.`` so none can pass for ours:
 
 >>> [name for name, _ in dlq_headers("missing_field:ts", "predictions", 3, 42)]
 ['reason', 'source_topic', 'source_partition', 'source_offset']
 >>> dict(dlq_headers("too_large", "predictions", 3, 42))["source_offset"]
 b'42'
+>>> dlq_headers("empty", "labels", 0, 7, [("reason", b"spoofed"), ("trace-id", b"ab12")])[-2:]
+[('original.reason', b'spoofed'), ('original.trace-id', b'ab12')]
 """
 
 from __future__ import annotations
@@ -63,14 +66,39 @@ def is_fatal(error: KafkaError) -> bool:
     return bool(error.fatal()) or error.code() in _FATAL_CODES
 
 
-def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    """The dead-letter record's headers (contract: reason, source topic, partition, offset)."""
-    return [
+#: Prefix of the original message's headers on its dead-letter record.
+ORIGINAL_HEADER_PREFIX = "original."
+
+
+def dlq_headers(
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    original_headers: Sequence[tuple[str, bytes | None]] | None = None,
+) -> list[tuple[str, bytes | None]]:
+    """The dead-letter record's headers (contract: reason, source topic, partition, offset).
+
+    Then each of ``original_headers`` (the source message's, in their order, repeats and ``None``
+    values kept) as ``original.<name>``: a producer's own ``reason`` header arrives as
+    ``original.reason``, so ``reason`` and ``source_*`` are only ever ours.
+    """
+    headers: list[tuple[str, bytes | None]] = [
         ("reason", reason.encode()),
         ("source_topic", topic.encode()),
         ("source_partition", str(partition).encode()),
         ("source_offset", str(offset).encode()),
     ]
+    for name, value in original_headers or ():
+        headers.append((ORIGINAL_HEADER_PREFIX + name, value))
+    return headers
+
+
+def headers_of(message: Message) -> list[tuple[str, bytes | None]]:
+    """A consumed message's headers as ``(name, bytes or None)`` pairs, in order (for the DLQ)."""
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(name, value.encode() if isinstance(value, str) else value) for name, value in pairs]
 
 
 def header_dict(message: Message) -> dict[str, str]:
@@ -156,9 +184,15 @@ class OutputProducer:
         partition: int,
         offset: int,
         key: bytes | None = None,
+        original_headers: Sequence[tuple[str, bytes | None]] | None = None,
     ) -> None:
-        """The original message, unchanged, with the reason and its origin in the headers."""
-        self._produce(self.dlq_topic, key, raw, dlq_headers(reason, topic, partition, offset))
+        """The original message, unchanged, with the reason and its origin in the headers.
+
+        ``original_headers`` (the source message's ``headers()``) follow ours as ``original.<name>``
+        (see :func:`dlq_headers`).
+        """
+        headers = dlq_headers(reason, topic, partition, offset, original_headers)
+        self._produce(self.dlq_topic, key, raw, headers)
 
     def record(self, topic: str, key: bytes, value: bytes | None) -> None:
         """Any other record (state changelog entries)."""
@@ -169,7 +203,7 @@ class OutputProducer:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
     ) -> None:
         while True:
             try:

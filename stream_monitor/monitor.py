@@ -196,8 +196,11 @@ class ModelMonitor:
         return self.score_drift.update(means)
 
     def process_labels(self, batch: LabelBatch, now: float) -> MonitorOutput:
-        """Join delayed labels to pending predictions and update rolling performance."""
-        out = MonitorOutput()
+        """Join delayed labels to pending predictions and update rolling performance.
+
+        ``events`` of the output counts the labels processed (joined or not).
+        """
+        out = MonitorOutput(events=len(batch))
         joined = self.labels.join(batch.event_id, batch.ts, batch.label, batch.label_class, now)
         self.labels.expire(now)
         if len(joined.label):

@@ -18,20 +18,33 @@ what runs on the broker. Pure: no I/O, time is a parameter.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from stream_monitor.errors import StateError
-from stream_monitor.events import PredictionBatch, Rejection, decode_labels, decode_predictions
+from stream_monitor.events import (
+    MAX_EVENT_ID_LENGTH,
+    LabelBatch,
+    PredictionBatch,
+    RawValue,
+    Rejection,
+    decode_labels,
+    decode_predictions,
+)
 from stream_monitor.monitor import ModelMonitor, MonitorOutput
 from stream_monitor.reference import ReferenceProfile
 from stream_monitor.schema import ModelSchema
-from stream_monitor.settings import ModelSettings
+from stream_monitor.settings import EventTimeSettings, ModelSettings
+from stream_monitor.windows import take_batch
 
 _FORMAT = 1
+#: Dead-letter reason of an event whose ``ts`` lies beyond the bounds of :class:`EventTimeSettings`.
+TS_OUT_OF_BOUNDS = "ts_out_of_bounds"
 
 
 @dataclass
@@ -61,11 +74,15 @@ class MonitoringEngine:
         references: Mapping[str, ReferenceProfile | None] | None = None,
         versions: Mapping[str, str | None] | None = None,
         max_message_bytes: int = 1_000_000,
+        event_time: EventTimeSettings | None = None,
+        max_event_id_length: int = MAX_EVENT_ID_LENGTH,
     ) -> None:
         self.schemas = dict(schemas)
+        self.event_time = event_time or EventTimeSettings()
         self.settings = {m: (settings or {}).get(m) or ModelSettings() for m in schemas}
         self.versions = dict(versions or {})
         self.max_message_bytes = max_message_bytes
+        self.max_event_id_length = max_event_id_length
         # Latest event time seen on the predictions stream (replay drives label TTL with it).
         self.watermark = float("-inf")
         refs = references or {}
@@ -74,12 +91,54 @@ class MonitoringEngine:
             for m, s in schemas.items()
         }
 
-    def process_predictions(self, raws: Sequence[bytes | None], now: float) -> EngineOutput:
-        """Decode a batch of prediction messages and feed each model's monitor."""
-        batches, rejections = decode_predictions(raws, self.schemas, self.max_message_bytes)
+    def process_predictions(
+        self, raws: Sequence[bytes | None], now: float, wall_now: float | None = None
+    ) -> EngineOutput:
+        """Decode a batch of prediction messages and feed each model's monitor.
+
+        ``wall_now`` (the wall clock, passed in) bounds event time: see :meth:`bound_predictions`.
+        """
+        batches, rejections = decode_predictions(
+            raws, self.schemas, self.max_message_bytes, max_event_id_length=self.max_event_id_length
+        )
+        batches, out_of_bounds = self.bound_predictions(batches, raws, wall_now)
         out = self.process_decoded(batches, now)
-        out.rejections = rejections
+        out.rejections = _merged(rejections, out_of_bounds)
         return out
+
+    def max_event_time(self, wall_now: float | None) -> float:
+        """The latest event time accepted now: wall clock + ``max_future_seconds``, and (when set)
+        the watermark + ``max_ahead_seconds``; ``inf`` when neither applies."""
+        bound = math.inf
+        if wall_now is not None:
+            bound = wall_now + self.event_time.max_future_seconds
+        ahead = self.event_time.max_ahead_seconds
+        if ahead is not None and math.isfinite(self.watermark):
+            bound = min(bound, self.watermark + ahead)
+        return bound
+
+    def bound_predictions(
+        self, batches: Mapping[str, PredictionBatch], raws: Sequence[RawValue], wall_now: float | None
+    ) -> tuple[dict[str, PredictionBatch], list[Rejection]]:
+        """Move events stamped beyond :meth:`max_event_time` out of ``batches`` into rejections.
+
+        Such an event never reaches a monitor, so it never moves the clock (the watermark), the
+        windows or the label buffer. ``raws`` are the batch's inputs (``Rejection.index`` points there).
+        """
+        bound = self.max_event_time(wall_now)
+        kept: dict[str, PredictionBatch] = {}
+        rejections: list[Rejection] = []
+        for model_id, batch in batches.items():
+            beyond = batch.ts > bound
+            if not beyond.any():
+                kept[model_id] = batch
+                continue
+            for index in batch.index[beyond].tolist():
+                rejections.append(Rejection(index, TS_OUT_OF_BOUNDS, _raw_bytes(raws[index])))
+            rest = np.flatnonzero(~beyond)
+            if rest.size:
+                kept[model_id] = take_batch(batch, rest)
+        return kept, rejections
 
     def process_decoded(self, batches: Mapping[str, PredictionBatch], now: float) -> EngineOutput:
         """Feed already decoded per-model prediction batches (``replay`` cuts batches by event time)."""
@@ -92,13 +151,43 @@ class MonitoringEngine:
                 out.unknown_features[model_id] = batch.unknown_features
         return out
 
-    def process_labels(self, raws: Sequence[bytes | None], now: float) -> EngineOutput:
-        """Decode a batch of label messages and join them to pending predictions."""
-        batches, rejections = decode_labels(raws, self.schemas, self.max_message_bytes)
-        out = EngineOutput(rejections=rejections)
+    def process_labels(
+        self, raws: Sequence[bytes | None], now: float, wall_now: float | None = None
+    ) -> EngineOutput:
+        """Decode a batch of label messages and join them to pending predictions.
+
+        Labels stamped more than ``max_future_seconds`` past ``wall_now`` are rejected as
+        ``ts_out_of_bounds`` (their time feeds the label-delay statistics).
+        """
+        batches, rejections = decode_labels(
+            raws, self.schemas, self.max_message_bytes, max_event_id_length=self.max_event_id_length
+        )
+        out_of_bounds: list[Rejection] = []
+        if wall_now is not None:
+            bound = wall_now + self.event_time.max_future_seconds
+            for model_id, batch in list(batches.items()):
+                beyond = batch.ts > bound
+                if beyond.any():
+                    for index in batch.index[beyond].tolist():
+                        out_of_bounds.append(Rejection(index, TS_OUT_OF_BOUNDS, _raw_bytes(raws[index])))
+                    batches[model_id] = _take_labels(batch, np.flatnonzero(~beyond))
+        out = EngineOutput(rejections=_merged(rejections, out_of_bounds))
         for model_id, batch in batches.items():
-            out.per_model[model_id] = self.monitors[model_id].process_labels(batch, now)
+            if len(batch):
+                out.per_model[model_id] = self.monitors[model_id].process_labels(batch, now)
         return out
+
+    def label_buffers(self) -> dict[str, dict[str, int]]:
+        """Per model, the label join's counts: pending predictions, expired, orphan labels, joined."""
+        return {
+            model_id: {
+                "pending": len(mon.labels),
+                "expired": int(mon.labels.expired),
+                "orphan": int(mon.labels.orphan_labels),
+                "joined": int(mon.labels.joined),
+            }
+            for model_id, mon in self.monitors.items()
+        }
 
     def flush(self, now: float) -> EngineOutput:
         """Close all open windows (end of a finite replay)."""
@@ -134,3 +223,26 @@ class MonitoringEngine:
                 self.monitors[m] = ModelMonitor.restore(
                     base64.b64decode(blob), self.schemas[m], self.settings[m], self.versions.get(m)
                 )
+
+
+def _raw_bytes(value: RawValue) -> bytes:
+    return b"" if value is None else bytes(value)
+
+
+def _merged(first: list[Rejection], second: list[Rejection]) -> list[Rejection]:
+    """Two rejection lists as one, in input order (the decoder's contract)."""
+    if not second:
+        return first
+    return sorted(first + second, key=lambda rejection: rejection.index)
+
+
+def _take_labels(batch: LabelBatch, positions: np.ndarray) -> LabelBatch:
+    picks = positions.tolist()
+    return LabelBatch(
+        model_id=batch.model_id,
+        index=batch.index[positions],
+        event_id=[batch.event_id[i] for i in picks],
+        ts=batch.ts[positions],
+        label=batch.label[positions],
+        label_class=[batch.label_class[i] for i in picks],
+    )

@@ -784,7 +784,7 @@ class ReferenceWarmup:
 
 
 def _schema_to_dict(schema: ModelSchema) -> dict[str, Any]:
-    return {
+    data = {
         "model_id": schema.model_id,
         "task": schema.task,
         "features": [[f.name, f.kind, f.key, f.importance] for f in schema.features],
@@ -792,6 +792,9 @@ def _schema_to_dict(schema: ModelSchema) -> dict[str, Any]:
         "segment_keys": list(schema.segment_keys),
         "max_segments": schema.max_segments,
     }
+    if schema.classes:  # only when configured: snapshots of models without stay byte for byte as before
+        data["classes"] = list(schema.classes)
+    return data
 
 
 def _schema_from_dict(data: Any) -> ModelSchema:
@@ -806,6 +809,7 @@ def _schema_from_dict(data: Any) -> ModelSchema:
             positive_class=str(data["positive_class"]),
             segment_keys=tuple(str(k) for k in data["segment_keys"]),
             max_segments=int(data["max_segments"]),
+            classes=tuple(str(c) for c in data.get("classes", ())),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise StateError(f"bad warm-up snapshot: schema {exc!r}") from exc

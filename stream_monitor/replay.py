@@ -129,8 +129,12 @@ def replay(
     on_output: Callable[[EngineOutput, str], None] | None = None,
     label_batch: int = 5000,
     label_span: float = 6 * 3600.0,
+    wall_now: float | None = None,
 ) -> ReplaySummary:
-    """Run prediction batches and time-ordered labels through ``engine``; returns the totals."""
+    """Run prediction batches and time-ordered labels through ``engine``; returns the totals.
+
+    ``wall_now`` (the wall clock when the replay started) bounds event time as in the service.
+    """
     summary = ReplaySummary()
     heap = labels or []
     started = time.perf_counter()
@@ -152,19 +156,24 @@ def replay(
         while heap and heap[0][0] <= until:
             ts = heap[0][0]
             if due and (len(due) >= label_batch or ts - first > chunk_span):
-                emit(engine.process_labels(due, now=max(last, 0.0)), "labels")
+                emit(engine.process_labels(due, now=max(last, 0.0), wall_now=wall_now), "labels")
                 due = []
             if not due:
                 first = ts
             last = ts
             due.append(heapq.heappop(heap)[2])
         if due:
-            emit(engine.process_labels(due, now=max(last, 0.0)), "labels")
+            emit(engine.process_labels(due, now=max(last, 0.0), wall_now=wall_now), "labels")
 
     # A restored engine continues from its own event-time clock.
     watermark = engine.watermark
     for raws in predictions:
-        batches, rejections = decode_predictions(raws, engine.schemas, engine.max_message_bytes)
+        batches, rejections = decode_predictions(
+            raws, engine.schemas, engine.max_message_bytes, max_event_id_length=engine.max_event_id_length
+        )
+        batches, out_of_bounds = engine.bound_predictions(batches, raws, wall_now)
+        if out_of_bounds:
+            rejections = sorted(rejections + out_of_bounds, key=lambda rejection: rejection.index)
         if rejections:
             emit(EngineOutput(rejections=rejections), "predictions")
         for part in time_slices(batches, label_span):

@@ -21,6 +21,7 @@ decisions re-made after a restart do not depend on the wall clock; ``emitted_at`
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -36,6 +37,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from stream_monitor.checkpoint import CheckpointDeferred, Checkpointer, crash_point
 from stream_monitor.config import AppConfig, consumer_config, producer_config
 from stream_monitor.errors import StreamMonitorError
+from stream_monitor.events import Rejection
+from stream_monitor.input_order import InputOrder
 from stream_monitor.kafka_io import (
     BROKER_DOWN_CODES,
     STATE_MAX_MESSAGE_BYTES,
@@ -44,6 +47,7 @@ from stream_monitor.kafka_io import (
     admin_client,
     connection_config,
     ensure_topics,
+    headers_of,
     is_fatal,
     make_consumer,
 )
@@ -56,6 +60,8 @@ log = logging.getLogger("stream_monitor.service")
 
 ROLES = ("predictions", "labels")
 LAG_REFRESH_SECONDS = 1.0
+#: Dead-letter reason of an input after which a partition-task's state could not be serialised.
+UNSTORABLE_STATE = "unstorable_state"
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -83,14 +89,37 @@ def _trim_heap() -> None:
         _MALLOC_TRIM(0)
 
 
-class PartitionTask:
-    """State of one partition number: its engine and the next offsets of its two input partitions."""
+def _record_key(message: Message) -> tuple[int, int]:
+    """``(timestamp_ms, offset)`` of a consumed record (no timestamp sorts first)."""
+    ts_ms = message.timestamp()[1]
+    return (ts_ms if ts_ms is not None and ts_ms >= 0 else -1), message.offset() or 0
 
-    def __init__(self, partition: int, engine: MonitoringEngine, topics: dict[str, str]) -> None:
+
+class PartitionTask:
+    """State of one partition number: its engine, its two input buffers (see
+    :mod:`stream_monitor.input_order`) and the next offsets of the records it has processed."""
+
+    def __init__(
+        self,
+        partition: int,
+        engine: MonitoringEngine,
+        topics: dict[str, str],
+        order: InputOrder[Message] | None = None,
+    ) -> None:
         self.partition = partition
         self.engine = engine
         self.topics = topics
+        self.order: InputOrder[Message] = order or InputOrder(1000, 5000, 5.0, _record_key)
+        self.paused: set[str] = set()
         self.offsets: dict[str, int | None] = {r: None for r in ROLES}
+        # The first offset processed since this task was created (where a rewind without any
+        # checkpoint starts again).
+        self.first_offsets: dict[str, int | None] = {r: None for r in ROLES}
+        # Careful mode after a state that could not be stored: replay up to these offsets proving
+        # after each batch that the state can be stored (careful_good: the last state that could).
+        self.careful_until: dict[str, int] | None = None
+        self.careful_good: bytes | None = None
+        self.unstorable_found = 0
         self.counts: dict[str, int] = {"predictions": 0, "labels": 0, "rejected": 0, "triggers": 0}
         self.dirty = False
         self.restored_digest: str | None = None
@@ -101,13 +130,13 @@ class PartitionTask:
         """The engine clock: the event-time watermark of this task's predictions."""
         return max(self.engine.watermark, 0.0)
 
-    def process(self, role: str, raws: list[bytes | None]) -> EngineOutput:
+    def process(self, role: str, raws: list[bytes | None], wall_now: float) -> EngineOutput:
         """Feed one batch of one input stream to the engine and count it."""
         if role == "predictions":
-            out = self.engine.process_predictions(raws, now=self.now)
+            out = self.engine.process_predictions(raws, now=self.now, wall_now=wall_now)
             self.counts["predictions"] += out.events
         else:
-            out = self.engine.process_labels(raws, now=self.now)
+            out = self.engine.process_labels(raws, now=self.now, wall_now=wall_now)
             self.counts["labels"] += len(raws) - len(out.rejections)
         self.counts["rejected"] += len(out.rejections)
         self.counts["triggers"] += len(out.triggers)
@@ -143,13 +172,41 @@ class PartitionTask:
             if off is not None
         ]
 
+    def leave_careful_mode_when_done(self) -> None:
+        """Back to normal processing once the careful replay has passed the offsets it had to cover."""
+        if self.careful_until is None:
+            return
+        if all((self.offsets.get(r) or 0) >= until for r, until in self.careful_until.items()):
+            log.warning(
+                "partition-task %d: careful replay done (%d unstorable input(s) dead-lettered); back to "
+                "normal processing",
+                self.partition,
+                self.unstorable_found,
+            )
+            self.careful_until = None
+            self.careful_good = None
+
+    def label_buffers(self) -> dict[str, dict[str, int]]:
+        """Per model, the label join's counts (the gauges sum these over the member's tasks)."""
+        return self.engine.label_buffers()
+
+    def _digest(self) -> str | None:
+        try:
+            return digest(self.engine.snapshot())
+        except Exception:  # unstorable state: the next checkpoint finds out and rewinds the task
+            return None
+
     def describe(self) -> dict[str, Any]:
         """For ``/state`` and the logs."""
         return {
             "partition": self.partition,
             "offsets": self.offsets,
             "counts": self.counts,
-            "digest": digest(self.engine.snapshot()),
+            "buffered": {role: self.order.buffered(role) for role in ROLES},
+            # Releases that the bounded wait forced (an input stayed behind or unknown too long).
+            "forced_releases": self.order.forced_releases,
+            "labels": self.label_buffers(),
+            "digest": self._digest(),
             "restored_digest": self.restored_digest,
         }
 
@@ -186,7 +243,7 @@ class Service:
         self.checkpoints = Counter(
             "stream_monitor_checkpoints", "Checkpoints by outcome", ["outcome"], registry=r
         )
-        for outcome in ("ok", "deferred"):
+        for outcome in ("ok", "deferred", "unstorable"):
             self.checkpoints.labels(outcome)
         self.health = HealthState()
         self.tasks: dict[int, PartitionTask] = {}
@@ -244,7 +301,7 @@ class Service:
         )
         restored = 0
         for p in new:
-            task = PartitionTask(p, self._new_engine(), self.topics)
+            task = PartitionTask(p, self._new_engine(), self.topics, self._new_order())
             raw = records.get(state_key(self.group, p))
             if raw is not None:
                 task.restore(StateRecord.decode(raw))
@@ -331,7 +388,61 @@ class Service:
             self.references,
             {m.schema.model_id: m.version for m in app.models},
             app.max_message_bytes,
+            app.event_time,
+            max_event_id_length=app.max_event_id_length,
         )
+
+    def _new_order(self) -> InputOrder[Message]:
+        k = self.app.kafka
+        return InputOrder(
+            round(k.sync_tick_seconds * 1000), k.sync_chunk_offsets, k.sync_max_idle_seconds, _record_key
+        )
+
+    def _caught_up(self, task: PartitionTask, role: str) -> bool:
+        """True when ``role``'s partition of ``task`` has nothing more to fetch right now: the
+        consumer's position has reached the (cached) high watermark. Unknown counts as not."""
+        assert self.consumer is not None
+        tp = TopicPartition(self.topics[role], task.partition)
+        try:
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            position = self.consumer.position([tp])[0].offset
+        except KafkaException:
+            return False
+        if high is None or high < 0:
+            return False
+        if position is None or position < 0:
+            processed = task.offsets[role]
+            if processed is None:
+                return low is not None and low == high  # nothing consumed yet: only an empty partition
+            position = processed
+        return bool(position >= high)
+
+    def _max_buffered(self) -> int:
+        # More than one chunk fits, so a full buffer always holds a complete run (no deadlock).
+        return 2 * self.app.kafka.sync_chunk_offsets + self.app.kafka.batch_size
+
+    def _pace(self, task: PartitionTask) -> None:
+        """Pause an input whose buffer is full (the other input is behind), resume it when drained."""
+        assert self.consumer is not None
+        limit = self._max_buffered()
+        for role in ROLES:
+            size = task.order.buffered(role)
+            tp = TopicPartition(self.topics[role], task.partition)
+            if role not in task.paused and size > limit:
+                self.consumer.pause([tp])
+                task.paused.add(role)
+            elif role in task.paused and size <= limit // 2:
+                self.consumer.resume([tp])
+                task.paused.discard(role)
+
+    def _update_label_gauges(self) -> None:
+        totals: dict[str, dict[str, int]] = {}
+        for task in self.tasks.values():
+            for model_id, counts in task.label_buffers().items():
+                into = totals.setdefault(model_id, {})
+                for name, value in counts.items():
+                    into[name] = into.get(name, 0) + value
+        self.metrics.set_label_buffers(totals)
 
     def _raise_pending(self) -> None:
         if self._callback_error is not None:
@@ -366,26 +477,131 @@ class Service:
                 grouped[key] = [msg]
             else:
                 group.append(msg)
-        for p in sorted({p for p, _ in grouped}):
+        for (p, role), batch in grouped.items():
             task = self.tasks.get(p)
             if task is None:
                 log.warning("messages of unassigned partition %d ignored", p)
                 continue
-            for role in ROLES:
-                batch = grouped.get((p, role))
-                if batch:
-                    self._process_batch(task, role, batch)
-            for stream in ("predictions", "labels", "rejected"):
-                self.task_events.labels(str(p), stream).set(task.counts[stream])
+            task.order.add(role, batch)
+        # Every task, not only those that got records: an input that caught up, or a bounded wait
+        # that ran out, releases what is buffered.
+        now = time.monotonic()
+        for p in sorted(self.tasks):
+            task = self.tasks[p]
+            if not (task.order.buffered("predictions") or task.order.buffered("labels")):
+                continue
+            runs = task.order.release(now, functools.partial(self._caught_up, task))
+            for role, run in runs:
+                self._process_batch(task, role, run)
+            self._pace(task)
+            if runs:
+                for stream in ("predictions", "labels", "rejected"):
+                    self.task_events.labels(str(p), stream).set(task.counts[stream])
+        self._update_label_gauges()
 
     def _process_batch(self, task: PartitionTask, role: str, batch: list[Message]) -> None:
-        assert self.producer is not None
         started = time.perf_counter()
-        out = task.process(role, list(map(Message.value, batch)))
+        if task.first_offsets[role] is None:
+            task.first_offsets[role] = batch[0].offset()
+        if task.careful_until is not None:
+            self._process_carefully(task, role, batch)
+            task.leave_careful_mode_when_done()
+        else:
+            out = task.process(role, list(map(Message.value, batch)), wall_now=time.time())
+            self._emit(task, role, batch, out)
+        self.metrics.latency.labels(role).observe(time.perf_counter() - started)
+
+    def _process_carefully(self, task: PartitionTask, role: str, batch: list[Message]) -> None:
+        """Process ``batch`` and prove that the state can still be stored; if it cannot, roll back
+        and bisect the batch until the one input that makes it unstorable is found, dead-letter that
+        input (``unstorable_state``) and go on without it."""
+        assert self.producer is not None and task.careful_good is not None
+        counts = dict(task.counts)
+        out = task.process(role, list(map(Message.value, batch)), wall_now=time.time())
+        try:
+            task.careful_good = task.engine.snapshot()
+        except Exception as exc:
+            task.engine.restore(task.careful_good)
+            task.counts = counts
+            if len(batch) > 1:
+                half = len(batch) // 2
+                self._process_carefully(task, role, batch[:half])
+                self._process_carefully(task, role, batch[half:])
+                return
+            m = batch[0]
+            log.error(
+                "%s[%d]@%d makes the state of partition-task %d unstorable (%s: %s): dead-lettered as "
+                "%s and skipped",
+                m.topic(),
+                m.partition() or 0,
+                m.offset() or 0,
+                task.partition,
+                type(exc).__name__,
+                exc,
+                UNSTORABLE_STATE,
+            )
+            self.producer.dead_letter(
+                m.value(),
+                UNSTORABLE_STATE,
+                m.topic() or "",
+                m.partition() or 0,
+                m.offset() or 0,
+                m.key(),
+                original_headers=headers_of(m),
+            )
+            self.metrics.observe_rejection(Rejection(0, UNSTORABLE_STATE, b""))
+            task.counts["rejected"] += 1
+            task.unstorable_found += 1
+            task.offsets[role] = (m.offset() or 0) + 1
+            task.dirty = True
+            return
+        self._emit(task, role, batch, out)
+
+    def _rewind_unstorable(self, task: PartitionTask, exc: BaseException) -> None:
+        """A task whose state cannot be stored (a checkpoint failed to serialise it) is replaced by its
+        last checkpoint and replays the inputs since then carefully (:meth:`_process_carefully`): the
+        service keeps going, the input at fault is dead-lettered, nothing else is lost."""
+        assert self.consumer is not None
+        p = task.partition
+        log.error(
+            "partition-task %d: its state cannot be stored (%s: %s); rewinding to its last checkpoint "
+            "to find the input that caused it (offsets now %s)",
+            p,
+            type(exc).__name__,
+            exc,
+            task.offsets,
+        )
+        self.checkpoints.labels("unstorable").inc()
+        key = state_key(self.group, p)
+        raw = read_latest(self.connection, self.app.kafka.topics.state, [key]).get(key)
+        fresh = PartitionTask(p, self._new_engine(), self.topics, self._new_order())
+        if raw is not None:
+            fresh.restore(StateRecord.decode(raw))
+        fresh.first_offsets = dict(task.first_offsets)
+        fresh.careful_until = {r: off for r, off in task.offsets.items() if off is not None}
+        fresh.careful_good = fresh.engine.snapshot()
+        fresh.dirty = True
+        if task.paused:
+            self.consumer.resume([TopicPartition(self.topics[r], p) for r in task.paused])
+        self.tasks[p] = fresh
+        for role in ROLES:
+            start = fresh.offsets[role] if fresh.offsets[role] is not None else task.first_offsets[role]
+            if start is not None:
+                self.consumer.seek(TopicPartition(self.topics[role], p, start))
+
+    def _emit(self, task: PartitionTask, role: str, batch: list[Message], out: EngineOutput) -> None:
+        """Publish what processing ``batch`` produced (dead letters, triggers, metrics); move offsets."""
+        assert self.producer is not None
         for rej in out.rejections:
             m = batch[rej.index]
             self.producer.dead_letter(
-                m.value(), rej.reason, m.topic() or "", m.partition() or 0, m.offset() or 0, m.key()
+                m.value(),
+                rej.reason,
+                m.topic() or "",
+                m.partition() or 0,
+                m.offset() or 0,
+                m.key(),
+                original_headers=headers_of(m),
             )
         emitted = time.time()
         for trigger in out.triggers:
@@ -404,16 +620,30 @@ class Service:
         self.metrics.observe(out, role)
         last = batch[-1].offset()
         task.offsets[role] = (last or 0) + 1
-        self.metrics.latency.labels(role).observe(time.perf_counter() - started)
 
     def _checkpoint(self, tasks: list[PartitionTask], reason: str, timeout: float | None = None) -> bool:
         assert self.checkpointer is not None
         try:
-            self.checkpointer.run(tasks, reason, timeout)
+            result = self.checkpointer.run(tasks, reason, timeout)
         except CheckpointDeferred as exc:
             self.checkpoints.labels("deferred").inc()
             log.warning("checkpoint (%s) deferred: %s", reason, exc)
             return False
+        for task, error in result.unstorable:
+            # On revoke or shutdown the task goes away: its last good checkpoint stays the latest,
+            # and whoever owns the partition next replays from there and meets the input again.
+            if (
+                reason == "interval"
+                and isinstance(task, PartitionTask)
+                and self.tasks.get(task.partition) is task
+            ):
+                self._rewind_unstorable(task, error)
+            else:
+                log.error(
+                    "partition-task %d: state cannot be stored (%s); left at its last checkpoint",
+                    task.partition,
+                    error,
+                )
         self.checkpoints.labels("ok").inc()
         _trim_heap()
         self._last_checkpoint = time.monotonic()
@@ -444,19 +674,28 @@ class Service:
             self._update_lag()
         assert self.checkpointer is not None
         self.metrics.checkpoint_age.set(time.time() - self.checkpointer.last_success)
-        ready = (
-            self.assigned_once
-            and not self.restoring
-            and self.broker_up
-            and self.max_lag <= self.app.metrics.ready_max_lag
-        )
-        self.health.ready = ready
-        self.health.detail = {
+        bound = self.app.metrics.ready_max_lag
+        # Every unmet condition, in the order an operator should look at them. A member that was
+        # assigned once but owns no partition-task now (lost in a broker outage, revoked, or more
+        # members than partitions) processes nothing: it is not ready, whatever assigned_once says.
+        reasons = []
+        if not self.tasks:
+            reasons.append("no partitions assigned")
+        if self.restoring:
+            reasons.append("restoring partition state")
+        if not self.broker_up:
+            reasons.append("broker unreachable")
+        if self.max_lag > bound:
+            reasons.append(f"consumer lag {self.max_lag} above metrics.ready_max_lag {bound}")
+        ready = self.assigned_once and not reasons
+        detail = {
             "assigned": sorted(self.tasks),
             "broker_up": self.broker_up,
             "max_lag": self.max_lag,
             "assigned_once": self.assigned_once,
+            "reason": "; ".join(reasons) if reasons else None,
         }
+        self.health.set(ready, detail)  # one swap: /readyz never pairs a status with another's reason
         self.metrics.service_ready.set(1.0 if ready else 0.0)
 
     def _busiest_monitors(self) -> dict[str, Any]:
@@ -540,8 +779,7 @@ class Service:
                 except KafkaException as exc:
                     raise FatalKafkaError(f"consume failed: {exc}") from exc
                 self._raise_pending()
-                if messages:
-                    self._process(messages)
+                self._process(messages or [])
                 self.producer.poll()
                 self._raise_pending()
                 self._update_health()

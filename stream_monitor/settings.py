@@ -82,6 +82,27 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class EventTimeSettings:
+    """Bounds that keep one hostile timestamp from moving a partition's event-time clock.
+
+    The engine's clock (window closes, label TTLs) is the highest event time seen on the predictions
+    stream. An event stamped in year 9999 would move it there for good: every pending prediction
+    would expire at once and no later label would join. So an event whose ``ts`` lies more than
+    ``max_future_seconds`` past the wall clock is dead-lettered (``ts_out_of_bounds``) and never moves
+    the clock. The default, one day, is far above producer clock skew and a time zone written as
+    ``Z`` by mistake (at most 14 h), and far below any value that could hurt (label TTL is 7 days).
+
+    ``max_ahead_seconds`` (off by default) also rejects events more than that far past the partition's
+    watermark: useful when replaying historic data, where a stray present-day timestamp is not in the
+    future; left off in production because a partition that was idle longer than the bound would
+    then reject everything after the gap. Events in the past never move the clock (they are late).
+    """
+
+    max_future_seconds: float = 86400.0
+    max_ahead_seconds: float | None = None
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """All settings of one model besides its schema."""
 

@@ -74,6 +74,8 @@ def write_config(
     exactly_once: bool = False,
     checkpoint_interval: float = 1.0,
     consumer: dict[str, str] | None = None,
+    kafka_extra: dict[str, Any] | None = None,
+    top_extra: dict[str, Any] | None = None,
 ) -> Path:
     """A small service configuration: one regression model, count windows of 500, warmup 1000."""
     config = {
@@ -106,6 +108,8 @@ def write_config(
             }
         ],
     }
+    config["kafka"].update(kafka_extra or {})  # type: ignore[attr-defined]
+    config.update(top_extra or {})
     path.write_bytes(orjson.dumps(config))  # JSON is YAML
     return path
 
@@ -139,6 +143,8 @@ class ServiceProcess:
         self.log_path = log_path
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
+        # The command line (default: the real CLI); a test may run the CLI under a patch instead.
+        self.command: list[str] | None = None
 
     def start(self) -> ServiceProcess:
         # STREAM_MONITOR_* variables are configuration overrides for the service; the test harness's
@@ -148,7 +154,7 @@ class ServiceProcess:
         env.update(self.env)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(self.config)],
+            self.command or [sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

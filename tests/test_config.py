@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from stream_monitor.cli import load_references
 from stream_monitor.config import (
     CONSUMER_DEFAULTS,
     PRODUCER_DEFAULTS,
@@ -228,11 +232,127 @@ def test_time_window_slide_must_divide_width() -> None:
 
 def test_reference_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
     data = _set(base(), "models.0.reference", "profiles/bikes.json")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "bikes.json").write_text("{}")
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
     app = load_config(str(path), env={})
     assert app.models[0].reference_path == str(tmp_path.resolve() / "profiles" / "bikes.json")
     assert app.models[1].reference_path is None
+
+
+def test_missing_reference_file_is_an_error_naming_the_model_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_set(base(), "models.1.reference", "profiles/churn.json")))
+    missing = tmp_path.resolve() / "profiles" / "churn.json"
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), env={})
+    assert str(info.value) == f"config error at models[1].reference: file not found: {missing}"
+    # a directory is no profile either; an override names its variable
+    (tmp_path / "profiles" / "churn.json").mkdir(parents=True)
+    env = {"STREAM_MONITOR_MODELS__BIKES__REFERENCE": str(tmp_path / "nope.json")}
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), env=env)
+    assert info.value.key == "models[0].reference"
+    assert (
+        "file not found" in info.value.problem
+        and "STREAM_MONITOR_MODELS__BIKES__REFERENCE" in info.value.problem
+    )
+    with pytest.raises(ConfigError, match=r"models\[1\]\.reference: not a file"):
+        load_config(str(path), env={})
+    # `reference build` writes the file the configuration names: it loads the config without the check
+    assert load_config(str(path), env={}, check_references=False).models[1].reference_path == str(missing)
+
+
+def test_unreadable_reference_profile_names_the_model_key(tmp_path: Path) -> None:
+    (tmp_path / "bikes.json").write_text("not json")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_set(base(), "models.0.reference", "bikes.json")))
+    with pytest.raises(ConfigError) as info:
+        load_references(load_config(str(path), env={}))
+    assert info.value.key == "models[0].reference" and "not JSON" in info.value.problem
+
+
+def test_run_with_a_missing_reference_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_set(base(), "models.0.reference", "gone.json")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_MONITOR_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    missing = tmp_path.resolve() / "gone.json"
+    assert proc.stderr == f"stream-monitor: config error at models[0].reference: file not found: {missing}\n"
+
+
+@pytest.mark.parametrize(
+    "servers",
+    [
+        "127.0.0.1:9092",
+        "broker-1.kafka.svc:9092, broker-2.kafka.svc:9093",
+        "kafka_1:9092",
+        "[::1]:9092",
+        "[fe80::1%eth0]:9092",
+        "PLAINTEXT://b:9092",
+        "plaintext://b:9092,c:9092",
+        ["b:9092", " [::1]:9093 "],
+    ],
+)
+def test_bootstrap_servers_accepts_what_librdkafka_accepts(servers: Any) -> None:
+    app = parse(_set(base(), "kafka.bootstrap_servers", servers))
+    expected = ",".join(s.strip() for s in (servers if isinstance(servers, list) else servers.split(",")))
+    assert app.kafka.bootstrap_servers == expected
+    assert consumer_config(app)["bootstrap.servers"] == expected
+
+
+@pytest.mark.parametrize(
+    ("servers", "fragment"),
+    [
+        (12345, "host:port (e.g. 'broker-1:9092,broker-2:9092', IPv6 as '[::1]:9092'), got 12345"),
+        ("kafka", "'kafka' has no port"),
+        ("b:9092,", "empty address"),
+        ("b:9092 c:9092", "separate addresses with commas"),
+        ("b:99999", "port '99999' is not a number in 1..65535"),
+        ("b:0", "1..65535"),
+        ("b:http", "port 'http'"),
+        (":9092", "has no host"),
+        ("::1:9092", "in brackets"),
+        ("[::1]", "has no port"),
+        ("[kafka]:9092", "is not an IPv6 address"),
+        ("10.0.0:9092", "not a host name or IPv4 address"),
+        ("bad_host!:9092", "not a host name"),
+        ("http://b:9092", "unknown protocol 'http'"),
+        ("SSL://b:9093", "differs from security.protocol (plaintext)"),
+        (9092.5, "got 9092.5"),
+        ([], "or a YAML list"),
+    ],
+)
+def test_bootstrap_servers_errors_name_the_key(servers: Any, fragment: str) -> None:
+    err = error_of(_set(base(), "kafka.bootstrap_servers", servers))
+    assert err.key == "kafka.bootstrap_servers"
+    assert fragment in err.problem, err.problem
+
+
+def test_bootstrap_protocol_prefix_must_match_every_client() -> None:
+    data = _set(base(), "kafka.bootstrap_servers", "SASL_SSL://b:9093")
+    data["kafka"]["common"] = {"security.protocol": "SASL_SSL"}
+    assert parse(data).kafka.bootstrap_servers == "SASL_SSL://b:9093"
+    data["kafka"]["producer"] = {"security.protocol": "ssl"}  # the producer would drop the address
+    assert "differs from security.protocol (sasl_ssl, ssl)" in error_of(data).problem
+
+
+def test_bootstrap_servers_env_override_is_checked_and_names_the_variable() -> None:
+    name = "STREAM_MONITOR_KAFKA__BOOTSTRAP_SERVERS"
+    err = error_of(base(), {name: "12345"})
+    assert err.key == "kafka.bootstrap_servers"
+    assert "'12345' has no port" in err.problem and f"(set by {name})" in err.problem
+    assert parse(base(), {name: "[::1]:9092,k2:9092"}).kafka.bootstrap_servers == "[::1]:9092,k2:9092"
+    data = _set(base(), "kafka.bootstrap_servers", "${KAFKA_BOOTSTRAP_SERVERS}")
+    assert error_of(data, {"KAFKA_BOOTSTRAP_SERVERS": "k1"}).key == "kafka.bootstrap_servers"
 
 
 @pytest.mark.parametrize(
@@ -504,3 +624,41 @@ def test_insight_buckets_are_configurable() -> None:
     assert (bikes.bucket_seconds, bikes.bucket_retention) == (86400.0, 30)
     with pytest.raises(ConfigError, match=r"insights\.retention"):
         load_config(str(EXAMPLE), env={"STREAM_MONITOR_MODELS__BIKES__INSIGHTS__RETENTION": "0"})
+
+
+# --------------------------------------------------------------------------- classes and event ids
+
+
+def test_event_id_length_bound_defaults_to_the_decoders_and_can_be_set() -> None:
+    from stream_monitor.events import MAX_EVENT_ID_LENGTH
+
+    assert parse(base()).max_event_id_length == MAX_EVENT_ID_LENGTH == 256
+    assert parse({**base(), "max_event_id_length": 64}).max_event_id_length == 64
+    assert parse(base(), {"STREAM_MONITOR_MAX_EVENT_ID_LENGTH": "100"}).max_event_id_length == 100
+    err = error_of({**base(), "max_event_id_length": 0})
+    assert err.key == "max_event_id_length" and ">= 1" in err.problem
+
+
+def test_classes_of_a_binary_model() -> None:
+    data = _set(base(), "models.1.positive_class", "yes")
+    err = error_of(data)
+    assert err.key == "models[1].positive_class"
+    assert "classes: [<negative>, yes]" in err.problem
+    schema = parse(_set(data, "models.1.classes", ["no", "yes"])).model("churn").schema
+    assert (schema.classes, schema.negative_class) == (("no", "yes"), "no")
+    assert parse(base()).model("churn").schema.label_classes == ("0", "1")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "fragment"),
+    [
+        ("models.1.classes", ["a", "b", "c"], "models[1].classes", "exactly two classes"),
+        ("models.1.classes", ["a", "b"], "models[1].classes", "positive_class '1' is not one of"),
+        ("models.1.classes", ["1", "1"], "models[1].classes[1]", "duplicate name"),
+        ("models.1.classes", [False, True], "models[1].classes[0]", "YAML reads yes/no"),
+        ("models.0.classes", ["a", "b"], "models[0].classes", "a regression model has no classes"),
+    ],
+)
+def test_invalid_classes_name_the_key(path: str, value: Any, key: str, fragment: str) -> None:
+    err = error_of(_set(base(), path, value))
+    assert err.key == key and fragment in err.problem, err

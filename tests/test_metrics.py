@@ -42,6 +42,7 @@ def observed() -> tuple[CollectorRegistry, list[EngineOutput], MonitoringEngine]
 
     def observe(out: EngineOutput, stream: str) -> None:
         metrics.observe(out, stream)
+        metrics.set_label_buffers(engine.label_buffers())
         outputs.append(out)
 
     replay(
@@ -59,6 +60,10 @@ def test_values_after_observing_engine_outputs(
     registry, outputs, engine = observed
     get = registry.get_sample_value
     assert get("stream_monitor_events_processed_total", {"model": "synth", "stream": "predictions"}) == 12_000
+    # Labels are events too: every accepted label is counted, joined or not.
+    assert get("stream_monitor_events_processed_total", {"model": "synth", "stream": "labels"}) == len(
+        STREAM.raw()[1]
+    )
     assert get("stream_monitor_events_rejected_total", {"reason": "malformed_json"}) == 1
     assert get("stream_monitor_events_rejected_total", {"reason": "unknown_model"}) == 1
     joined = engine.monitors["synth"].labels.joined
@@ -85,7 +90,11 @@ def test_values_after_observing_engine_outputs(
     assert (
         get("stream_monitor_last_trigger_timestamp_seconds", {"model": "synth"}) == triggers[-1]["event_time"]
     )
-    assert get("stream_monitor_labels_pending", {"model": "synth"}) == last.labels["pending"]
+    # The label-join gauges come from the engine's buffers (set after every batch), not from windows.
+    buffers = engine.label_buffers()["synth"]
+    assert get("stream_monitor_labels_pending", {"model": "synth"}) == buffers["pending"] > 0
+    assert get("stream_monitor_labels_orphan", {"model": "synth"}) == buffers["orphan"]
+    assert get("stream_monitor_labels_expired", {"model": "synth"}) == buffers["expired"]
 
 
 def random_messages(seed: int, n: int = 10_000) -> tuple[list[bytes], set[str]]:
