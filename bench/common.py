@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stream_monitor.events import PredictionBatch  # noqa: E402
-from stream_monitor.reference import ReferenceProfile, build_reference  # noqa: E402
-from stream_monitor.schema import FeatureSpec, ModelSchema  # noqa: E402
+from stream_monitor.core.events import PredictionBatch  # noqa: E402
+from stream_monitor.core.reference import ReferenceProfile, build_reference  # noqa: E402
+from stream_monitor.core.schema import FeatureSpec, ModelSchema  # noqa: E402
 
 N_NUMERIC = 20
 N_CATEGORICAL = 3

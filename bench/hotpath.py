@@ -43,13 +43,13 @@ from common import (
     to_json_labels,
 )
 
-from stream_monitor.evaluation import evaluate_window
-from stream_monitor.events import decode_labels, decode_predictions
-from stream_monitor.labels import LabelJoinBuffer
-from stream_monitor.pipeline import MonitoringEngine
-from stream_monitor.settings import DetectorSettings, ModelSettings
-from stream_monitor.sketches import WindowSketch
-from stream_monitor.windows import CountWindows
+from stream_monitor.core.evaluation import evaluate_window
+from stream_monitor.core.events import decode_labels, decode_predictions
+from stream_monitor.core.labels import LabelJoinBuffer
+from stream_monitor.core.engine import MonitoringEngine
+from stream_monitor.core.settings import DetectorSettings, ModelSettings
+from stream_monitor.core.sketches import WindowSketch
+from stream_monitor.core.windows import CountWindows
 
 BATCH = 10_000
 
@@ -147,7 +147,7 @@ def memory_child(models: int, features: int, pending: int, refdir: str) -> None:
     """Run in a fresh process, as the service would be: ``models`` monitors of ``features`` numeric
     features with references loaded from files, fed batch by batch (4,000 JSON events at a time) until
     windows and samples hold data, plus ``pending`` predictions waiting in one label buffer. Prints JSON."""
-    from stream_monitor.reference import ReferenceProfile
+    from stream_monitor.core.reference import ReferenceProfile
 
     base = current_rss_mb()
     schemas = {f"m{i}": make_schema(f"m{i}", n_numeric=features, n_categorical=0) for i in range(models)}

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import gen_columns, make_reference, make_schema, to_json_events, to_json_labels
 
-from stream_monitor.pipeline import MonitoringEngine
-from stream_monitor.settings import ModelSettings
+from stream_monitor.core.engine import MonitoringEngine
+from stream_monitor.core.settings import ModelSettings
 
 HERE = Path(__file__).resolve().parent
 VENV_PY = HERE / ".venv" / "bin" / "python"

@@ -2,7 +2,7 @@
 
 Streams with known change points go through the real per-model monitor (``ModelMonitor``: windows,
 sketches, every window detector, label join, performance, trigger policy) with the default settings, and
-with thresholds from :func:`stream_monitor.calibration.calibrate` for a budget of 1 false trigger per
+with thresholds from :func:`stream_monitor.offline.calibration.calibrate` for a budget of 1 false trigger per
 million events. Side by side, river's ``ADWIN``, ``PageHinkley`` and ``KSWIN`` at their defaults watch
 the same stream, one value per event, the way a user would hand-roll them: the key feature for data
 drift, the model's per-event error for concept drift. KSWIN costs ~0.3 ms per update, so it sees
@@ -37,12 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import CAT_P, CATEGORIES, N_NUMERIC, gen_columns, to_batch
 
-from stream_monitor.calibration import calibrate
-from stream_monitor.events import PredictionBatch
-from stream_monitor.monitor import ModelMonitor
-from stream_monitor.reference import build_reference
-from stream_monitor.schema import FeatureSpec, ModelSchema
-from stream_monitor.settings import ModelSettings
+from stream_monitor.offline.calibration import calibrate
+from stream_monitor.core.events import PredictionBatch
+from stream_monitor.core.monitor import ModelMonitor
+from stream_monitor.core.reference import build_reference
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.settings import ModelSettings
 
 WINDOW = 5000
 SCHEMA = ModelSchema(
@@ -253,7 +253,7 @@ def concept_streams(seed: int, total: int, change: int) -> dict[str, tuple[list[
 def run_concept(seeds: int, train: int, pre: int, post: int) -> dict[str, Any]:
     from river import compose, linear_model, preprocessing
 
-    from stream_monitor.events import LabelBatch
+    from stream_monitor.core.events import LabelBatch
 
     total = train * 2 + pre + post
     change = train * 2 + pre

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import logging
 import sys
 import time
@@ -13,61 +12,16 @@ from typing import Any
 
 import orjson
 
-from stream_monitor.config import AppConfig, load_config
-from stream_monitor.errors import ConfigError, StateError, StreamMonitorError
-from stream_monitor.pipeline import EngineOutput, MonitoringEngine
-from stream_monitor.reference import ReferenceProfile
+from stream_monitor.app import build_engine, load_references
+from stream_monitor.config import load_config
+from stream_monitor.core.engine import EngineOutput
+from stream_monitor.errors import StreamMonitorError
 
 log = logging.getLogger("stream_monitor")
 
 
-def packaged_demo_config() -> Path:
-    """Path of the demo configuration shipped inside the package."""
-    return Path(str(importlib.resources.files("stream_monitor") / "examples" / "demo.yaml"))
-
-
-def load_references(app: AppConfig, base: Path | None = None) -> dict[str, ReferenceProfile | None]:
-    """Read each model's reference profile file, if it has one (else it warms up from live events).
-
-    A file that cannot be read or is not a profile is a :class:`ConfigError` naming the model's key
-    (``load_config`` has already checked that each file exists).
-    """
-    refs: dict[str, ReferenceProfile | None] = {}
-    for i, m in enumerate(app.models):
-        if m.reference_path:
-            path = Path(m.reference_path)
-            if not path.is_absolute() and base is not None and not path.exists():
-                path = base / path
-            try:
-                refs[m.schema.model_id] = ReferenceProfile.from_json(path.read_bytes())
-            except OSError as exc:
-                raise ConfigError(
-                    f"models[{i}].reference", f"cannot read {path}: {exc.strerror or exc}"
-                ) from None
-            except StateError as exc:
-                raise ConfigError(f"models[{i}].reference", f"{path}: {exc}") from None
-        else:
-            refs[m.schema.model_id] = None
-    return refs
-
-
-def build_engine(
-    app: AppConfig, references: dict[str, ReferenceProfile | None] | None = None
-) -> MonitoringEngine:
-    """The engine for a configuration (references default to the configured files)."""
-    return MonitoringEngine(
-        app.schemas(),
-        {m.schema.model_id: m.settings for m in app.models},
-        references if references is not None else load_references(app),
-        {m.schema.model_id: m.version for m in app.models},
-        app.max_message_bytes,
-        app.event_time,
-        max_event_id_length=app.max_event_id_length,
-    )
-
-
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from stream_monitor.replay import label_heap, open_lines, read_batches, replay
+    from stream_monitor.offline.replay import label_heap, open_lines, read_batches, replay
 
     app = load_config(args.config)
     engine = build_engine(app, load_references(app, Path(args.config).parent))
@@ -91,6 +45,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     else:
         out_file.flush()
     if args.insights_dir:
+        from stream_monitor.offline.insights_store import save_all_insights
+
         save_all_insights(engine, args.insights_dir)
     rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
     print(
@@ -111,21 +67,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def save_all_insights(engine: MonitoringEngine, folder: str) -> None:
-    """Save each model's time-bucket profiles (for ``insights dna``) under ``folder/<model>/``."""
-    from stream_monitor.insights.store import save_insights
-
-    for mon in engine.monitors.values():
-        if mon.insights is not None:
-            print(f"saved bucket profiles: {save_insights(folder, mon.insights)}", file=sys.stderr)
-
-
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _cmd_reference_build(args: argparse.Namespace) -> int:
-    from stream_monitor.reference_io import build_reference_file
+    from stream_monitor.offline.reference_io import build_reference_file
 
     app = load_config(args.config, check_references=False)  # this command writes the reference file
     model = next((m for m in app.models if m.schema.model_id == args.model), None)
@@ -152,8 +99,8 @@ def _cmd_reference_build(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     import yaml
 
-    from stream_monitor.calibration import calibrate
-    from stream_monitor.reference_io import read_training_rows
+    from stream_monitor.offline.calibration import calibrate
+    from stream_monitor.offline.reference_io import read_training_rows
 
     app = load_config(args.config, check_references=False)  # reads training data, not the reference
     model = next((m for m in app.models if m.schema.model_id == args.model), None)
@@ -195,7 +142,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from stream_monitor.demo import run_demo
+    from stream_monitor.offline.demo import run_demo
 
     return run_demo(
         port=args.port,
@@ -209,13 +156,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from stream_monitor.service import run_service
+    from stream_monitor.kafka.service import run_service
 
     return run_service(load_config(args.config))
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from stream_monitor.produce import produce_main
+    from stream_monitor.kafka.produce import produce_main
 
     return produce_main(args)
 
@@ -291,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     prod.add_argument("--quiet", action="store_true", help="no progress bar")
     prod.set_defaults(func=_cmd_produce)
 
-    from stream_monitor.insights.commands import add_insights_parser  # insights dna, plan
+    from stream_monitor.offline.insights_commands import add_insights_parser  # insights dna, plan
 
     add_insights_parser(sub)
     return p

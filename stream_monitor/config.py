@@ -45,16 +45,16 @@ from typing import Any, TypeVar, cast, get_args, get_type_hints
 
 import yaml
 
-from stream_monitor.errors import ConfigError
-from stream_monitor.events import MAX_EVENT_ID_LENGTH
-from stream_monitor.schema import FeatureKind, FeatureSpec, ModelSchema
-from stream_monitor.settings import (
+from stream_monitor.core.events import MAX_EVENT_ID_LENGTH
+from stream_monitor.core.schema import FeatureKind, FeatureSpec, ModelSchema
+from stream_monitor.core.settings import (
     DetectorSettings,
     EventTimeSettings,
     ModelSettings,
     PolicySettings,
     WindowSettings,
 )
+from stream_monitor.errors import ConfigError
 
 __all__ = [
     "CONSUMER_DEFAULTS",
@@ -215,7 +215,7 @@ class KafkaSettings:
     batch_timeout_seconds: float = 0.5
     checkpoint_interval_seconds: float = 5.0
     assignment_strategy: str = "range"
-    # Input synchronisation of a partition-task (see stream_monitor.input_order): records are merged
+    # Input synchronisation of a partition-task (see stream_monitor.kafka.input_order): records are merged
     # by timestamp ticks of this width, handed to the engine in runs cut at offset chunks of this
     # size (independent of batch_size, so results do not depend on it), and an input that is
     # behind or unknown holds the other back at most this long.

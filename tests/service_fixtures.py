@@ -24,7 +24,7 @@ import orjson
 from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_monitor.produce import Item, produce_items, synthetic_events
+from stream_monitor.kafka.produce import Item, produce_items, synthetic_events
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "m"

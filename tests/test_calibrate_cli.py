@@ -10,7 +10,7 @@ import yaml
 
 from stream_monitor.cli import main
 from stream_monitor.config import load_config
-from stream_monitor.demo_data import churn_events
+from stream_monitor.offline.demo_data import churn_events
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "config.yaml"
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_monitor.calibration import FAMILIES, _threshold, calibrate, gumbel_quantile
-from stream_monitor.evaluation import evaluate_window
-from stream_monitor.events import PredictionBatch
-from stream_monitor.reference import build_reference
-from stream_monitor.schema import FeatureSpec, ModelSchema
-from stream_monitor.settings import ModelSettings, WindowSettings
-from stream_monitor.sketches import WindowSketch
-from stream_monitor.windows import ClosedWindow
+from stream_monitor.core.evaluation import evaluate_window
+from stream_monitor.core.events import PredictionBatch
+from stream_monitor.core.reference import build_reference
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.settings import ModelSettings, WindowSettings
+from stream_monitor.core.sketches import WindowSketch
+from stream_monitor.core.windows import ClosedWindow
+from stream_monitor.offline.calibration import FAMILIES, _threshold, calibrate, gumbel_quantile
 
 SCHEMA = ModelSchema(
     "m",

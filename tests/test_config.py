@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stream_monitor.cli import load_references
+from stream_monitor.app import load_references
 from stream_monitor.config import (
     CONSUMER_DEFAULTS,
     PRODUCER_DEFAULTS,
@@ -27,8 +27,8 @@ from stream_monitor.config import (
     producer_config,
     redacted,
 )
+from stream_monitor.core.settings import ModelSettings
 from stream_monitor.errors import ConfigError
-from stream_monitor.settings import ModelSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "config.yaml"
@@ -630,7 +630,7 @@ def test_insight_buckets_are_configurable() -> None:
 
 
 def test_event_id_length_bound_defaults_to_the_decoders_and_can_be_set() -> None:
-    from stream_monitor.events import MAX_EVENT_ID_LENGTH
+    from stream_monitor.core.events import MAX_EVENT_ID_LENGTH
 
     assert parse(base()).max_event_id_length == MAX_EVENT_ID_LENGTH == 256
     assert parse({**base(), "max_event_id_length": 64}).max_event_id_length == 64

@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream_monitor.demo import run_demo
-from stream_monitor.demo_data import DAY, BikeStory
+from stream_monitor.offline.demo import run_demo
+from stream_monitor.offline.demo_data import DAY, BikeStory
 
 
 def test_demo_detects_the_warming_after_it_starts_and_the_control_stays_quiet(

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from scipy.spatial import distance
 
-from stream_monitor.detectors import (
+from stream_monitor.core.detectors import (
     benjamini_hochberg,
     chi_square,
     cohens_w,

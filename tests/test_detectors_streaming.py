@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from river import drift
 
-from stream_monitor.detectors import (
+from stream_monitor.core.detectors import (
     ADWINDetector,
     PageHinkleyDetector,
     StreamDriftDetector,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from stream_monitor.detectors import (
+from stream_monitor.core.detectors import (
     DetectorResult,
     correct_family,
     missing_rate_check,

@@ -7,7 +7,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from stream_monitor.kafka_io import ORIGINAL_HEADER_PREFIX, OutputProducer, dlq_headers, header_dict
+from stream_monitor.kafka.clients import ORIGINAL_HEADER_PREFIX, OutputProducer, dlq_headers, header_dict
 
 
 def test_original_headers_follow_ours_under_a_prefix() -> None:

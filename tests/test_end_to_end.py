@@ -17,14 +17,14 @@ import pytest
 
 from stream_monitor.cli import main as cli_main
 from stream_monitor.config import load_config
-from stream_monitor.demo_data import DAY, BikeStory, SyntheticStream
-from stream_monitor.events import decode_predictions
-from stream_monitor.pipeline import EngineOutput, MonitoringEngine
-from stream_monitor.policy import TRIGGER_FIELDS
-from stream_monitor.reference import ReferenceProfile, build_reference
-from stream_monitor.replay import label_heap, replay
-from stream_monitor.schema import ModelSchema
-from stream_monitor.settings import ModelSettings
+from stream_monitor.core.engine import EngineOutput, MonitoringEngine
+from stream_monitor.core.events import decode_predictions
+from stream_monitor.core.policy import TRIGGER_FIELDS
+from stream_monitor.core.reference import ReferenceProfile, build_reference
+from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.settings import ModelSettings
+from stream_monitor.offline.demo_data import DAY, BikeStory, SyntheticStream
+from stream_monitor.offline.replay import label_heap, replay
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from stream_monitor.detectors import chi_square, holm, psi
-from stream_monitor.evaluation import PREDICTION, evaluate_window
-from stream_monitor.events import PredictionBatch
-from stream_monitor.reference import build_reference
-from stream_monitor.schema import FeatureSpec, ModelSchema
-from stream_monitor.settings import DetectorSettings
-from stream_monitor.sketches import WindowSketch
-from stream_monitor.windows import ClosedWindow
+from stream_monitor.core.detectors import chi_square, holm, psi
+from stream_monitor.core.evaluation import PREDICTION, evaluate_window
+from stream_monitor.core.events import PredictionBatch
+from stream_monitor.core.reference import build_reference
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.settings import DetectorSettings
+from stream_monitor.core.sketches import WindowSketch
+from stream_monitor.core.windows import ClosedWindow
 
 
 def _schema(n_numeric: int, categorical: bool = False) -> ModelSchema:

@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
-from stream_monitor.pipeline import TS_OUT_OF_BOUNDS, MonitoringEngine
-from stream_monitor.replay import label_heap, replay
-from stream_monitor.schema import FeatureSpec, ModelSchema
-from stream_monitor.settings import EventTimeSettings, ModelSettings
+from stream_monitor.core.engine import TS_OUT_OF_BOUNDS, MonitoringEngine
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.settings import EventTimeSettings, ModelSettings
+from stream_monitor.offline.replay import label_heap, replay
 
 SCHEMA = ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),))
 WALL = 1_800_000_000.0  # "now" for these tests (2027-01-15)

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_monitor import events
-from stream_monitor.events import (
+from stream_monitor.core import events
+from stream_monitor.core.events import (
     MAX_DEPTH,
     REASON_PATTERN,
     decode_labels,
@@ -22,7 +22,7 @@ from stream_monitor.events import (
     parse_ts,
     possible_reasons,
 )
-from stream_monitor.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
 
 BINARY = ModelSchema(
     "churn",
@@ -1067,8 +1067,8 @@ def hostile_label(draw: st.DrawFn) -> bytes:
 
 
 def small_engine() -> Any:
-    from stream_monitor.pipeline import MonitoringEngine
-    from stream_monitor.settings import ModelSettings, WindowSettings
+    from stream_monitor.core.engine import MonitoringEngine
+    from stream_monitor.core.settings import ModelSettings, WindowSettings
 
     tiny = ModelSettings(window=WindowSettings(size=3), warmup_events=2, performance_window=4)
     engine = MonitoringEngine(SCHEMAS, {m: tiny for m in SCHEMAS})

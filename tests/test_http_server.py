@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stream_monitor.metrics import (
+from stream_monitor.web.server import (
     HTTP_MAX_CONNECTIONS,
     HTTP_TIMEOUT_SECONDS,
     BoundedHTTPServer,

@@ -1,4 +1,4 @@
-"""The input order of a partition-task (stream_monitor.input_order): the runs handed to the engine
+"""The input order of a partition-task (stream_monitor.kafka.input_order): the runs handed to the engine
 depend only on the two input logs, never on how the consumer happened to batch them."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_monitor.input_order import ROLES, InputOrder
+from stream_monitor.kafka.input_order import ROLES, InputOrder
 
 
 @dataclass(frozen=True)

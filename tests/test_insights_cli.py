@@ -9,12 +9,12 @@ import orjson
 import pytest
 
 from stream_monitor.cli import main
-from stream_monitor.insights.buckets import DAY
-from stream_monitor.insights.store import load_insights, save_insights
-from stream_monitor.insights.tracker import InsightTracker
-from stream_monitor.reference import build_reference
-from stream_monitor.sketches import WindowSketch
-from stream_monitor.windows import ClosedWindow
+from stream_monitor.core.insights.buckets import DAY
+from stream_monitor.core.insights.tracker import InsightTracker
+from stream_monitor.core.reference import build_reference
+from stream_monitor.core.sketches import WindowSketch
+from stream_monitor.core.windows import ClosedWindow
+from stream_monitor.offline.insights_store import load_insights, save_insights
 
 pytest.importorskip("matplotlib")  # the `insights` extra; .ci/run installs it
 

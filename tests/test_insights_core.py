@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stream_monitor.core.events import PredictionBatch
+from stream_monitor.core.insights.buckets import DAY, TimeBucketProfiles
+from stream_monitor.core.insights.dna import data_dna, pairwise_divergence
+from stream_monitor.core.insights.incidents import find_incidents
+from stream_monitor.core.insights.tracker import InsightTracker
+from stream_monitor.core.reference import build_reference
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.sketches import WindowSketch
+from stream_monitor.core.windows import ClosedWindow
 from stream_monitor.errors import StateError
-from stream_monitor.events import PredictionBatch
-from stream_monitor.insights.buckets import DAY, TimeBucketProfiles
-from stream_monitor.insights.dna import data_dna, pairwise_divergence
-from stream_monitor.insights.incidents import find_incidents
-from stream_monitor.insights.tracker import InsightTracker
-from stream_monitor.reference import build_reference
-from stream_monitor.schema import FeatureSpec, ModelSchema
-from stream_monitor.sketches import WindowSketch
-from stream_monitor.windows import ClosedWindow
 
 SCHEMA = ModelSchema(
     "shop",
@@ -120,7 +120,7 @@ def test_dna_recovers_planted_regimes(planted: tuple[InsightTracker, list[Predic
 
 
 def test_pairwise_psi_matches_the_detector() -> None:
-    from stream_monitor.detectors.psi import psi
+    from stream_monitor.core.detectors.psi import psi
 
     rng = np.random.default_rng(0)
     counts = rng.integers(0, 100, size=(4, 2, 6)).astype(float)
@@ -248,8 +248,8 @@ def test_dna_single_bucket_and_empty() -> None:
 
 
 def test_monitor_fires_on_a_new_channel_surge_and_keeps_insights_across_restore() -> None:
-    from stream_monitor.monitor import ModelMonitor
-    from stream_monitor.settings import ModelSettings, WindowSettings
+    from stream_monitor.core.monitor import ModelMonitor
+    from stream_monitor.core.settings import ModelSettings, WindowSettings
 
     rng = np.random.default_rng(6)
     # The same daily volume as production: the reference's event rate drives the volume check.

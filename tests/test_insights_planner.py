@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from stream_monitor.insights.planner import (
+from stream_monitor.offline.planner import (
     Dataset,
     ProgressBar,
     RetrainingPlanner,

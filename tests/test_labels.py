@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream_monitor.core.labels import LabelJoinBuffer, hash_event_ids
 from stream_monitor.errors import StateError
-from stream_monitor.labels import LabelJoinBuffer, hash_event_ids
 
 M64 = (1 << 64) - 1
 

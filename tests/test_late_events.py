@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from stream_monitor.events import PredictionBatch
-from stream_monitor.metrics import ServiceMetrics
-from stream_monitor.monitor import ModelMonitor
-from stream_monitor.pipeline import EngineOutput
-from stream_monitor.schema import FeatureSpec, ModelSchema
-from stream_monitor.settings import ModelSettings, WindowSettings
+from stream_monitor.core.engine import EngineOutput
+from stream_monitor.core.events import PredictionBatch
+from stream_monitor.core.monitor import ModelMonitor
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.settings import ModelSettings, WindowSettings
+from stream_monitor.web.metrics import ServiceMetrics
 
 SCHEMA = ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),))
 

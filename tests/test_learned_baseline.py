@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream_monitor.events import LabelBatch, PredictionBatch
-from stream_monitor.monitor import ModelMonitor
-from stream_monitor.schema import FeatureSpec, ModelSchema
-from stream_monitor.settings import ModelSettings, WindowSettings
+from stream_monitor.core.events import LabelBatch, PredictionBatch
+from stream_monitor.core.monitor import ModelMonitor
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.settings import ModelSettings, WindowSettings
 
 SCHEMA = ModelSchema("churn", "binary", (FeatureSpec("x", "numeric", key=True),))
 

@@ -8,12 +8,12 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream_monitor.demo_data import SyntheticStream
-from stream_monitor.metrics import ServiceMetrics, bounded_reason
-from stream_monitor.pipeline import EngineOutput, MonitoringEngine
-from stream_monitor.replay import label_heap, replay
-from stream_monitor.schema import FeatureSpec, ModelSchema
-from stream_monitor.settings import ModelSettings, PolicySettings, WindowSettings
+from stream_monitor.core.engine import EngineOutput, MonitoringEngine
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.settings import ModelSettings, PolicySettings, WindowSettings
+from stream_monitor.offline.demo_data import SyntheticStream
+from stream_monitor.offline.replay import label_heap, replay
+from stream_monitor.web.metrics import ServiceMetrics, bounded_reason
 
 STREAM = SyntheticStream(
     n=12_000, drift_at=6000, mean_shift={"x0": 1.5}, label_fraction=0.5, label_delay=5.0, seed=41

@@ -19,14 +19,20 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_monitor.demo_data import SyntheticStream
+from stream_monitor.core.engine import MonitoringEngine
+from stream_monitor.core.events import (
+    LabelBatch,
+    PredictionBatch,
+    decode_labels,
+    decode_predictions,
+    parse_ts,
+)
+from stream_monitor.core.monitor import ModelMonitor
+from stream_monitor.core.reference import ReferenceProfile, build_reference
+from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.settings import ModelSettings, PolicySettings, WindowSettings
 from stream_monitor.errors import StateError
-from stream_monitor.events import LabelBatch, PredictionBatch, decode_labels, decode_predictions, parse_ts
-from stream_monitor.monitor import ModelMonitor
-from stream_monitor.pipeline import MonitoringEngine
-from stream_monitor.reference import ReferenceProfile, build_reference
-from stream_monitor.schema import ModelSchema
-from stream_monitor.settings import ModelSettings, PolicySettings, WindowSettings
+from stream_monitor.offline.demo_data import SyntheticStream
 
 STREAM = SyntheticStream(
     n=40_000,

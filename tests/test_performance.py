@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream_monitor.core.labels import LabelJoinBuffer
+from stream_monitor.core.performance import RollingPerformance, binary_auc
 from stream_monitor.errors import StateError
-from stream_monitor.labels import LabelJoinBuffer
-from stream_monitor.performance import RollingPerformance, binary_auc
 
 
 def brute_auc(score: list[float], pos: list[bool]) -> float:

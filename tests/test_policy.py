@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from stream_monitor.detectors.base import DetectorResult
-from stream_monitor.errors import StateError
-from stream_monitor.policy import (
+from stream_monitor.core.detectors.base import DetectorResult
+from stream_monitor.core.policy import (
     TRIGGER_FIELDS,
     TriggerPolicy,
     WindowEvaluation,
     auc_standard_error,
     trigger_id,
 )
-from stream_monitor.settings import PolicySettings
+from stream_monitor.core.settings import PolicySettings
+from stream_monitor.errors import StateError
 
 HOUR = 3600.0
 REASON_FIELDS = {"detector", "feature", "statistic", "value", "threshold", "window"}

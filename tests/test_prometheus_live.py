@@ -42,7 +42,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_monitor.produce import produce_items, synthetic_events
+from stream_monitor.kafka.produce import produce_items, synthetic_events
 
 pytestmark = pytest.mark.kafka
 

@@ -11,9 +11,8 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_monitor.errors import StateError
-from stream_monitor.events import PredictionBatch
-from stream_monitor.reference import (
+from stream_monitor.core.events import PredictionBatch
+from stream_monitor.core.reference import (
     OTHER,
     CategoricalProfile,
     NumericProfile,
@@ -21,13 +20,14 @@ from stream_monitor.reference import (
     ReferenceWarmup,
     build_reference,
 )
-from stream_monitor.reference_io import (
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.errors import StateError
+from stream_monitor.offline.reference_io import (
     TrainingDataError,
     build_reference_file,
     read_reference,
     read_training_rows,
 )
-from stream_monitor.schema import FeatureSpec, ModelSchema
 
 
 def make_batch(

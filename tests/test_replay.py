@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from stream_monitor.demo_data import SyntheticStream
-from stream_monitor.pipeline import MonitoringEngine
-from stream_monitor.replay import label_heap, open_lines, read_batches, replay
-from stream_monitor.schema import ModelSchema
-from stream_monitor.settings import ModelSettings, WindowSettings
+from stream_monitor.core.engine import MonitoringEngine
+from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.settings import ModelSettings, WindowSettings
+from stream_monitor.offline.demo_data import SyntheticStream
+from stream_monitor.offline.replay import label_heap, open_lines, read_batches, replay
 
 # One event every 10 s for a day; labels 10 minutes later; a prediction waits at most 1 h for its label.
 STREAM = SyntheticStream(n=8640, rate=0.1, label_fraction=1.0, label_delay=600.0, seed=61)

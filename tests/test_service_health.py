@@ -1,6 +1,6 @@
 """``/readyz`` of the service: ready only while the member owns partition-tasks; the reason is in the body.
 
-A unit test: a real :class:`~stream_monitor.service.Service` (metrics, health, rebalance callbacks and
+A unit test: a real :class:`~stream_monitor.kafka.service.Service` (metrics, health, rebalance callbacks and
 the real HTTP server) with a fake consumer and checkpointer, so it needs no broker and runs in well
 under a second. The rebalance path is the real one (``_assign``, ``_on_lost``); only the state-topic
 read is replaced.
@@ -18,10 +18,10 @@ import pytest
 from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-import stream_monitor.service as service_module
+import stream_monitor.kafka.service as service_module
 from stream_monitor.config import parse_config
-from stream_monitor.metrics import serve_http
-from stream_monitor.service import Service
+from stream_monitor.kafka.service import Service
+from stream_monitor.web.server import serve_http
 
 LAG_BOUND = 1000
 

@@ -26,7 +26,7 @@ from service_fixtures import (
     write_config,
 )
 
-from stream_monitor.kafka_io import header_dict
+from stream_monitor.kafka.clients import header_dict
 
 pytestmark = pytest.mark.kafka
 
@@ -224,7 +224,7 @@ def test_label_metrics_agree_with_state(
 # turns the categorical value "poison" into one (a str that orjson cannot serialise).
 _LEAKY_DECODER = """
 import sys
-import stream_monitor.pipeline as pipeline
+import stream_monitor.core.engine as pipeline
 real = pipeline.decode_predictions
 def leaky(*args, **kwargs):
     batches, rejections = real(*args, **kwargs)

@@ -32,11 +32,11 @@ from service_fixtures import (
     write_config,
 )
 
-from stream_monitor.events import decode_labels, decode_predictions
-from stream_monitor.kafka_io import header_dict
-from stream_monitor.policy import TRIGGER_FIELDS
-from stream_monitor.produce import produce_items
-from stream_monitor.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.events import decode_labels, decode_predictions
+from stream_monitor.core.policy import TRIGGER_FIELDS
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.kafka.clients import header_dict
+from stream_monitor.kafka.produce import produce_items
 
 pytestmark = pytest.mark.kafka
 
@@ -490,8 +490,8 @@ def test_broker_down_30s_service_survives_and_readiness_flips(
 
 def test_state_record_roundtrip_and_dlq_headers() -> None:
     from stream_monitor.errors import StateError
-    from stream_monitor.kafka_io import dlq_headers
-    from stream_monitor.state import StateRecord
+    from stream_monitor.kafka.clients import dlq_headers
+    from stream_monitor.kafka.state import StateRecord
 
     rec = StateRecord("g", 1, {"predictions": 10, "labels": 4}, {"predictions": 9}, orjson.dumps({"a": 1}))
     data = bytearray(rec.encode())

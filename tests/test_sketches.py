@@ -12,17 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_monitor.errors import StateError
-from stream_monitor.events import PredictionBatch
-from stream_monitor.reference import OTHER, CategoricalProfile, NumericProfile, ReferenceProfile
-from stream_monitor.schema import FeatureSpec, ModelSchema
-from stream_monitor.sketches import (
+from stream_monitor.core.events import PredictionBatch
+from stream_monitor.core.reference import OTHER, CategoricalProfile, NumericProfile, ReferenceProfile
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.sketches import (
     NEW_CATEGORY_CAP,
     WindowSketch,
     event_priorities,
     merge_sketches,
 )
-from stream_monitor.windows import slice_batch, take_batch
+from stream_monitor.core.windows import slice_batch, take_batch
+from stream_monitor.errors import StateError
 
 SCHEMA = ModelSchema(
     "m",

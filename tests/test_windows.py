@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream_monitor.core.events import PredictionBatch
+from stream_monitor.core.reference import NumericProfile, ReferenceProfile
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.sketches import WindowSketch
+from stream_monitor.core.windows import ClosedWindow, CountWindows, EventTimeWindows, slice_batch, take_batch
 from stream_monitor.errors import StateError
-from stream_monitor.events import PredictionBatch
-from stream_monitor.reference import NumericProfile, ReferenceProfile
-from stream_monitor.schema import FeatureSpec, ModelSchema
-from stream_monitor.sketches import WindowSketch
-from stream_monitor.windows import ClosedWindow, CountWindows, EventTimeWindows, slice_batch, take_batch
 
 SCHEMA = ModelSchema("m", "regression", (FeatureSpec("x", "numeric"), FeatureSpec("c", "categorical")))
 REFERENCE = ReferenceProfile(

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from stream_monitor.cli import main as cli_main
-from stream_monitor.demo_data import BikeStory
+from stream_monitor.offline.demo_data import BikeStory
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE.parent / "config.yaml"

@@ -1,0 +1,111 @@
+"""The one place that wires the application: configuration -> references -> engine -> observability.
+
+Every front end (the Kafka service, ``replay``, ``demo``, ``calibrate``) builds its engine and its HTTP
+side here, so a setting read from the configuration reaches the same object whichever command runs.
+Arrows point one way: ``cli`` -> {``kafka``, ``offline``} -> ``app`` -> {``web``, ``core``}; nothing
+imports ``cli``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from stream_monitor.config import AppConfig
+from stream_monitor.core.engine import MonitoringEngine
+from stream_monitor.core.monitor import ModelMonitor
+from stream_monitor.core.reference import ReferenceProfile
+from stream_monitor.errors import ConfigError, StateError
+from stream_monitor.web.insights_exporter import InsightsCollector
+from stream_monitor.web.metrics import ServiceMetrics
+from stream_monitor.web.server import BoundedHTTPServer, HealthState, serve_http
+from stream_monitor.web.status import StatusPage
+
+References = dict[str, ReferenceProfile | None]
+
+
+def load_references(app: AppConfig, base: Path | None = None) -> References:
+    """Read each model's reference profile file, if it has one (else it warms up from live events).
+
+    A file that cannot be read or is not a profile is a :class:`ConfigError` naming the model's key
+    (``load_config`` has already checked that each file exists).
+    """
+    refs: References = {}
+    for i, m in enumerate(app.models):
+        if m.reference_path:
+            path = Path(m.reference_path)
+            if not path.is_absolute() and base is not None and not path.exists():
+                path = base / path
+            try:
+                refs[m.schema.model_id] = ReferenceProfile.from_json(path.read_bytes())
+            except OSError as exc:
+                raise ConfigError(
+                    f"models[{i}].reference", f"cannot read {path}: {exc.strerror or exc}"
+                ) from None
+            except StateError as exc:
+                raise ConfigError(f"models[{i}].reference", f"{path}: {exc}") from None
+        else:
+            refs[m.schema.model_id] = None
+    return refs
+
+
+def build_engine(app: AppConfig, references: References | None = None) -> MonitoringEngine:
+    """The engine for a configuration (references default to the configured files)."""
+    return MonitoringEngine(
+        app.schemas(),
+        {m.schema.model_id: m.settings for m in app.models},
+        references if references is not None else load_references(app),
+        {m.schema.model_id: m.version for m in app.models},
+        app.max_message_bytes,
+        app.event_time,
+        max_event_id_length=app.max_event_id_length,
+    )
+
+
+@dataclass
+class Observability:
+    """The HTTP side of a running engine: metric families, health, the status page and the server."""
+
+    metrics: ServiceMetrics
+    health: HealthState
+    status_page: StatusPage
+    server: BoundedHTTPServer
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+
+def start_observability(
+    app: AppConfig,
+    monitors: Callable[[], Mapping[str, ModelMonitor]],
+    host: str | None = None,
+    port: int | None = None,
+    metrics: ServiceMetrics | None = None,
+    health: HealthState | None = None,
+    extra_routes: Mapping[str, Callable[[], tuple[int, str, bytes]]] | None = None,
+) -> Observability:
+    """Metric families for ``app``'s models (or the given ones), the insight gauges and status page
+    over ``monitors()``, and the HTTP server on ``host:port`` (default: ``metrics.host``/``metrics.port``)
+    serving them, with ``health`` behind ``/healthz`` and ``/readyz``."""
+    metrics = metrics if metrics is not None else ServiceMetrics(app.schemas())
+    health = health if health is not None else HealthState()
+    status_page = StatusPage(monitors)
+    InsightsCollector(monitors, registry=metrics.registry)
+    routes: dict[str, Any] = {"/": status_page, **(extra_routes or {})}
+    server = serve_http(
+        metrics.registry,
+        health,
+        app.metrics.host if host is None else host,
+        app.metrics.port if port is None else port,
+        extra_routes=routes,
+    )
+    return Observability(metrics, health, status_page, server)

@@ -1,0 +1,248 @@
+"""The engine every front end shares: raw message batches in, per-model monitors, decisions out.
+
+``replay``, ``demo`` and the Kafka service all feed this same object, so what is tested on files is
+what runs on the broker. Pure: no I/O, time is a parameter.
+
+>>> import orjson
+>>> from stream_monitor.core.schema import FeatureSpec, ModelSchema
+>>> from stream_monitor.core.settings import ModelSettings
+>>> schema = ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),))
+>>> engine = MonitoringEngine({"m": schema}, {"m": ModelSettings(warmup_events=10)})
+>>> raws = [orjson.dumps({"event_id": str(i), "model_id": "m", "ts": i, "features": {"x": i},
+...                      "prediction": 1.0}) for i in range(3)] + [b"{oops", b'{"model_id": "zz"}']
+>>> out = engine.process_predictions(raws, now=0.0)
+>>> out.events, sorted(r.reason for r in out.rejections)
+(3, ['malformed_json', 'missing_field:event_id'])
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from stream_monitor.core.events import (
+    MAX_EVENT_ID_LENGTH,
+    LabelBatch,
+    PredictionBatch,
+    RawValue,
+    Rejection,
+    decode_labels,
+    decode_predictions,
+)
+from stream_monitor.core.monitor import ModelMonitor, MonitorOutput
+from stream_monitor.core.reference import ReferenceProfile
+from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.settings import EventTimeSettings, ModelSettings
+from stream_monitor.core.windows import take_batch
+from stream_monitor.errors import StateError
+
+_FORMAT = 1
+#: Dead-letter reason of an event whose ``ts`` lies beyond the bounds of :class:`EventTimeSettings`.
+TS_OUT_OF_BOUNDS = "ts_out_of_bounds"
+
+
+@dataclass
+class EngineOutput:
+    """Per-model monitor outputs of one batch, plus the batch's rejections (for the dead-letter topic)."""
+
+    per_model: dict[str, MonitorOutput] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+    unknown_features: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def events(self) -> int:
+        return sum(o.events for o in self.per_model.values())
+
+    @property
+    def triggers(self) -> list[dict[str, Any]]:
+        return [t for o in self.per_model.values() for t in o.triggers]
+
+
+class MonitoringEngine:
+    """Routes decoded batches to one :class:`ModelMonitor` per configured model."""
+
+    def __init__(
+        self,
+        schemas: Mapping[str, ModelSchema],
+        settings: Mapping[str, ModelSettings] | None = None,
+        references: Mapping[str, ReferenceProfile | None] | None = None,
+        versions: Mapping[str, str | None] | None = None,
+        max_message_bytes: int = 1_000_000,
+        event_time: EventTimeSettings | None = None,
+        max_event_id_length: int = MAX_EVENT_ID_LENGTH,
+    ) -> None:
+        self.schemas = dict(schemas)
+        self.event_time = event_time or EventTimeSettings()
+        self.settings = {m: (settings or {}).get(m) or ModelSettings() for m in schemas}
+        self.versions = dict(versions or {})
+        self.max_message_bytes = max_message_bytes
+        self.max_event_id_length = max_event_id_length
+        # Latest event time seen on the predictions stream (replay drives label TTL with it).
+        self.watermark = float("-inf")
+        refs = references or {}
+        self.monitors = {
+            m: ModelMonitor(s, self.settings[m], refs.get(m), self.versions.get(m))
+            for m, s in schemas.items()
+        }
+
+    def process_predictions(
+        self, raws: Sequence[bytes | None], now: float, wall_now: float | None = None
+    ) -> EngineOutput:
+        """Decode a batch of prediction messages and feed each model's monitor.
+
+        ``wall_now`` (the wall clock, passed in) bounds event time: see :meth:`bound_predictions`.
+        """
+        batches, rejections = decode_predictions(
+            raws, self.schemas, self.max_message_bytes, max_event_id_length=self.max_event_id_length
+        )
+        batches, out_of_bounds = self.bound_predictions(batches, raws, wall_now)
+        out = self.process_decoded(batches, now)
+        out.rejections = _merged(rejections, out_of_bounds)
+        return out
+
+    def max_event_time(self, wall_now: float | None) -> float:
+        """The latest event time accepted now: wall clock + ``max_future_seconds``, and (when set)
+        the watermark + ``max_ahead_seconds``; ``inf`` when neither applies."""
+        bound = math.inf
+        if wall_now is not None:
+            bound = wall_now + self.event_time.max_future_seconds
+        ahead = self.event_time.max_ahead_seconds
+        if ahead is not None and math.isfinite(self.watermark):
+            bound = min(bound, self.watermark + ahead)
+        return bound
+
+    def bound_predictions(
+        self, batches: Mapping[str, PredictionBatch], raws: Sequence[RawValue], wall_now: float | None
+    ) -> tuple[dict[str, PredictionBatch], list[Rejection]]:
+        """Move events stamped beyond :meth:`max_event_time` out of ``batches`` into rejections.
+
+        Such an event never reaches a monitor, so it never moves the clock (the watermark), the
+        windows or the label buffer. ``raws`` are the batch's inputs (``Rejection.index`` points there).
+        """
+        bound = self.max_event_time(wall_now)
+        kept: dict[str, PredictionBatch] = {}
+        rejections: list[Rejection] = []
+        for model_id, batch in batches.items():
+            beyond = batch.ts > bound
+            if not beyond.any():
+                kept[model_id] = batch
+                continue
+            for index in batch.index[beyond].tolist():
+                rejections.append(Rejection(index, TS_OUT_OF_BOUNDS, _raw_bytes(raws[index])))
+            rest = np.flatnonzero(~beyond)
+            if rest.size:
+                kept[model_id] = take_batch(batch, rest)
+        return kept, rejections
+
+    def process_decoded(self, batches: Mapping[str, PredictionBatch], now: float) -> EngineOutput:
+        """Feed already decoded per-model prediction batches (``replay`` cuts batches by event time)."""
+        out = EngineOutput()
+        for model_id, batch in batches.items():
+            if len(batch):
+                self.watermark = max(self.watermark, float(batch.ts.max()))
+            out.per_model[model_id] = self.monitors[model_id].process_predictions(batch, now)
+            if batch.unknown_features:
+                out.unknown_features[model_id] = batch.unknown_features
+        return out
+
+    def process_labels(
+        self, raws: Sequence[bytes | None], now: float, wall_now: float | None = None
+    ) -> EngineOutput:
+        """Decode a batch of label messages and join them to pending predictions.
+
+        Labels stamped more than ``max_future_seconds`` past ``wall_now`` are rejected as
+        ``ts_out_of_bounds`` (their time feeds the label-delay statistics).
+        """
+        batches, rejections = decode_labels(
+            raws, self.schemas, self.max_message_bytes, max_event_id_length=self.max_event_id_length
+        )
+        out_of_bounds: list[Rejection] = []
+        if wall_now is not None:
+            bound = wall_now + self.event_time.max_future_seconds
+            for model_id, batch in list(batches.items()):
+                beyond = batch.ts > bound
+                if beyond.any():
+                    for index in batch.index[beyond].tolist():
+                        out_of_bounds.append(Rejection(index, TS_OUT_OF_BOUNDS, _raw_bytes(raws[index])))
+                    batches[model_id] = _take_labels(batch, np.flatnonzero(~beyond))
+        out = EngineOutput(rejections=_merged(rejections, out_of_bounds))
+        for model_id, batch in batches.items():
+            if len(batch):
+                out.per_model[model_id] = self.monitors[model_id].process_labels(batch, now)
+        return out
+
+    def label_buffers(self) -> dict[str, dict[str, int]]:
+        """Per model, the label join's counts: pending predictions, expired, orphan labels, joined."""
+        return {
+            model_id: {
+                "pending": len(mon.labels),
+                "expired": int(mon.labels.expired),
+                "orphan": int(mon.labels.orphan_labels),
+                "joined": int(mon.labels.joined),
+            }
+            for model_id, mon in self.monitors.items()
+        }
+
+    def flush(self, now: float) -> EngineOutput:
+        """Close all open windows (end of a finite replay)."""
+        return EngineOutput(per_model={m: mon.flush(now) for m, mon in self.monitors.items()})
+
+    def snapshot(self) -> bytes:
+        """All monitors' state as one blob."""
+        return orjson.dumps(
+            {
+                "format": _FORMAT,
+                # The clock of label TTLs after a restore: without it, labels joined before the first
+                # new prediction batch would see an earlier "now" than the uninterrupted run.
+                "watermark": None if self.watermark == float("-inf") else self.watermark,
+                "monitors": {
+                    m: base64.b64encode(mon.snapshot()).decode() for m, mon in self.monitors.items()
+                },
+            }
+        )
+
+    def restore(self, data: bytes) -> None:
+        """Replace the monitors' state with a snapshot; models not in it keep a fresh state."""
+        try:
+            d = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise StateError(f"engine snapshot is not valid JSON: {e}") from e
+        if not isinstance(d, dict) or d.get("format") != _FORMAT:
+            got = d.get("format") if isinstance(d, dict) else None
+            raise StateError(f"engine snapshot format {got!r} is not {_FORMAT}")
+        wm = d.get("watermark")
+        self.watermark = float("-inf") if wm is None else float(wm)
+        for m, blob in d["monitors"].items():
+            if m in self.schemas:
+                self.monitors[m] = ModelMonitor.restore(
+                    base64.b64decode(blob), self.schemas[m], self.settings[m], self.versions.get(m)
+                )
+
+
+def _raw_bytes(value: RawValue) -> bytes:
+    return b"" if value is None else bytes(value)
+
+
+def _merged(first: list[Rejection], second: list[Rejection]) -> list[Rejection]:
+    """Two rejection lists as one, in input order (the decoder's contract)."""
+    if not second:
+        return first
+    return sorted(first + second, key=lambda rejection: rejection.index)
+
+
+def _take_labels(batch: LabelBatch, positions: np.ndarray) -> LabelBatch:
+    picks = positions.tolist()
+    return LabelBatch(
+        model_id=batch.model_id,
+        index=batch.index[positions],
+        event_id=[batch.event_id[i] for i in picks],
+        ts=batch.ts[positions],
+        label=batch.label[positions],
+        label_class=[batch.label_class[i] for i in picks],
+    )

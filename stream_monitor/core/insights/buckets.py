@@ -1,0 +1,291 @@
+"""Time-bucketed profiles: one mergeable, counts-only sketch per bucket of event time (default a day).
+
+Every closed window's sketch is merged into the bucket that holds the window's midpoint, with its
+sampled values dropped (merging with an empty ``sample_size=0`` sketch keeps the counts exact and the
+profile small: a bucket is a few kilobytes, so 90 of them fit in a changelog record). A bucket is
+*closed* once a window ends at or after the bucket's end; only closed buckets are compared by the
+data DNA and judged for incidents. Sliding windows overlap, so only every ``stride``-th window (with
+``stride = size / slide``) is merged: those tile the stream exactly, and nothing is counted twice.
+
+Pure: no files, no clock (``insights.store`` reads and writes folders).
+
+>>> from types import SimpleNamespace
+>>> from stream_monitor.core.reference import NumericProfile, ReferenceProfile
+>>> from stream_monitor.core.schema import FeatureSpec, ModelSchema
+>>> from stream_monitor.core.sketches import WindowSketch
+>>> from stream_monitor.core.windows import ClosedWindow
+>>> schema = ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),))
+>>> reference = ReferenceProfile(1, "m", numeric={"x": NumericProfile.from_values(np.arange(8.0), bins=2)})
+>>> def window(i, start, end):
+...     sketch = WindowSketch(schema, reference)
+...     ts = np.linspace(start, end - 1, 4)
+...     sketch.update(SimpleNamespace(event_id=[f"{i}-{k}" for k in range(4)], ts=ts,
+...         numeric=np.array([[1.0, 2.0, 6.0, np.nan]]), categorical=[], score=np.full(4, np.nan),
+...         pred_label=[None] * 4, segments={}))
+...     return ClosedWindow(start, end, i, sketch)
+>>> buckets = TimeBucketProfiles(schema, reference, bucket_seconds=100.0)
+>>> [buckets.add_window(window(i, 50.0 * i, 50.0 * (i + 1))) for i in range(5)]
+[[], [0], [], [1], []]
+>>> [(b.index, b.sketch.n_events, b.windows) for b in buckets.closed()]
+[(0, 8, 2), (1, 8, 2)]
+>>> buckets.closed()[0].sketch.numeric_counts.tolist(), len(buckets.closed()[0].sketch.numeric_sample[0])
+([[4, 2]], 0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import orjson
+
+from stream_monitor.core.reference import ReferenceProfile
+from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.sketches import WindowSketch, merge_sketches
+from stream_monitor.core.windows import ClosedWindow
+from stream_monitor.errors import StateError
+
+#: Version of the layout written by :meth:`TimeBucketProfiles.to_dict`.
+BUCKETS_FORMAT = 1
+
+DAY = 86400.0
+
+
+@dataclass
+class Bucket:
+    """One bucket of event time ``[start, end)`` and the merged, counts-only sketch of its windows."""
+
+    index: int
+    start: float
+    end: float
+    sketch: WindowSketch
+    windows: int = 0
+
+    @property
+    def label(self) -> str:
+        """A short name: the UTC date (day buckets) or date and time of the bucket's start.
+
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> sketch = WindowSketch(ModelSchema("m", "regression", ()), ReferenceProfile(1, "m"))
+        >>> Bucket(20089, 20089 * DAY, 20090 * DAY, sketch).label
+        '2025-01-01'
+        """
+        import time
+
+        fmt = "%Y-%m-%d" if (self.end - self.start) % DAY == 0 else "%Y-%m-%d %H:%M"
+        return time.strftime(fmt, time.gmtime(self.start))
+
+
+class TimeBucketProfiles:
+    """Per model: each bucket of event time keeps the merge of the window sketches that fall in it.
+
+    Settings are public: ``bucket_seconds`` (width, default one day), ``retention`` (closed buckets
+    kept, default 90; older ones are dropped), ``stride`` (merge every ``stride``-th window; set it to
+    ``size / slide`` for sliding windows), ``origin`` (bucket boundaries are ``origin + k × width``;
+    0 aligns day buckets on UTC midnight). See the module docstring for an example.
+    """
+
+    def __init__(
+        self,
+        schema: ModelSchema,
+        reference: ReferenceProfile,
+        bucket_seconds: float = DAY,
+        retention: int = 90,
+        stride: int = 1,
+        origin: float = 0.0,
+    ) -> None:
+        if not bucket_seconds > 0:
+            raise ValueError(f"bucket_seconds must be > 0, got {bucket_seconds}")
+        if retention < 1 or stride < 1:
+            raise ValueError(f"retention and stride must be >= 1, got {retention}, {stride}")
+        self.schema = schema
+        self.reference = reference
+        self.bucket_seconds = float(bucket_seconds)
+        self.retention = retention
+        self.stride = stride
+        self.origin = float(origin)
+        self._buckets: dict[int, Bucket] = {}
+        self._watermark = -math.inf
+
+    # -- adding -------------------------------------------------------------------------------
+    def bucket_of(self, ts: float) -> int:
+        """Index of the bucket that holds event time ``ts``.
+
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> profiles = TimeBucketProfiles(ModelSchema("m", "regression", ()), ReferenceProfile(1, "m"))
+        >>> profiles.bucket_of(DAY + 5)
+        1
+        """
+        return math.floor((ts - self.origin) / self.bucket_seconds)
+
+    def add_window(self, window: ClosedWindow) -> list[int]:
+        """Merge a closed window into its bucket; return the indices of buckets this closes."""
+        if window.index % self.stride == 0 and window.sketch.n_events > 0:
+            self.add_sketch(window.sketch, window.start, window.end)
+        return self.advance(window.end)
+
+    def add_sketch(self, sketch: WindowSketch, start: float, end: float) -> None:
+        """Merge ``sketch`` (events in ``[start, end]``) into the bucket of its midpoint, counts only."""
+        index = self.bucket_of((start + end) / 2)
+        bucket = self._buckets.get(index)
+        if bucket is None:
+            if self._buckets and index < min(self._buckets) and len(self.closed()) >= self.retention:
+                return  # older than everything retained: it would be dropped at once
+            lo = self.origin + index * self.bucket_seconds
+            # An empty sample_size=0 sketch in the merge drops the samples: a bucket keeps counts only.
+            empty = WindowSketch(self.schema, self.reference, sample_size=0, seed=sketch.seed)
+            bucket = self._buckets[index] = Bucket(index, lo, lo + self.bucket_seconds, empty)
+        # The merged sample size is the smallest one: the bucket's 0, so no samples are kept.
+        bucket.sketch = merge_sketches([bucket.sketch, sketch])
+        bucket.windows += 1
+
+    def advance(self, watermark: float) -> list[int]:
+        """Event time has reached ``watermark``: close the buckets that end by then, apply retention."""
+        before = {b.index for b in self.closed()}
+        self._watermark = max(self._watermark, watermark)
+        closed = self.closed()
+        for bucket in closed[: max(0, len(closed) - self.retention)]:
+            del self._buckets[bucket.index]
+        return sorted(b.index for b in self.closed() if b.index not in before)
+
+    # -- reading ------------------------------------------------------------------------------
+    @property
+    def watermark(self) -> float:
+        """The latest window end seen (event time)."""
+        return self._watermark
+
+    def closed(self) -> list[Bucket]:
+        """Closed buckets, oldest first."""
+        return [self._buckets[i] for i in sorted(self._buckets) if self._buckets[i].end <= self._watermark]
+
+    def open(self) -> list[Bucket]:
+        """Buckets still receiving windows, oldest first."""
+        return [self._buckets[i] for i in sorted(self._buckets) if self._buckets[i].end > self._watermark]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    # -- state --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state: settings, watermark and every bucket's counts-only sketch."""
+        return {
+            "format": BUCKETS_FORMAT,
+            "model_id": self.schema.model_id,
+            "bucket_seconds": self.bucket_seconds,
+            "retention": self.retention,
+            "stride": self.stride,
+            "origin": self.origin,
+            "watermark": None if math.isinf(self._watermark) else self._watermark,
+            "buckets": [
+                {"index": b.index, "windows": b.windows, "sketch": b.sketch.to_dict()}
+                for b in (self._buckets[i] for i in sorted(self._buckets))
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, schema: ModelSchema, reference: ReferenceProfile) -> Self:
+        """Inverse of :meth:`to_dict`; :class:`StateError` on a foreign or broken state.
+
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+        >>> state = TimeBucketProfiles(schema, reference, retention=7).to_dict()
+        >>> TimeBucketProfiles.from_dict(state, schema, reference).retention
+        7
+        >>> TimeBucketProfiles.from_dict({"format": 99}, schema, reference)
+        Traceback (most recent call last):
+        ...
+        stream_monitor.errors.StateError: bad bucket profiles: format 99, expected 1
+        """
+        if not isinstance(data, dict) or data.get("format") != BUCKETS_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise StateError(f"bad bucket profiles: format {found!r}, expected {BUCKETS_FORMAT}")
+        if data.get("model_id") != schema.model_id:
+            raise StateError(
+                f"bucket profiles of model {data.get('model_id')!r} restored as {schema.model_id!r}"
+            )
+        try:
+            profiles = cls(
+                schema,
+                reference,
+                bucket_seconds=float(data["bucket_seconds"]),
+                retention=int(data["retention"]),
+                stride=int(data["stride"]),
+                origin=float(data["origin"]),
+            )
+            wm = data["watermark"]
+            profiles._watermark = -math.inf if wm is None else float(wm)
+            for b in data["buckets"]:
+                index = int(b["index"])
+                lo = profiles.origin + index * profiles.bucket_seconds
+                sketch = WindowSketch.from_dict(b["sketch"], schema, reference)
+                profiles._buckets[index] = Bucket(
+                    index, lo, lo + profiles.bucket_seconds, sketch, int(b["windows"])
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"bad bucket profiles for model {schema.model_id!r}: {exc!r}") from exc
+        return profiles
+
+    def snapshot(self) -> bytes:
+        """:meth:`to_dict` as JSON bytes."""
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+    @classmethod
+    def restore(cls, data: bytes, schema: ModelSchema, reference: ReferenceProfile) -> Self:
+        """Rebuild from :meth:`snapshot` bytes (same schema and reference).
+
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+        >>> p = TimeBucketProfiles(schema, reference, bucket_seconds=60.0)
+        >>> TimeBucketProfiles.restore(p.snapshot(), schema, reference).bucket_seconds
+        60.0
+        """
+        try:
+            decoded = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise StateError(f"bad bucket profiles: not JSON ({exc})") from exc
+        return cls.from_dict(decoded, schema, reference)
+
+
+@dataclass(frozen=True)
+class BucketRates:
+    """Integrity rates of one bucket: per numeric / categorical feature, and for the prediction."""
+
+    events: float
+    numeric_missing: np.ndarray
+    out_of_range: np.ndarray
+    categorical_missing: np.ndarray
+    new_category: np.ndarray
+    prediction_missing: float
+
+
+def bucket_rates(bucket: Bucket) -> BucketRates:
+    """Missing, out-of-range and new-category rates per feature, prediction-missing rate, volume.
+
+    >>> from stream_monitor.core.reference import ReferenceProfile
+    >>> from stream_monitor.core.schema import ModelSchema
+    >>> sketch = WindowSketch(ModelSchema("m", "regression", ()), ReferenceProfile(1, "m"))
+    >>> bucket_rates(Bucket(0, 0.0, 1.0, sketch)).events
+    0.0
+    """
+    sk = bucket.sketch
+    n = float(sk.n_events)
+    total = max(n, 1.0)
+    present = sk.numeric_n.astype(float)
+    oor = np.where(present > 0, (sk.numeric_below + sk.numeric_above) / np.maximum(present, 1.0), 0.0)
+    new = np.array([sum(d.values()) for d in sk.new_categories], dtype=float)
+    new = new + sk.new_category_overflow.astype(float)
+    valid = np.array([c.sum() for c in sk.categorical_counts], dtype=float)
+    return BucketRates(
+        events=n,
+        numeric_missing=sk.numeric_missing / total,
+        out_of_range=oor,
+        categorical_missing=sk.categorical_missing / total,
+        new_category=np.where(valid > 0, new / np.maximum(valid, 1.0), 0.0),
+        prediction_missing=sk.score_missing / total,
+    )

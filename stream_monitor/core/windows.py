@@ -1,0 +1,583 @@
+"""Count and event-time windows over prediction batches, built from mergeable sub-window sketches.
+
+Both kinds cut the stream into sub-windows ("panes") of one ``slide``; a tumbling window is one pane,
+a sliding window the merge of the last ``size / slide`` panes. ``add(batch)`` returns the windows the
+batch closed, in order; ``flush()`` closes what is open at the end of a replay. Neither emits a window
+that would only cover time before the stream started or after it ended: the first sliding window is
+the first full one, and a flush closes only the window that ends with the current pane.
+
+Pure: no files, no clock; event time comes from the events.
+
+>>> from types import SimpleNamespace
+>>> from stream_monitor.core.reference import ReferenceProfile
+>>> from stream_monitor.core.schema import ModelSchema
+>>> from stream_monitor.core.sketches import WindowSketch
+>>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+>>> windows = CountWindows(4, make_sketch=lambda: WindowSketch(schema, reference))
+>>> batch = SimpleNamespace(model_id="m", index=np.arange(10), event_id=[str(i) for i in range(10)],
+...     ts=np.arange(10.0), model_version=[None] * 10, numeric=np.empty((0, 10)), categorical=[],
+...     score=np.full(10, np.nan), pred_label=[None] * 10, segments={}, unknown_features=0)
+>>> [(w.index, w.start, w.end, w.sketch.n_events) for w in windows.add(batch)]
+[(0, 0.0, 3.0, 4), (1, 4.0, 7.0, 4)]
+>>> [(w.index, w.start, w.end) for w in windows.flush()]
+[(2, 8.0, 9.0)]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import numpy as np
+import orjson
+
+from stream_monitor.core.reference import ReferenceProfile
+from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.sketches import WindowSketch, merge_sketches
+from stream_monitor.errors import StateError
+
+if TYPE_CHECKING:
+    from stream_monitor.core.events import PredictionBatch
+
+#: Version of the layout written by the windows' ``snapshot()``; bump on incompatible change.
+WINDOWS_FORMAT = 1
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class ClosedWindow:
+    """A finished window: its event-time bounds, its position in the emitted sequence, its sketch.
+
+    For event-time windows ``[start, end)`` are the aligned window bounds; for count windows they are
+    the smallest and largest event time in the window (both inclusive).
+
+    >>> from stream_monitor.core.reference import ReferenceProfile
+    >>> from stream_monitor.core.schema import ModelSchema
+    >>> sketch = WindowSketch(ModelSchema("m", "regression", ()), ReferenceProfile(1, "m"))
+    >>> ClosedWindow(0.0, 60.0, 0, sketch).end
+    60.0
+    """
+
+    start: float
+    end: float
+    index: int
+    sketch: WindowSketch
+
+
+def _replace(batch: PredictionBatch, **changes: Any) -> PredictionBatch:
+    # Works for the PredictionBatch dataclass and for duck-typed stand-ins (SimpleNamespace) alike.
+    if dataclasses.is_dataclass(batch):
+        return dataclasses.replace(batch, **changes)
+    return type(batch)(**{**vars(batch), **changes})
+
+
+def slice_batch(batch: PredictionBatch, start: int, stop: int) -> PredictionBatch:
+    """Events ``start:stop`` of a batch as a batch (numpy columns are views, lists are copied).
+
+    ``unknown_features`` counts a whole input batch, so it stays with the slice that starts at 0.
+
+    >>> from types import SimpleNamespace
+    >>> batch = SimpleNamespace(model_id="m", index=np.arange(3), event_id=["a", "b", "c"],
+    ...     ts=np.array([1.0, 2.0, 3.0]), model_version=[None] * 3, numeric=np.zeros((2, 3)),
+    ...     categorical=[["x", "y", None]], score=np.zeros(3), pred_label=[None] * 3,
+    ...     segments={"country": ["fr", "de", "it"]}, unknown_features=2)
+    >>> part = slice_batch(batch, 1, 3)
+    >>> part.event_id, part.numeric.shape, part.categorical, part.segments, part.unknown_features
+    (['b', 'c'], (2, 2), [['y', None]], {'country': ['de', 'it']}, 0)
+    """
+    return _replace(
+        batch,
+        index=batch.index[start:stop],
+        event_id=batch.event_id[start:stop],
+        ts=batch.ts[start:stop],
+        model_version=batch.model_version[start:stop],
+        numeric=batch.numeric[:, start:stop],
+        categorical=[column[start:stop] for column in batch.categorical],
+        score=batch.score[start:stop],
+        pred_label=batch.pred_label[start:stop],
+        segments={key: column[start:stop] for key, column in batch.segments.items()},
+        unknown_features=batch.unknown_features if start == 0 else 0,
+    )
+
+
+def take_batch(batch: PredictionBatch, positions: np.ndarray) -> PredictionBatch:
+    """The events at ``positions`` (int array, any order) of a batch, as a batch.
+
+    ``unknown_features`` cannot be attributed to single events and is set to 0.
+
+    >>> from types import SimpleNamespace
+    >>> batch = SimpleNamespace(model_id="m", index=np.arange(3), event_id=["a", "b", "c"],
+    ...     ts=np.array([1.0, 2.0, 3.0]), model_version=[None] * 3, numeric=np.arange(6.0).reshape(2, 3),
+    ...     categorical=[], score=np.zeros(3), pred_label=[None] * 3, segments={}, unknown_features=1)
+    >>> part = take_batch(batch, np.array([2, 0]))
+    >>> part.event_id, part.numeric.tolist()
+    (['c', 'a'], [[2.0, 0.0], [5.0, 3.0]])
+    """
+    picks = [int(p) for p in positions]
+
+    def pick(column: Sequence[_T]) -> list[_T]:
+        if not picks:
+            return []
+        # itemgetter picks in C; with one position it returns the item itself, not a tuple.
+        return [column[picks[0]]] if len(picks) == 1 else list(itemgetter(*picks)(column))
+
+    return _replace(
+        batch,
+        index=batch.index[positions],
+        event_id=pick(batch.event_id),
+        ts=batch.ts[positions],
+        model_version=pick(batch.model_version),
+        numeric=batch.numeric[:, positions],
+        categorical=[pick(column) for column in batch.categorical],
+        score=batch.score[positions],
+        pred_label=pick(batch.pred_label),
+        segments={key: pick(column) for key, column in batch.segments.items()},
+        unknown_features=0,
+    )
+
+
+def _load_json(data: bytes, kind: str) -> dict[str, Any]:
+    try:
+        decoded = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"bad {kind} snapshot: not JSON ({exc})") from exc
+    if (
+        not isinstance(decoded, dict)
+        or decoded.get("format") != WINDOWS_FORMAT
+        or decoded.get("kind") != kind
+    ):
+        raise StateError(f"bad {kind} snapshot: not a format {WINDOWS_FORMAT} {kind} snapshot")
+    return decoded
+
+
+def _sketch_from(
+    state: Any, template: WindowSketch, schema: ModelSchema | None, reference: ReferenceProfile | None
+) -> WindowSketch:
+    if isinstance(state, dict) and state.get("seed") != template.seed:
+        raise StateError(
+            f"window snapshot sampled with seed {state.get('seed')}, sketches now use {template.seed}"
+        )
+    return WindowSketch.from_dict(state, schema or template.schema, reference or template.reference)
+
+
+class CountWindows:
+    """Windows of ``size`` events; tumbling, or sliding by ``slide`` events (``size`` a multiple of it).
+
+    A sliding window closes every ``slide`` events once ``size`` events have been seen: window ``i``
+    holds events ``[i * slide, i * slide + size)`` of the stream. A batch that crosses window bounds is
+    split, so windows never depend on how the stream was batched.
+
+    >>> from types import SimpleNamespace
+    >>> from stream_monitor.core.reference import ReferenceProfile
+    >>> from stream_monitor.core.schema import ModelSchema
+    >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+    >>> windows = CountWindows(6, slide=2, make_sketch=lambda: WindowSketch(schema, reference))
+    >>> batch = SimpleNamespace(model_id="m", index=np.arange(10), event_id=[str(i) for i in range(10)],
+    ...     ts=np.arange(10.0), model_version=[None] * 10, numeric=np.empty((0, 10)), categorical=[],
+    ...     score=np.full(10, np.nan), pred_label=[None] * 10, segments={}, unknown_features=0)
+    >>> [(w.index, w.start, w.end) for w in windows.add(batch)]
+    [(0, 0.0, 5.0), (1, 2.0, 7.0), (2, 4.0, 9.0)]
+    """
+
+    def __init__(
+        self, size: int, slide: int | None = None, *, make_sketch: Callable[[], WindowSketch]
+    ) -> None:
+        slide = size if slide is None else slide
+        if size < 1 or slide < 1 or size % slide:
+            raise ValueError(f"count window size {size} must be a positive multiple of slide {slide}")
+        self.size = size
+        self.slide = slide
+        self.make_sketch = make_sketch
+        self._panes_per_window = size // slide
+        self._open = make_sketch()
+        self._open_count = 0
+        # The last full panes before the open one, oldest first; a window is these plus one more.
+        self._full: deque[WindowSketch] = deque(maxlen=self._panes_per_window - 1)
+        self._next_index = 0
+        self._emitted_since_reset = False
+        self.late_events = 0  # the event count decides membership, so no event is ever late
+
+    def add(self, batch: PredictionBatch) -> list[ClosedWindow]:
+        """Count the batch into the open pane(s); return the windows it closed, oldest first.
+
+        >>> from types import SimpleNamespace
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+        >>> windows = CountWindows(3, make_sketch=lambda: WindowSketch(schema, reference))
+        >>> batch = SimpleNamespace(model_id="m", index=np.arange(2), event_id=["a", "b"],
+        ...     ts=np.array([1.0, 2.0]), model_version=[None] * 2, numeric=np.empty((0, 2)),
+        ...     categorical=[], score=np.full(2, np.nan), pred_label=[None] * 2, segments={},
+        ...     unknown_features=0)
+        >>> len(windows.add(batch)), [w.sketch.n_events for w in windows.add(batch)]
+        (0, [3])
+        """
+        closed: list[ClosedWindow] = []
+        n = len(batch.ts)
+        position = 0
+        while position < n:
+            take = min(self.slide - self._open_count, n - position)
+            part = batch if take == n else slice_batch(batch, position, position + take)
+            self._open.update(part)
+            self._open_count += take
+            position += take
+            if self._open_count == self.slide:
+                if len(self._full) == self._panes_per_window - 1:
+                    closed.append(self._close([*self._full, self._open]))
+                self._full.append(self._open)
+                self._open = self.make_sketch()
+                self._open_count = 0
+        return closed
+
+    def _close(self, panes: list[WindowSketch]) -> ClosedWindow:
+        # A tumbling window's single pane is never touched again, so it needs no copy.
+        sketch = panes[0] if len(panes) == 1 and self._panes_per_window == 1 else merge_sketches(panes)
+        window = ClosedWindow(sketch.ts_min, sketch.ts_max, self._next_index, sketch)
+        self._next_index += 1
+        self._emitted_since_reset = True
+        return window
+
+    def flush(self) -> list[ClosedWindow]:
+        """Close the window that ends with the open pane (if it holds events no window has had) and reset.
+
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+        >>> CountWindows(3, make_sketch=lambda: WindowSketch(schema, reference)).flush()
+        []
+        """
+        panes = list(self._full)
+        if self._open_count:
+            panes.append(self._open)
+        pending = self._open_count > 0 or (panes and not self._emitted_since_reset)
+        closed = [self._close(panes)] if pending else []
+        self._open = self.make_sketch()
+        self._open_count = 0
+        self._full.clear()
+        self._emitted_since_reset = False
+        return closed
+
+    def snapshot(self) -> bytes:
+        """The state (settings, counters and pane sketches) as JSON bytes.
+
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+        >>> windows = CountWindows(4, 2, make_sketch=lambda: WindowSketch(schema, reference))
+        >>> CountWindows.restore(windows.snapshot(), windows.make_sketch).slide
+        2
+        """
+        return orjson.dumps(
+            {
+                "format": WINDOWS_FORMAT,
+                "kind": "count",
+                "size": self.size,
+                "slide": self.slide,
+                "open": self._open.to_dict(),
+                "open_count": self._open_count,
+                "full": [pane.to_dict() for pane in self._full],
+                "next_index": self._next_index,
+                "emitted_since_reset": self._emitted_since_reset,
+            }
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        data: bytes,
+        make_sketch: Callable[[], WindowSketch],
+        *,
+        schema: ModelSchema | None = None,
+        reference: ReferenceProfile | None = None,
+    ) -> Self:
+        """Rebuild from :meth:`snapshot` bytes; the settings come from the snapshot.
+
+        Pane sketches are restored against ``schema`` and ``reference`` when given, else against those
+        of a ``make_sketch()`` sketch.
+
+        >>> CountWindows.restore(b"{}", make_sketch=lambda: None)
+        Traceback (most recent call last):
+        ...
+        stream_monitor.errors.StateError: bad count snapshot: not a format 1 count snapshot
+        """
+        state = _load_json(data, "count")
+        try:
+            windows = cls(int(state["size"]), int(state["slide"]), make_sketch=make_sketch)
+            template = windows._open
+            windows._open = _sketch_from(state["open"], template, schema, reference)
+            windows._open_count = int(state["open_count"])
+            full = state["full"]
+            if len(full) > windows._panes_per_window - 1 or not 0 <= windows._open_count < windows.slide:
+                raise ValueError("pane counts do not fit the window size")
+            windows._full.extend(_sketch_from(pane, template, schema, reference) for pane in full)
+            windows._next_index = int(state["next_index"])
+            windows._emitted_since_reset = bool(state["emitted_since_reset"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"bad count snapshot: {exc!r}") from exc
+        return windows
+
+
+class EventTimeWindows:
+    """Windows of ``width`` seconds of event time, aligned to multiples of ``slide`` (tumbling if None).
+
+    Panes are ``[p * slide, (p + 1) * slide)``; a window is the ``width / slide`` panes ending at its
+    ``end``. The watermark is the largest event time seen minus ``allowed_lateness``; a window closes
+    when the watermark reaches its end. An event older than the start of the oldest open window is late:
+    it is counted in ``late_events`` and not added (events with a non-finite ``ts`` count as late too).
+    The first window is the one that starts in the pane of the first event time minus the lateness.
+    Windows without events are not emitted, so a bogus far-away timestamp costs no work per skipped
+    window. The batch is processed as if event by event: lateness and window contents do not depend
+    on how the stream was batched.
+
+    >>> from types import SimpleNamespace
+    >>> from stream_monitor.core.reference import ReferenceProfile
+    >>> from stream_monitor.core.schema import ModelSchema
+    >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+    >>> make_sketch = lambda: WindowSketch(schema, reference)
+    >>> windows = EventTimeWindows(10.0, allowed_lateness=2.0, make_sketch=make_sketch)
+    >>> ts = np.array([1.0, 5.0, 11.0, 9.0, 13.0, 8.0, 25.0])  # 9 is within the lateness, 8 is not
+    >>> batch = SimpleNamespace(model_id="m", index=np.arange(7), event_id=[str(t) for t in ts], ts=ts,
+    ...     model_version=[None] * 7, numeric=np.empty((0, 7)), categorical=[], score=np.full(7, np.nan),
+    ...     pred_label=[None] * 7, segments={}, unknown_features=0)
+    >>> [(w.start, w.end, w.sketch.n_events) for w in windows.add(batch)], windows.late_events
+    ([(0.0, 10.0, 3), (10.0, 20.0, 2)], 1)
+    """
+
+    def __init__(
+        self,
+        width: float,
+        slide: float | None = None,
+        allowed_lateness: float = 0.0,
+        *,
+        make_sketch: Callable[[], WindowSketch],
+    ) -> None:
+        slide = width if slide is None else slide
+        panes_per_window = round(width / slide) if slide > 0 else 0
+        if not (width > 0 and slide > 0 and panes_per_window >= 1):
+            raise ValueError(f"event-time window width {width} and slide {slide} must be positive")
+        if not math.isclose(panes_per_window * slide, width, rel_tol=1e-9):
+            raise ValueError(f"event-time window width {width} must be a multiple of slide {slide}")
+        if not allowed_lateness >= 0:
+            raise ValueError(f"allowed_lateness must be >= 0, got {allowed_lateness}")
+        self.width = width
+        self.slide = slide
+        self.allowed_lateness = allowed_lateness
+        self.make_sketch = make_sketch
+        self._panes_per_window = panes_per_window
+        self._panes: dict[int, WindowSketch] = {}
+        # Windows are named by their last pane; every window before this one is closed.
+        self._next_last_pane: int | None = None
+        self._max_ts = -math.inf
+        self._next_index = 0
+        self.late_events = 0
+
+    @property
+    def watermark(self) -> float:
+        """Largest event time seen minus the allowed lateness (``-inf`` before any event)."""
+        return self._max_ts - self.allowed_lateness
+
+    def _pane_after(self, watermark: np.ndarray, floor: int) -> np.ndarray:
+        """Last pane of the oldest window still open at each watermark (at least ``floor``)."""
+        return np.maximum(np.floor(watermark / self.slide), floor).astype(np.int64)
+
+    def add(self, batch: PredictionBatch) -> list[ClosedWindow]:
+        """Add the batch's timely events to their panes; return the windows that closed, oldest first.
+
+        >>> from types import SimpleNamespace
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+        >>> windows = EventTimeWindows(4.0, slide=2.0, make_sketch=lambda: WindowSketch(schema, reference))
+        >>> ts = np.array([0.5, 1.5, 2.5, 3.5, 4.5, 6.5])
+        >>> batch = SimpleNamespace(model_id="m", index=np.arange(6), event_id=[str(t) for t in ts], ts=ts,
+        ...     model_version=[None] * 6, numeric=np.empty((0, 6)), categorical=[], score=np.full(6, np.nan),
+        ...     pred_label=[None] * 6, segments={}, unknown_features=0)
+        >>> [(w.start, w.end, w.sketch.n_events) for w in windows.add(batch)]
+        [(0.0, 4.0, 4), (2.0, 6.0, 3)]
+        """
+        n = len(batch.ts)
+        if n == 0:
+            return []
+        ts = np.asarray(batch.ts, dtype=np.float64)
+        timed = np.isfinite(ts)
+        if self._next_last_pane is None:
+            if not timed.any():
+                self.late_events += n
+                return []
+            first_ts = float(ts[np.argmax(timed)])
+            first_pane = math.floor((first_ts - self.allowed_lateness) / self.slide)
+            self._next_last_pane = first_pane + self._panes_per_window - 1
+        # Watermark just before each event, as if the batch were processed one event at a time.
+        running_max = np.maximum.accumulate(np.where(timed, ts, -math.inf))
+        max_before = np.empty(n)
+        max_before[0] = self._max_ts
+        np.maximum(running_max[:-1], self._max_ts, out=max_before[1:])
+        last_pane_before = self._pane_after(max_before - self.allowed_lateness, self._next_last_pane)
+        pane = np.zeros(n, dtype=np.int64)
+        pane[timed] = np.floor(ts[timed] / self.slide).astype(np.int64)
+        late = ~timed | (pane < last_pane_before - (self._panes_per_window - 1))
+        self.late_events += int(late.sum())
+        self._max_ts = max(self._max_ts, float(running_max[-1]))
+        final_last_pane = int(self._pane_after(np.array([self.watermark]), self._next_last_pane)[0])
+
+        # Between two watermark steps the set of open windows is fixed: add that run of events to its
+        # panes, then close the windows the next step passes.
+        closed: list[ClosedWindow] = []
+        run_starts = np.flatnonzero(np.diff(last_pane_before)) + 1
+        bounds = [0, *run_starts.tolist(), n]
+        for start, stop in pairwise(bounds):
+            self._add_run(batch, pane, late, start, stop)
+            after = int(last_pane_before[stop]) if stop < n else final_last_pane
+            closed.extend(self._close_until(after))
+        return closed
+
+    def _add_run(
+        self, batch: PredictionBatch, pane: np.ndarray, late: np.ndarray, start: int, stop: int
+    ) -> None:
+        timely = start + np.flatnonzero(~late[start:stop])
+        if timely.size == 0:
+            return
+        run_panes = pane[timely]
+        first_pane, last_pane = int(run_panes.min()), int(run_panes.max())
+        if first_pane == last_pane:
+            # The common case: one pane, no late event; slicing keeps numpy columns as views.
+            whole = timely.size == stop - start
+            part = slice_batch(batch, start, stop) if whole else take_batch(batch, timely)
+            if whole and start == 0 and stop == len(batch.ts):
+                part = batch
+            self._pane(first_pane).update(part)
+            return
+        order = np.argsort(run_panes, kind="stable")
+        sorted_panes = run_panes[order]
+        names, firsts = np.unique(sorted_panes, return_index=True)
+        ends = [*firsts[1:].tolist(), sorted_panes.size]
+        for name, first, end in zip(names.tolist(), firsts.tolist(), ends, strict=True):
+            self._pane(name).update(take_batch(batch, timely[order[first:end]]))
+
+    def _pane(self, name: int) -> WindowSketch:
+        sketch = self._panes.get(name)
+        if sketch is None:
+            sketch = self._panes[name] = self.make_sketch()
+        return sketch
+
+    def _close_until(self, last_pane: int) -> list[ClosedWindow]:
+        """Close every window whose last pane is before ``last_pane``; drop panes no open window needs."""
+        assert self._next_last_pane is not None
+        m = self._panes_per_window
+        begin = self._next_last_pane
+        if last_pane <= begin:
+            return []
+        # Only windows that contain a pane with events are emitted, so enumerate from the panes.
+        window_ends = sorted(
+            {
+                end
+                for name in self._panes
+                for end in range(max(name, begin), min(name + m - 1, last_pane - 1) + 1)
+            }
+        )
+        closed = []
+        for end in window_ends:
+            parts = [self._panes[p] for p in range(end - m + 1, end + 1) if p in self._panes]
+            sketch = parts[0] if m == 1 else merge_sketches(parts)
+            start = (end - m + 1) * self.slide
+            closed.append(ClosedWindow(start, (end + 1) * self.slide, self._next_index, sketch))
+            self._next_index += 1
+        self._next_last_pane = last_pane
+        oldest_needed = last_pane - m + 1
+        for name in [p for p in self._panes if p < oldest_needed]:
+            del self._panes[name]
+        return closed
+
+    def flush(self) -> list[ClosedWindow]:
+        """Close the windows that end by the newest pane with events (at least one); later events start anew.
+
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+        >>> EventTimeWindows(60.0, make_sketch=lambda: WindowSketch(schema, reference)).flush()
+        []
+        """
+        if not self._panes:
+            return []
+        assert self._next_last_pane is not None
+        # At least the oldest open window closes: in a stream shorter than one sliding window it is
+        # the only window that holds the events.
+        last = max(max(self._panes), self._next_last_pane)
+        closed = self._close_until(last + 1)
+        self._panes.clear()
+        # The next window starts after the flushed ones, so nothing it holds was already emitted.
+        self._next_last_pane = last + self._panes_per_window
+        return closed
+
+    def snapshot(self) -> bytes:
+        """The state (settings, watermark, counters and pane sketches) as JSON bytes.
+
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+        >>> windows = EventTimeWindows(60.0, 30.0, 5.0, make_sketch=lambda: WindowSketch(schema, reference))
+        >>> EventTimeWindows.restore(windows.snapshot(), windows.make_sketch).allowed_lateness
+        5.0
+        """
+        return orjson.dumps(
+            {
+                "format": WINDOWS_FORMAT,
+                "kind": "event_time",
+                "width": self.width,
+                "slide": self.slide,
+                "allowed_lateness": self.allowed_lateness,
+                "panes": [[name, sketch.to_dict()] for name, sketch in sorted(self._panes.items())],
+                "next_last_pane": self._next_last_pane,
+                "max_ts": self._max_ts if math.isfinite(self._max_ts) else None,
+                "next_index": self._next_index,
+                "late_events": self.late_events,
+            }
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        data: bytes,
+        make_sketch: Callable[[], WindowSketch],
+        *,
+        schema: ModelSchema | None = None,
+        reference: ReferenceProfile | None = None,
+    ) -> Self:
+        """Rebuild from :meth:`snapshot` bytes; the settings come from the snapshot.
+
+        Pane sketches are restored against ``schema`` and ``reference`` when given, else against those
+        of a ``make_sketch()`` sketch.
+
+        >>> EventTimeWindows.restore(b'{"format": 1, "kind": "count"}', make_sketch=lambda: None)
+        Traceback (most recent call last):
+        ...
+        stream_monitor.errors.StateError: bad event_time snapshot: not a format 1 event_time snapshot
+        """
+        state = _load_json(data, "event_time")
+        try:
+            windows = cls(
+                float(state["width"]),
+                float(state["slide"]),
+                float(state["allowed_lateness"]),
+                make_sketch=make_sketch,
+            )
+            template = make_sketch()
+            windows._panes = {
+                int(name): _sketch_from(sketch, template, schema, reference)
+                for name, sketch in state["panes"]
+            }
+            next_last_pane = state["next_last_pane"]
+            windows._next_last_pane = None if next_last_pane is None else int(next_last_pane)
+            windows._max_ts = -math.inf if state["max_ts"] is None else float(state["max_ts"])
+            windows._next_index = int(state["next_index"])
+            windows.late_events = int(state["late_events"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"bad event_time snapshot: {exc!r}") from exc
+        return windows

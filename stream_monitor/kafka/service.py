@@ -1,0 +1,804 @@
+"""``stream-monitor run``: a consumer-group member that feeds the engine and publishes its decisions.
+
+Wiring (the quix-streams ``app.py`` shape, in small):
+
+- one :class:`PartitionTask` per assigned partition number ``p``: partition ``p`` of the predictions
+  topic and partition ``p`` of the labels topic (co-partitioned, range assignor) share one
+  :class:`~stream_monitor.core.engine.MonitoringEngine`, so the label join stays local;
+- the loop consumes a batch, groups it by partition, and hands each task its predictions and then its
+  labels; rejections go to the dead-letter topic (original bytes, reason headers), triggers to the
+  triggers topic (key = model id);
+- every ``checkpoint_interval_seconds``, on revoke and on shutdown: the
+  :class:`~stream_monitor.kafka.checkpoint.Checkpointer` steps (outputs durable → state records → offsets);
+- on assignment each task is restored from the compacted state topic and the consumer seeks to the
+  offsets the snapshot reflects;
+- ``/metrics``, ``/healthz``, ``/readyz`` and ``/state`` (per-task offsets, counts and state digest).
+
+The engine's ``now`` is the task's event-time watermark (as in ``replay``), so label TTLs and the
+decisions re-made after a restart do not depend on the wall clock; ``emitted_at`` is wall clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from stream_monitor.app import build_engine, load_references, start_observability
+from stream_monitor.config import AppConfig, consumer_config, producer_config
+from stream_monitor.core.engine import EngineOutput, MonitoringEngine
+from stream_monitor.core.events import Rejection
+from stream_monitor.core.reference import ReferenceProfile
+from stream_monitor.errors import StreamMonitorError
+from stream_monitor.kafka.checkpoint import CheckpointDeferred, Checkpointer, crash_point
+from stream_monitor.kafka.clients import (
+    BROKER_DOWN_CODES,
+    STATE_MAX_MESSAGE_BYTES,
+    FatalKafkaError,
+    OutputProducer,
+    admin_client,
+    connection_config,
+    ensure_topics,
+    headers_of,
+    is_fatal,
+    make_consumer,
+)
+from stream_monitor.kafka.input_order import InputOrder
+from stream_monitor.kafka.state import StateRecord, digest, read_latest, state_key
+from stream_monitor.web.metrics import ServiceMetrics
+from stream_monitor.web.server import HealthState
+
+log = logging.getLogger("stream_monitor.kafka.service")
+
+ROLES = ("predictions", "labels")
+LAG_REFRESH_SECONDS = 1.0
+#: Dead-letter reason of an input after which a partition-task's state could not be serialised.
+UNSTORABLE_STATE = "unstorable_state"
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or ``None`` where there is none (musl, macOS, Windows)."""
+    try:
+        import ctypes
+
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError, ImportError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def _trim_heap() -> None:
+    """Hand freed heap back to the OS after a checkpoint.
+
+    glibc keeps the memory of the per-batch JSON objects and the snapshot's buffers once they are freed;
+    ``malloc_trim(0)`` returns it (about 80 MB of 290 MB RSS for 10 models × 50 features, see
+    BENCHMARKS.md). It costs a few milliseconds once per checkpoint interval.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _record_key(message: Message) -> tuple[int, int]:
+    """``(timestamp_ms, offset)`` of a consumed record (no timestamp sorts first)."""
+    ts_ms = message.timestamp()[1]
+    return (ts_ms if ts_ms is not None and ts_ms >= 0 else -1), message.offset() or 0
+
+
+class PartitionTask:
+    """State of one partition number: its engine, its two input buffers (see
+    :mod:`stream_monitor.kafka.input_order`) and the next offsets of the records it has processed."""
+
+    def __init__(
+        self,
+        partition: int,
+        engine: MonitoringEngine,
+        topics: dict[str, str],
+        order: InputOrder[Message] | None = None,
+    ) -> None:
+        self.partition = partition
+        self.engine = engine
+        self.topics = topics
+        self.order: InputOrder[Message] = order or InputOrder(1000, 5000, 5.0, _record_key)
+        self.paused: set[str] = set()
+        self.offsets: dict[str, int | None] = {r: None for r in ROLES}
+        # The first offset processed since this task was created (where a rewind without any
+        # checkpoint starts again).
+        self.first_offsets: dict[str, int | None] = {r: None for r in ROLES}
+        # Careful mode after a state that could not be stored: replay up to these offsets proving
+        # after each batch that the state can be stored (careful_good: the last state that could).
+        self.careful_until: dict[str, int] | None = None
+        self.careful_good: bytes | None = None
+        self.unstorable_found = 0
+        self.counts: dict[str, int] = {"predictions": 0, "labels": 0, "rejected": 0, "triggers": 0}
+        self.dirty = False
+        self.restored_digest: str | None = None
+        self.checkpointed_digest: str | None = None
+
+    @property
+    def now(self) -> float:
+        """The engine clock: the event-time watermark of this task's predictions."""
+        return max(self.engine.watermark, 0.0)
+
+    def process(self, role: str, raws: list[bytes | None], wall_now: float) -> EngineOutput:
+        """Feed one batch of one input stream to the engine and count it."""
+        if role == "predictions":
+            out = self.engine.process_predictions(raws, now=self.now, wall_now=wall_now)
+            self.counts["predictions"] += out.events
+        else:
+            out = self.engine.process_labels(raws, now=self.now, wall_now=wall_now)
+            self.counts["labels"] += len(raws) - len(out.rejections)
+        self.counts["rejected"] += len(out.rejections)
+        self.counts["triggers"] += len(out.triggers)
+        self.dirty = True
+        return out
+
+    def restore(self, record: StateRecord) -> None:
+        """Take over a checkpoint: engine state, offsets and counts."""
+        self.engine.restore(record.snapshot)
+        self.offsets = {r: record.offsets.get(r) for r in ROLES}
+        self.counts.update(record.counts)
+        self.restored_digest = record.digest
+        self.checkpointed_digest = record.digest
+
+    def state_record(self, group: str, now: float) -> StateRecord:
+        """The checkpoint of this task (see :mod:`stream_monitor.kafka.state`)."""
+        record = StateRecord(
+            group,
+            self.partition,
+            dict(self.offsets),
+            dict(self.counts),
+            self.engine.snapshot(),
+            created_at=now,
+        )
+        self.checkpointed_digest = record.digest
+        return record
+
+    def commit_offsets(self) -> list[TopicPartition]:
+        """Offsets to commit: the next offset of each input partition consumed so far."""
+        return [
+            TopicPartition(self.topics[r], self.partition, off)
+            for r, off in self.offsets.items()
+            if off is not None
+        ]
+
+    def leave_careful_mode_when_done(self) -> None:
+        """Back to normal processing once the careful replay has passed the offsets it had to cover."""
+        if self.careful_until is None:
+            return
+        if all((self.offsets.get(r) or 0) >= until for r, until in self.careful_until.items()):
+            log.warning(
+                "partition-task %d: careful replay done (%d unstorable input(s) dead-lettered); back to "
+                "normal processing",
+                self.partition,
+                self.unstorable_found,
+            )
+            self.careful_until = None
+            self.careful_good = None
+
+    def label_buffers(self) -> dict[str, dict[str, int]]:
+        """Per model, the label join's counts (the gauges sum these over the member's tasks)."""
+        return self.engine.label_buffers()
+
+    def _digest(self) -> str | None:
+        try:
+            return digest(self.engine.snapshot())
+        except Exception:  # unstorable state: the next checkpoint finds out and rewinds the task
+            return None
+
+    def describe(self) -> dict[str, Any]:
+        """For ``/state`` and the logs."""
+        return {
+            "partition": self.partition,
+            "offsets": self.offsets,
+            "counts": self.counts,
+            "buffered": {role: self.order.buffered(role) for role in ROLES},
+            # Releases that the bounded wait forced (an input stayed behind or unknown too long).
+            "forced_releases": self.order.forced_releases,
+            "labels": self.label_buffers(),
+            "digest": self._digest(),
+            "restored_digest": self.restored_digest,
+        }
+
+
+class Service:
+    """One consumer-group member. ``run()`` returns the process exit code."""
+
+    def __init__(
+        self,
+        app: AppConfig,
+        references: dict[str, ReferenceProfile | None],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.app = app
+        k = app.kafka
+        self.group = k.group_id
+        self.topics = {"predictions": k.topics.predictions, "labels": k.topics.labels}
+        self.role_of = {v: r for r, v in self.topics.items()}
+        self.references = references
+        self.connection = connection_config(k.bootstrap_servers, k.common)
+        self.consumer_settings = consumer_config(app)
+        self.cooperative = self.consumer_settings.get("partition.assignment.strategy") == "cooperative-sticky"
+        self.metrics = ServiceMetrics(app.schemas(), registry)
+        r = self.metrics.registry
+        self.task_events = Gauge(
+            "stream_monitor_partition_events",
+            "Events reflected in a partition-task's state (restored + processed)",
+            ["partition", "stream"],
+            registry=r,
+        )
+        self.assigned = Gauge(
+            "stream_monitor_assigned_partitions", "Partition-tasks owned by this member", registry=r
+        )
+        self.checkpoints = Counter(
+            "stream_monitor_checkpoints", "Checkpoints by outcome", ["outcome"], registry=r
+        )
+        for outcome in ("ok", "deferred", "unstorable"):
+            self.checkpoints.labels(outcome)
+        self.health = HealthState()
+        self.tasks: dict[int, PartitionTask] = {}
+        self.status_page: Any = None
+        self.stop_requested = False
+        self.assigned_once = False
+        self.restoring = False
+        self.broker_up = True
+        self.max_lag = 0
+        self._fatal: str | None = None
+        self._callback_error: BaseException | None = None
+        self._last_lag = 0.0
+        self._last_checkpoint = time.monotonic()
+        self.consumer: Consumer | None = None
+        self.producer: OutputProducer | None = None
+        self.checkpointer: Checkpointer | None = None
+
+    # ------------------------------------------------------------------ callbacks (librdkafka threads
+    # are not involved: confluent-kafka serves them from consume()/poll() on this thread)
+    def _on_error(self, err: KafkaError) -> None:
+        self.metrics.kafka_errors.labels(err.name()).inc()
+        if err.code() in BROKER_DOWN_CODES:
+            if self.broker_up:
+                log.warning("broker unreachable: %s", err.str())
+            self.broker_up = False
+        if is_fatal(err):
+            self._fatal = f"fatal Kafka error {err.name()}: {err.str()}"
+        else:
+            log.debug("kafka error (retried by the client): %s", err.str())
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            stats = orjson.loads(stats_json)
+        except orjson.JSONDecodeError:
+            return
+        up = any(b.get("state") == "UP" for b in stats.get("brokers", {}).values())
+        if up and not self.broker_up:
+            log.info("broker reachable again")
+        self.broker_up = up
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            self._assign(consumer, partitions)
+        except BaseException as exc:  # never lost: re-raised by the loop after consume() returns
+            self._callback_error = exc
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        started = time.perf_counter()
+        self.restoring = True
+        new = sorted({tp.partition for tp in partitions} - set(self.tasks))
+        records = (
+            read_latest(self.connection, self.app.kafka.topics.state, [state_key(self.group, p) for p in new])
+            if new
+            else {}
+        )
+        restored = 0
+        for p in new:
+            task = PartitionTask(p, self._new_engine(), self.topics, self._new_order())
+            raw = records.get(state_key(self.group, p))
+            if raw is not None:
+                task.restore(StateRecord.decode(raw))
+                restored += 1
+            self.tasks[p] = task
+            for stream in ("predictions", "labels", "rejected"):
+                self.task_events.labels(str(p), stream).set(task.counts[stream])
+        for tp in partitions:
+            self.metrics.lag.labels(tp.topic, str(tp.partition))
+            owner = self.tasks.get(tp.partition)
+            role = self.role_of.get(tp.topic)
+            off = None if owner is None or role is None else owner.offsets.get(role)
+            # The snapshot's offsets are never behind the committed ones (state is written first).
+            tp.offset = off if off is not None else OFFSET_INVALID
+        if self.cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        seconds = time.perf_counter() - started
+        self.metrics.recovery.set(seconds)
+        self.assigned.set(len(self.tasks))
+        self.assigned_once = True
+        self.restoring = False
+        log.info(
+            "assigned partitions %s: restored %d of %d task(s) from %s in %.3fs (offsets %s, restored "
+            "state digests %s)",
+            new,
+            restored,
+            len(new),
+            self.app.kafka.topics.state,
+            seconds,
+            {p: self.tasks[p].offsets for p in new},
+            {p: self.tasks[p].restored_digest for p in new},
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            started = time.perf_counter()
+            numbers = sorted({tp.partition for tp in partitions})
+            tasks = [self.tasks[p] for p in numbers if p in self.tasks]
+            self._checkpoint(tasks, "revoke", timeout=30.0)
+            digests = {t.partition: t.checkpointed_digest for t in tasks}
+            for p in numbers:
+                self._drop(p)
+            if self.cooperative:
+                consumer.incremental_unassign(partitions)
+            log.info(
+                "revoked partitions %s: checkpointed and committed in %.3fs (state digests %s)",
+                numbers,
+                time.perf_counter() - started,
+                digests,
+            )
+        except BaseException as exc:
+            self._callback_error = exc
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            numbers = sorted({tp.partition for tp in partitions})
+            log.warning("partitions %s lost (session expired): dropped without committing", numbers)
+            for p in numbers:
+                self._drop(p)
+            if self.producer is not None and self.producer.transactional:
+                self.producer.producer.abort_transaction(30)
+                self.producer.producer.begin_transaction()
+        except BaseException as exc:
+            self._callback_error = exc
+
+    def _drop(self, p: int) -> None:
+        self.tasks.pop(p, None)
+        for role in ROLES:
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(self.topics[role], str(p))
+        for stream in ("predictions", "labels", "rejected"):
+            with contextlib.suppress(KeyError):
+                self.task_events.remove(str(p), stream)
+        self.assigned.set(len(self.tasks))
+
+    # ------------------------------------------------------------------ the loop
+    def _new_engine(self) -> MonitoringEngine:
+        return build_engine(self.app, self.references)
+
+    def _new_order(self) -> InputOrder[Message]:
+        k = self.app.kafka
+        return InputOrder(
+            round(k.sync_tick_seconds * 1000), k.sync_chunk_offsets, k.sync_max_idle_seconds, _record_key
+        )
+
+    def _caught_up(self, task: PartitionTask, role: str) -> bool:
+        """True when ``role``'s partition of ``task`` has nothing more to fetch right now: the
+        consumer's position has reached the (cached) high watermark. Unknown counts as not."""
+        assert self.consumer is not None
+        tp = TopicPartition(self.topics[role], task.partition)
+        try:
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            position = self.consumer.position([tp])[0].offset
+        except KafkaException:
+            return False
+        if high is None or high < 0:
+            return False
+        if position is None or position < 0:
+            processed = task.offsets[role]
+            if processed is None:
+                return low is not None and low == high  # nothing consumed yet: only an empty partition
+            position = processed
+        return bool(position >= high)
+
+    def _max_buffered(self) -> int:
+        # More than one chunk fits, so a full buffer always holds a complete run (no deadlock).
+        return 2 * self.app.kafka.sync_chunk_offsets + self.app.kafka.batch_size
+
+    def _pace(self, task: PartitionTask) -> None:
+        """Pause an input whose buffer is full (the other input is behind), resume it when drained."""
+        assert self.consumer is not None
+        limit = self._max_buffered()
+        for role in ROLES:
+            size = task.order.buffered(role)
+            tp = TopicPartition(self.topics[role], task.partition)
+            if role not in task.paused and size > limit:
+                self.consumer.pause([tp])
+                task.paused.add(role)
+            elif role in task.paused and size <= limit // 2:
+                self.consumer.resume([tp])
+                task.paused.discard(role)
+
+    def _update_label_gauges(self) -> None:
+        totals: dict[str, dict[str, int]] = {}
+        for task in self.tasks.values():
+            for model_id, counts in task.label_buffers().items():
+                into = totals.setdefault(model_id, {})
+                for name, value in counts.items():
+                    into[name] = into.get(name, 0) + value
+        self.metrics.set_label_buffers(totals)
+
+    def _raise_pending(self) -> None:
+        if self._callback_error is not None:
+            exc, self._callback_error = self._callback_error, None
+            if isinstance(exc, StreamMonitorError):
+                raise exc
+            raise FatalKafkaError(f"rebalance callback failed: {exc!r}") from exc
+        if self._fatal is not None:
+            raise FatalKafkaError(self._fatal)
+
+    def _process(self, messages: list[Message]) -> None:
+        assert self.producer is not None
+        # One list per (partition, role): a dict lookup per message, no containers made per message.
+        grouped: dict[tuple[int, str], list[Message]] = {}
+        role_of = self.role_of
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                self.metrics.kafka_errors.labels(err.name()).inc()
+                if is_fatal(err):
+                    raise FatalKafkaError(f"consume from {msg.topic()}[{msg.partition()}]: {err.str()}")
+                log.warning("consume error on %s[%s]: %s", msg.topic(), msg.partition(), err.str())
+                continue
+            role = role_of.get(msg.topic() or "")
+            if role is None:
+                continue
+            key = (msg.partition() or 0, role)
+            group = grouped.get(key)
+            if group is None:
+                grouped[key] = [msg]
+            else:
+                group.append(msg)
+        for (p, role), batch in grouped.items():
+            task = self.tasks.get(p)
+            if task is None:
+                log.warning("messages of unassigned partition %d ignored", p)
+                continue
+            task.order.add(role, batch)
+        # Every task, not only those that got records: an input that caught up, or a bounded wait
+        # that ran out, releases what is buffered.
+        now = time.monotonic()
+        for p in sorted(self.tasks):
+            task = self.tasks[p]
+            if not (task.order.buffered("predictions") or task.order.buffered("labels")):
+                continue
+            runs = task.order.release(now, functools.partial(self._caught_up, task))
+            for role, run in runs:
+                self._process_batch(task, role, run)
+            self._pace(task)
+            if runs:
+                for stream in ("predictions", "labels", "rejected"):
+                    self.task_events.labels(str(p), stream).set(task.counts[stream])
+        self._update_label_gauges()
+
+    def _process_batch(self, task: PartitionTask, role: str, batch: list[Message]) -> None:
+        started = time.perf_counter()
+        if task.first_offsets[role] is None:
+            task.first_offsets[role] = batch[0].offset()
+        if task.careful_until is not None:
+            self._process_carefully(task, role, batch)
+            task.leave_careful_mode_when_done()
+        else:
+            out = task.process(role, list(map(Message.value, batch)), wall_now=time.time())
+            self._emit(task, role, batch, out)
+        self.metrics.latency.labels(role).observe(time.perf_counter() - started)
+
+    def _process_carefully(self, task: PartitionTask, role: str, batch: list[Message]) -> None:
+        """Process ``batch`` and prove that the state can still be stored; if it cannot, roll back
+        and bisect the batch until the one input that makes it unstorable is found, dead-letter that
+        input (``unstorable_state``) and go on without it."""
+        assert self.producer is not None and task.careful_good is not None
+        counts = dict(task.counts)
+        out = task.process(role, list(map(Message.value, batch)), wall_now=time.time())
+        try:
+            task.careful_good = task.engine.snapshot()
+        except Exception as exc:
+            task.engine.restore(task.careful_good)
+            task.counts = counts
+            if len(batch) > 1:
+                half = len(batch) // 2
+                self._process_carefully(task, role, batch[:half])
+                self._process_carefully(task, role, batch[half:])
+                return
+            m = batch[0]
+            log.error(
+                "%s[%d]@%d makes the state of partition-task %d unstorable (%s: %s): dead-lettered as "
+                "%s and skipped",
+                m.topic(),
+                m.partition() or 0,
+                m.offset() or 0,
+                task.partition,
+                type(exc).__name__,
+                exc,
+                UNSTORABLE_STATE,
+            )
+            self.producer.dead_letter(
+                m.value(),
+                UNSTORABLE_STATE,
+                m.topic() or "",
+                m.partition() or 0,
+                m.offset() or 0,
+                m.key(),
+                original_headers=headers_of(m),
+            )
+            self.metrics.observe_rejection(Rejection(0, UNSTORABLE_STATE, b""))
+            task.counts["rejected"] += 1
+            task.unstorable_found += 1
+            task.offsets[role] = (m.offset() or 0) + 1
+            task.dirty = True
+            return
+        self._emit(task, role, batch, out)
+
+    def _rewind_unstorable(self, task: PartitionTask, exc: BaseException) -> None:
+        """A task whose state cannot be stored (a checkpoint failed to serialise it) is replaced by its
+        last checkpoint and replays the inputs since then carefully (:meth:`_process_carefully`): the
+        service keeps going, the input at fault is dead-lettered, nothing else is lost."""
+        assert self.consumer is not None
+        p = task.partition
+        log.error(
+            "partition-task %d: its state cannot be stored (%s: %s); rewinding to its last checkpoint "
+            "to find the input that caused it (offsets now %s)",
+            p,
+            type(exc).__name__,
+            exc,
+            task.offsets,
+        )
+        self.checkpoints.labels("unstorable").inc()
+        key = state_key(self.group, p)
+        raw = read_latest(self.connection, self.app.kafka.topics.state, [key]).get(key)
+        fresh = PartitionTask(p, self._new_engine(), self.topics, self._new_order())
+        if raw is not None:
+            fresh.restore(StateRecord.decode(raw))
+        fresh.first_offsets = dict(task.first_offsets)
+        fresh.careful_until = {r: off for r, off in task.offsets.items() if off is not None}
+        fresh.careful_good = fresh.engine.snapshot()
+        fresh.dirty = True
+        if task.paused:
+            self.consumer.resume([TopicPartition(self.topics[r], p) for r in task.paused])
+        self.tasks[p] = fresh
+        for role in ROLES:
+            start = fresh.offsets[role] if fresh.offsets[role] is not None else task.first_offsets[role]
+            if start is not None:
+                self.consumer.seek(TopicPartition(self.topics[role], p, start))
+
+    def _emit(self, task: PartitionTask, role: str, batch: list[Message], out: EngineOutput) -> None:
+        """Publish what processing ``batch`` produced (dead letters, triggers, metrics); move offsets."""
+        assert self.producer is not None
+        for rej in out.rejections:
+            m = batch[rej.index]
+            self.producer.dead_letter(
+                m.value(),
+                rej.reason,
+                m.topic() or "",
+                m.partition() or 0,
+                m.offset() or 0,
+                m.key(),
+                original_headers=headers_of(m),
+            )
+        emitted = time.time()
+        for trigger in out.triggers:
+            trigger["emitted_at"] = emitted
+            self.producer.trigger(trigger)
+            if self.status_page is not None:
+                self.status_page.record(trigger)
+            log.info(
+                "trigger %s: %s %s %s",
+                trigger["trigger_id"],
+                trigger["model_id"],
+                trigger["kind"],
+                trigger["severity"],
+            )
+            crash_point("after_trigger")
+        self.metrics.observe(out, role)
+        last = batch[-1].offset()
+        task.offsets[role] = (last or 0) + 1
+
+    def _checkpoint(self, tasks: list[PartitionTask], reason: str, timeout: float | None = None) -> bool:
+        assert self.checkpointer is not None
+        try:
+            result = self.checkpointer.run(tasks, reason, timeout)
+        except CheckpointDeferred as exc:
+            self.checkpoints.labels("deferred").inc()
+            log.warning("checkpoint (%s) deferred: %s", reason, exc)
+            return False
+        for task, error in result.unstorable:
+            # On revoke or shutdown the task goes away: its last good checkpoint stays the latest,
+            # and whoever owns the partition next replays from there and meets the input again.
+            if (
+                reason == "interval"
+                and isinstance(task, PartitionTask)
+                and self.tasks.get(task.partition) is task
+            ):
+                self._rewind_unstorable(task, error)
+            else:
+                log.error(
+                    "partition-task %d: state cannot be stored (%s); left at its last checkpoint",
+                    task.partition,
+                    error,
+                )
+        self.checkpoints.labels("ok").inc()
+        _trim_heap()
+        self._last_checkpoint = time.monotonic()
+        return True
+
+    def _update_lag(self) -> None:
+        assert self.consumer is not None
+        worst = 0
+        for p, task in self.tasks.items():
+            for role in ROLES:
+                tp = TopicPartition(self.topics[role], p)
+                try:
+                    low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                except KafkaException:
+                    continue
+                if high is None or high < 0:
+                    continue
+                pos = task.offsets[role]
+                lag = max(0, high - (pos if pos is not None else max(low, 0)))
+                self.metrics.lag.labels(self.topics[role], str(p)).set(lag)
+                worst = max(worst, lag)
+        self.max_lag = worst
+
+    def _update_health(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag >= LAG_REFRESH_SECONDS:
+            self._last_lag = now
+            self._update_lag()
+        assert self.checkpointer is not None
+        self.metrics.checkpoint_age.set(time.time() - self.checkpointer.last_success)
+        bound = self.app.metrics.ready_max_lag
+        # Every unmet condition, in the order an operator should look at them. A member that was
+        # assigned once but owns no partition-task now (lost in a broker outage, revoked, or more
+        # members than partitions) processes nothing: it is not ready, whatever assigned_once says.
+        reasons = []
+        if not self.tasks:
+            reasons.append("no partitions assigned")
+        if self.restoring:
+            reasons.append("restoring partition state")
+        if not self.broker_up:
+            reasons.append("broker unreachable")
+        if self.max_lag > bound:
+            reasons.append(f"consumer lag {self.max_lag} above metrics.ready_max_lag {bound}")
+        ready = self.assigned_once and not reasons
+        detail = {
+            "assigned": sorted(self.tasks),
+            "broker_up": self.broker_up,
+            "max_lag": self.max_lag,
+            "assigned_once": self.assigned_once,
+            "reason": "; ".join(reasons) if reasons else None,
+        }
+        self.health.set(ready, detail)  # one swap: /readyz never pairs a status with another's reason
+        self.metrics.service_ready.set(1.0 if ready else 0.0)
+
+    def _busiest_monitors(self) -> dict[str, Any]:
+        """Per model, the monitor of the partition-task that has seen most of its events (status page)."""
+        best: dict[str, Any] = {}
+        for task in list(self.tasks.values()):
+            for model_id, mon in task.engine.monitors.items():
+                if model_id not in best or mon.events_total > best[model_id].events_total:
+                    best[model_id] = mon
+        return best
+
+    def _state_route(self) -> tuple[int, str, bytes]:
+        body = {"group": self.group, "tasks": {str(p): t.describe() for p, t in list(self.tasks.items())}}
+        return 200, "application/json", orjson.dumps(body)
+
+    def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
+        """Signal handler: finish the batch, checkpoint, commit, leave the group."""
+        log.info("signal %d: stopping after this batch", signum)
+        self.stop_requested = True
+
+    def run(self) -> int:
+        """Consume until stopped; 0 on a clean stop, 1 on a fatal Kafka error."""
+        k = self.app.kafka
+        big = {"max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
+        created = ensure_topics(
+            admin_client(self.connection),
+            {
+                k.topics.state: {"cleanup.policy": "compact", **big},
+                k.topics.dlq: big,
+                k.topics.triggers: {},
+            },
+        )
+        if created:
+            log.info("created topics %s", created)
+        observability = start_observability(
+            self.app,
+            self._busiest_monitors,
+            metrics=self.metrics,
+            health=self.health,
+            extra_routes={"/state": self._state_route},
+        )
+        self.status_page = observability.status_page
+        server = observability.server
+        log.info(
+            "serving /metrics /healthz /readyz /state on %s:%d", self.app.metrics.host, observability.port
+        )
+        transactional_id = f"stream-monitor-{self.group}-{uuid.uuid4().hex[:12]}" if k.exactly_once else None
+        self.producer = OutputProducer(
+            producer_config(self.app),
+            triggers_topic=k.topics.triggers,
+            dlq_topic=k.topics.dlq,
+            error_cb=self._on_error,
+            transactional_id=transactional_id,
+        )
+        self.consumer = make_consumer(
+            self.consumer_settings, error_cb=self._on_error, stats_cb=self._on_stats
+        )
+        self.checkpointer = Checkpointer(self.consumer, self.producer, self.group, k.topics.state)
+        code = 0
+        try:
+            if k.exactly_once:
+                self.producer.producer.init_transactions(60)
+                self.producer.producer.begin_transaction()
+            self.consumer.subscribe(
+                [k.topics.predictions, k.topics.labels],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            log.info("group %s: consuming %s and %s", self.group, k.topics.predictions, k.topics.labels)
+            while not self.stop_requested:
+                try:
+                    messages = self.consumer.consume(
+                        num_messages=k.batch_size, timeout=k.batch_timeout_seconds
+                    )
+                except KafkaException as exc:
+                    raise FatalKafkaError(f"consume failed: {exc}") from exc
+                self._raise_pending()
+                self._process(messages or [])
+                self.producer.poll()
+                self._raise_pending()
+                self._update_health()
+                if time.monotonic() - self._last_checkpoint >= k.checkpoint_interval_seconds:
+                    self._checkpoint(list(self.tasks.values()), "interval")
+                    self._last_checkpoint = time.monotonic()
+            if not self._checkpoint(list(self.tasks.values()), "shutdown", timeout=30.0):
+                log.error(
+                    "shutdown: outputs were not acknowledged within 30s; offsets not committed "
+                    "(the next run reprocesses them)"
+                )
+                code = 1
+            self.health.ready = False
+            self.consumer.close()  # leaves the group (on_revoke: nothing dirty left)
+            self._raise_pending()
+            self.producer.flush(30.0)
+            log.info("stopped cleanly")
+        except StreamMonitorError as exc:
+            log.error("stopping: %s", exc)
+            code = 1
+        finally:
+            self.health.alive = code == 0
+            server.shutdown()
+        return code
+
+
+def run_service(app: AppConfig, install_signals: bool = True) -> int:
+    """Entry point of ``stream-monitor run``."""
+    service = Service(app, load_references(app))
+    if install_signals:
+        handler: Callable[[int, FrameType | None], None] = service.request_stop
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+    return service.run()

@@ -1,0 +1,184 @@
+"""Changelog records of partition-task state: snapshot + the input offsets it reflects.
+
+Each partition-task (partition ``p`` of the predictions and labels topics) is checkpointed as ONE
+record on a compacted state topic, keyed ``<group>/<p>``. The record carries the engine snapshot and
+the next offsets of both input partitions at the moment of the snapshot, so state and input meet
+exactly: a restored task resumes consuming at those offsets (which are never behind the committed
+ones, because a checkpoint writes state before it commits). Replaying from there rebuilds the same
+state, so the state itself is exactly-once even though outputs are at-least-once.
+
+Record layout: one JSON header line (format, group, partition, offsets, counts, digest), ``\\n``, then
+the zlib-compressed engine snapshot.
+
+>>> rec = StateRecord("g", 3, {"predictions": 120, "labels": None}, {"predictions": 118}, b"snap")
+>>> back = StateRecord.decode(rec.encode())
+>>> back.partition, back.offsets, back.counts, back.snapshot, back.digest == rec.digest
+(3, {'predictions': 120, 'labels': None}, {'predictions': 118}, b'snap', True)
+>>> state_key("g", 3)
+b'g/3'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from stream_monitor.errors import StateError
+
+log = logging.getLogger("stream_monitor.kafka.state")
+
+FORMAT = 1
+
+
+def state_key(group: str, partition: int) -> bytes:
+    """The changelog key of a partition-task."""
+    return f"{group}/{partition}".encode()
+
+
+def digest(snapshot: bytes) -> str:
+    """Short content digest of an engine snapshot (equal state ⇔ equal digest, for logs and tests)."""
+    return hashlib.sha256(snapshot).hexdigest()[:16]
+
+
+@dataclass
+class StateRecord:
+    """One partition-task's checkpoint."""
+
+    group: str
+    partition: int
+    offsets: dict[str, int | None]
+    counts: dict[str, int]
+    snapshot: bytes
+    created_at: float = 0.0
+    digest: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            self.digest = digest(self.snapshot)
+
+    def encode(self) -> bytes:
+        """Header line + compressed snapshot."""
+        header = {
+            "format": FORMAT,
+            "group": self.group,
+            "partition": self.partition,
+            "offsets": self.offsets,
+            "counts": self.counts,
+            "digest": self.digest,
+            "created_at": self.created_at,
+        }
+        return orjson.dumps(header) + b"\n" + zlib.compress(self.snapshot, 1)
+
+    @classmethod
+    def decode(cls, data: bytes) -> StateRecord:
+        """Parse a record; :class:`StateError` names what is wrong."""
+        head, sep, body = data.partition(b"\n")
+        if not sep:
+            raise StateError("state record has no header line")
+        try:
+            h = orjson.loads(head)
+            snapshot = zlib.decompress(body)
+        except (orjson.JSONDecodeError, zlib.error) as exc:
+            raise StateError(f"corrupt state record: {exc}") from exc
+        if h.get("format") != FORMAT:
+            raise StateError(f"state record format {h.get('format')!r} is not {FORMAT}")
+        rec = cls(
+            group=h["group"],
+            partition=int(h["partition"]),
+            offsets=dict(h["offsets"]),
+            counts=dict(h["counts"]),
+            snapshot=snapshot,
+            created_at=float(h.get("created_at", 0.0)),
+        )
+        if rec.digest != h["digest"]:
+            raise StateError(f"state record of {h['group']}/{h['partition']} fails its digest check")
+        return rec
+
+
+def read_latest(
+    connection: Mapping[str, Any],
+    topic: str,
+    keys: Iterable[bytes],
+    timeout: float = 60.0,
+) -> dict[bytes, bytes]:
+    """The latest value of each wanted key on ``topic``, reading every partition to its end.
+
+    A plain consumer with ``assign()`` (not the group consumer, so the group is not disturbed), reading
+    committed data only. A key whose latest record is a tombstone is absent from the result. Raises
+    :class:`StateError` when the end cannot be reached within ``timeout`` seconds.
+    """
+    wanted = set(keys)
+    consumer = Consumer(
+        {
+            **dict(connection),
+            "group.id": "stream-monitor-state-reader",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+            # Reach the end quickly: an empty fetch at the end should not wait 500 ms for more data.
+            "fetch.wait.max.ms": "10",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        t = metadata.topics.get(topic)
+        if t is None or t.error is not None:
+            raise StateError(f"state topic {topic} is not available: {None if t is None else t.error}")
+        pending: set[int] = set()
+        assignment: list[TopicPartition] = []
+        for p in t.partitions:
+            low, high = _watermarks(consumer, TopicPartition(topic, p), deadline)
+            if high > low:
+                pending.add(p)
+                assignment.append(TopicPartition(topic, p, low))
+        latest: dict[bytes, bytes | None] = {}
+        if assignment:
+            consumer.assign(assignment)
+        while pending:
+            if time.monotonic() > deadline:
+                raise StateError(f"could not read state topic {topic} to its end within {timeout:.0f}s")
+            for msg in consumer.consume(num_messages=500, timeout=0.05):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition() or 0)
+                        continue
+                    if err.fatal():
+                        raise StateError(f"reading state topic {topic}: {err.str()}")
+                    log.warning("reading state topic %s: %s (retrying)", topic, err.str())
+                    continue
+                key = msg.key()
+                if key in wanted:
+                    latest[key] = msg.value()
+        return {k: v for k, v in latest.items() if v is not None}
+    except KafkaException as exc:
+        raise StateError(f"reading state topic {topic}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+    """Low/high watermarks, retrying while the partition has no leader yet (a topic just created)."""
+    delay = 0.1
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=max(1.0, deadline - time.monotonic()))
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and not err.fatal()
+            if not retriable or time.monotonic() > deadline:
+                raise
+            log.info("state topic %s[%d] not ready (%s), retrying", tp.topic, tp.partition, err)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -1,0 +1,91 @@
+"""Save and load a model's insight state (bucket profiles, segments) to a local folder.
+
+Edge module: it touches files. Layout of ``<folder>/<model_id>/``: ``schema.json`` (the model's
+features, task and segment keys), ``reference.json`` (the reference profile the bucket sketches are
+counted against) and ``insights.json`` (:meth:`InsightTracker.snapshot`). ``replay --insights-dir``
+and ``demo`` write it; ``stream-monitor insights dna`` reads it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stream_monitor.core.engine import MonitoringEngine
+from stream_monitor.core.insights.tracker import InsightTracker
+from stream_monitor.core.reference import ReferenceProfile
+from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.errors import StreamMonitorError
+
+
+def schema_to_dict(schema: ModelSchema) -> dict[str, Any]:
+    """JSON-ready schema.
+
+    >>> s = ModelSchema("m", "binary", (FeatureSpec("x", "numeric", key=True),), segment_keys=("ch",))
+    >>> schema_from_dict(schema_to_dict(s)) == s
+    True
+    """
+    return {
+        "model_id": schema.model_id,
+        "task": schema.task,
+        "features": [
+            {"name": f.name, "kind": f.kind, "key": f.key, "importance": f.importance}
+            for f in schema.features
+        ],
+        "positive_class": schema.positive_class,
+        "segment_keys": list(schema.segment_keys),
+        "max_segments": schema.max_segments,
+    }
+
+
+def schema_from_dict(d: dict[str, Any]) -> ModelSchema:
+    """Inverse of :func:`schema_to_dict`."""
+    return ModelSchema(
+        d["model_id"],
+        d["task"],
+        tuple(
+            FeatureSpec(f["name"], f["kind"], bool(f["key"]), float(f["importance"])) for f in d["features"]
+        ),
+        positive_class=d["positive_class"],
+        segment_keys=tuple(d["segment_keys"]),
+        max_segments=int(d["max_segments"]),
+    )
+
+
+def save_insights(folder: str | Path, tracker: InsightTracker) -> Path:
+    """Write a tracker's state under ``folder/<model_id>/``; returns that directory."""
+    out = Path(folder) / tracker.schema.model_id
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "schema.json").write_bytes(
+        orjson.dumps(schema_to_dict(tracker.schema), option=orjson.OPT_INDENT_2)
+    )
+    (out / "reference.json").write_bytes(tracker.reference.to_json())
+    (out / "insights.json").write_bytes(tracker.snapshot())
+    return out
+
+
+def load_insights(folder: str | Path, model_id: str) -> InsightTracker:
+    """Read what :func:`save_insights` wrote; a clear error when it is not there."""
+    base = Path(folder) / model_id
+    if not (base / "insights.json").exists():
+        available = (
+            sorted(p.name for p in Path(folder).glob("*/insights.json")) if Path(folder).exists() else []
+        )
+        raise StreamMonitorError(
+            f"no saved insights for model {model_id!r} in {folder} "
+            f"(found: {', '.join(available) or 'none'}); "
+            "run `stream-monitor demo` or `stream-monitor replay --insights-dir DIR ...` first"
+        )
+    schema = schema_from_dict(orjson.loads((base / "schema.json").read_bytes()))
+    reference = ReferenceProfile.from_json((base / "reference.json").read_bytes())
+    return InsightTracker.restore((base / "insights.json").read_bytes(), schema, reference)
+
+
+def save_all_insights(engine: MonitoringEngine, folder: str) -> None:
+    """Save each model's time-bucket profiles (for ``insights dna``) under ``folder/<model>/``."""
+    for mon in engine.monitors.values():
+        if mon.insights is not None:
+            print(f"saved bucket profiles: {save_insights(folder, mon.insights)}", file=sys.stderr)

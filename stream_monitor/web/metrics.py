@@ -1,0 +1,298 @@
+"""Prometheus families of the contract, fed from engine outputs (served by :mod:`.server`).
+
+Every family takes an injected ``registry`` so tests use a fresh ``CollectorRegistry``. Label values
+come only from the configuration (models, features, fixed metric names) and the fixed reason codes:
+an event naming a model or feature we do not know adds no series. Gauges are set once per closed
+window, from cached children, never per event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from stream_monitor.core.engine import EngineOutput
+from stream_monitor.core.events import Rejection
+from stream_monitor.core.policy import WindowEvaluation
+from stream_monitor.core.schema import ModelSchema
+
+PERFORMANCE_METRICS = (
+    "auc",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "macro_f1",
+    "mae",
+    "rmse",
+    "mean_error",
+)
+TRIGGER_KINDS = ("data_drift", "prediction_drift", "performance", "integrity", "combined")
+SEVERITIES = ("warning", "critical")
+PREDICTION = "__prediction__"
+
+
+def bounded_reason(reason: str, schemas: Mapping[str, ModelSchema]) -> str:
+    """Map a rejection reason to a label value from a bounded set (features come from the config).
+
+    >>> from stream_monitor.core.schema import FeatureSpec, ModelSchema
+    >>> s = {"m": ModelSchema("m", "binary", (FeatureSpec("age", "numeric"),))}
+    >>> bounded_reason("bad_type:features.age", s), bounded_reason("bad_type:features.zzz", s)
+    ('bad_type:features.age', 'bad_type:features.other')
+    """
+    head, _, field = reason.partition(":")
+    if not field.startswith("features."):
+        return reason
+    name = field.removeprefix("features.")
+    known = any(s.feature(name) is not None for s in schemas.values())
+    return reason if known else f"{head}:features.other"
+
+
+class ServiceMetrics:
+    """All stream-monitor metric families, registered on ``registry``."""
+
+    def __init__(self, schemas: Mapping[str, ModelSchema], registry: CollectorRegistry | None = None) -> None:
+        self.schemas = dict(schemas)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        p = "stream_monitor_"
+        self.events = Counter(
+            p + "events_processed", "Valid events processed", ["model", "stream"], registry=r
+        )
+        self.rejected = Counter(
+            p + "events_rejected", "Messages rejected to the dead-letter topic", ["reason"], registry=r
+        )
+        self.unknown_features = Counter(
+            p + "unknown_features", "Event features not in the model's schema", ["model"], registry=r
+        )
+        self.windows = Counter(p + "windows_closed", "Windows evaluated", ["model"], registry=r)
+        self.late = Counter(
+            p + "late_events",
+            "Events beyond the allowed lateness of event-time windows",
+            ["model"],
+            registry=r,
+        )
+        self.psi = Gauge(
+            p + "feature_psi",
+            "Population stability index of the last window",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.ks = Gauge(
+            p + "feature_ks_statistic",
+            "KS statistic vs the reference sample",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.ks_p = Gauge(
+            p + "feature_ks_pvalue",
+            "KS p-value (Holm-adjusted across the model's tests)",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.js = Gauge(
+            p + "feature_js_divergence",
+            "Jensen-Shannon divergence (base 2)",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.drift = Gauge(
+            p + "feature_drift_detected",
+            "1 when a drift detector fired on the feature",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.missing = Gauge(
+            p + "feature_missing_rate",
+            "Fraction of missing values in the window",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.out_of_range = Gauge(
+            p + "feature_out_of_range_rate",
+            "Fraction outside the reference range",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.pred_psi = Gauge(
+            p + "prediction_psi", "PSI of the prediction distribution", ["model"], registry=r
+        )
+        self.pred_drift = Gauge(
+            p + "prediction_drift_detected", "1 when prediction drift is detected", ["model"], registry=r
+        )
+        self.stream_drift = Counter(
+            p + "stream_drift_detections",
+            "Streaming detector detections",
+            ["model", "detector", "signal"],
+            registry=r,
+        )
+        self.volume = Gauge(
+            p + "volume_ratio", "Window event rate over the reference rate", ["model"], registry=r
+        )
+        self.incident = Gauge(
+            p + "integrity_incident", "1 when the last window is an integrity incident", ["model"], registry=r
+        )
+        self.performance = Gauge(
+            p + "performance",
+            "Rolling performance over the last joined labels",
+            ["model", "metric"],
+            registry=r,
+        )
+        self.baseline = Gauge(
+            p + "performance_baseline", "Reference (training) performance", ["model", "metric"], registry=r
+        )
+        self.labels_joined = Counter(
+            p + "labels_joined", "Labels joined to predictions", ["model"], registry=r
+        )
+        self.labels_pending = Gauge(
+            p + "labels_pending", "Predictions waiting for a label", ["model"], registry=r
+        )
+        self.labels_expired = Gauge(
+            p + "labels_expired", "Predictions expired before their label (total)", ["model"], registry=r
+        )
+        self.labels_orphan = Gauge(
+            p + "labels_orphan", "Labels without a pending prediction (total)", ["model"], registry=r
+        )
+        self.label_delay = Gauge(
+            p + "label_delay_seconds", "Median label delay of recent joins", ["model"], registry=r
+        )
+        self.label_rate = Gauge(
+            p + "label_arrival_rate", "Labels joined per second (recent)", ["model"], registry=r
+        )
+        self.triggers = Counter(
+            p + "triggers_emitted", "Retrain triggers emitted", ["model", "kind", "severity"], registry=r
+        )
+        self.last_trigger = Gauge(
+            p + "last_trigger_timestamp_seconds", "Event time of the last trigger", ["model"], registry=r
+        )
+        self.ready = Gauge(
+            p + "model_ready", "1 when the model has a reference and is detecting", ["model"], registry=r
+        )
+        self.latency = Histogram(
+            p + "processing_latency_seconds",
+            "Time to process one consumed batch",
+            ["stream"],
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.lag = Gauge(
+            p + "consumer_lag",
+            "Messages behind the partition's high watermark",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.checkpoint_age = Gauge(
+            p + "checkpoint_age_seconds", "Seconds since the last state checkpoint", registry=r
+        )
+        self.recovery = Gauge(p + "state_recovery_seconds", "Time the last state restore took", registry=r)
+        self.kafka_errors = Counter(p + "kafka_errors", "Kafka client errors", ["kind"], registry=r)
+        self.service_ready = Gauge(
+            p + "ready", "1 when assigned, restored and lag below the bound", registry=r
+        )
+        # Static: lets alert rules and dashboards select key features by a join, not a hand-kept list.
+        self.feature_info = Gauge(
+            p + "feature_info",
+            "1 for each configured feature; labels give its kind and whether it is a key feature",
+            ["model", "feature", "kind", "key"],
+            registry=r,
+        )
+        for m, s in self.schemas.items():
+            for stream in ("predictions", "labels"):
+                self.events.labels(m, stream)
+            self.triggers_init(m)
+            for f in s.numeric_names + s.categorical_names:
+                self.drift.labels(m, f).set(0)
+            self.pred_drift.labels(m).set(0)
+            self.incident.labels(m).set(0)
+            self.labels_joined.labels(m)
+            self.late.labels(m)
+            for spec in s.features:
+                self.feature_info.labels(m, spec.name, spec.kind, "true" if spec.key else "false").set(1)
+
+    def triggers_init(self, model: str) -> None:
+        for kind in TRIGGER_KINDS:
+            for sev in SEVERITIES:
+                self.triggers.labels(model, kind, sev)
+
+    def observe(self, out: EngineOutput, stream: str) -> None:
+        """Count a batch's events, rejections and triggers; set gauges from its closed windows."""
+        for r in out.rejections:
+            self.observe_rejection(r)
+        for m, n in out.unknown_features.items():
+            self.unknown_features.labels(m).inc(n)
+        for m, o in out.per_model.items():
+            if o.events:
+                self.events.labels(m, stream).inc(o.events)
+            if o.labels_joined:
+                self.labels_joined.labels(m).inc(o.labels_joined)
+            if o.late_events:
+                self.late.labels(m).inc(o.late_events)
+            if o.score_drift:
+                self.stream_drift.labels(m, "adwin", "prediction_score").inc()
+            if o.error_drift:
+                self.stream_drift.labels(m, "adwin", "error").inc()
+            for ev in o.evaluations:
+                self.observe_window(ev)
+            for t in o.triggers:
+                self.triggers.labels(m, t["kind"], t["severity"]).inc()
+                self.last_trigger.labels(m).set(t["event_time"])
+
+    def set_label_buffers(self, totals: Mapping[str, Mapping[str, int]]) -> None:
+        """Set the label-join gauges: per model, the counts summed over every engine of this process.
+
+        Called after every batch (not only when a window closes), with the sums over all of the
+        member's partition-tasks, so the gauges equal the sums of the ``labels`` counts in ``/state``.
+        """
+        for m, counts in totals.items():
+            self.labels_pending.labels(m).set(counts.get("pending", 0))
+            self.labels_expired.labels(m).set(counts.get("expired", 0))
+            self.labels_orphan.labels(m).set(counts.get("orphan", 0))
+
+    def observe_rejection(self, r: Rejection) -> None:
+        self.rejected.labels(bounded_reason(r.reason, self.schemas)).inc()
+
+    def observe_window(self, ev: WindowEvaluation) -> None:
+        m = ev.model_id
+        self.windows.labels(m).inc()
+        flags: dict[str, bool] = {}
+        for r in ev.results:
+            f = r.feature
+            if f == PREDICTION:
+                if r.detector == "psi":
+                    self.pred_psi.labels(m).set(r.value)
+                    self.pred_drift.labels(m).set(float(r.drift))
+                continue
+            if r.detector == "integrity:volume":
+                self.volume.labels(m).set(r.value)
+                continue
+            if f is None:
+                continue
+            gauge = {
+                "psi": self.psi,
+                "ks": self.ks,
+                "js": self.js,
+                "integrity:missing_rate": self.missing,
+                "out_of_range": self.out_of_range,
+            }.get(r.detector)
+            if gauge is not None:
+                gauge.labels(m, f).set(r.value)
+            if r.detector == "ks" and r.p_value is not None:
+                self.ks_p.labels(m, f).set(r.p_value)
+            if r.detector in ("psi", "ks", "chi2"):
+                flags[f] = flags.get(f, False) or r.drift
+        for f, flag in flags.items():
+            self.drift.labels(m, f).set(float(flag))
+        self.incident.labels(m).set(float(ev.integrity_incident))
+        for name, value in ev.performance.items():
+            if name in PERFORMANCE_METRICS and not math.isnan(value):
+                self.performance.labels(m, name).set(value)
+        for name, value in ev.baseline.items():
+            if name in PERFORMANCE_METRICS and not math.isnan(value):
+                self.baseline.labels(m, name).set(value)
+        lab = ev.labels
+        if lab:
+            self.label_rate.labels(m).set(lab.get("arrival_rate", 0.0))
+            if not math.isnan(lab.get("delay_p50", math.nan)):
+                self.label_delay.labels(m).set(lab["delay_p50"])

@@ -1,0 +1,333 @@
+"""The status page served at ``/`` on the metrics port: one small, self-contained HTML page.
+
+Per model: readiness and volume, current drift per feature (PSI, KS, JS, drift flag) of the last
+closed window, performance against the training baseline, the recent triggers with their reasons and
+recommendations, the data-DNA heatmap (inline SVG: no image files, no JavaScript, no external
+assets), the regimes, integrity incidents and segments needing attention.
+
+:func:`render_status` is pure (data in, bytes out); :class:`StatusPage` reads a running engine's
+monitors and is the ``extra_routes`` callable of :func:`stream_monitor.web.server.serve_http`.
+
+>>> html = render_status([ModelView("bikes", ready=True, events=10)], generated_at=0.0).decode()
+>>> "<h2" in html and "bikes" in html and "1970-01-01" in html
+True
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream_monitor.core.insights.dna import DataDNA
+
+REGIME_COLOURS = {
+    "normal": "#4c78a8",
+    "recurring": "#f58518",
+    "one_off": "#54a24b",
+    "emerging": "#e45756",
+    "incident": "#222222",
+}
+
+
+@dataclass
+class ModelView:
+    """What the page shows about one model (plain data, so rendering is pure)."""
+
+    model_id: str
+    version: str | None = None
+    ready: bool = False
+    events: int = 0
+    window: dict[str, Any] | None = None  # start, end, events
+    features: list[dict[str, Any]] = field(default_factory=list)  # feature, psi, ks, js, drift
+    performance: list[dict[str, Any]] = field(default_factory=list)  # metric, value, baseline
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+    dna: DataDNA | None = None
+    current_regime: str | None = None
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    surges: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None or not math.isfinite(ts):
+        return "–"
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def dna_svg(dna: DataDNA, cell: int = 12) -> str:
+    """The DNA matrix as an SVG heatmap: darker = more different; a regime colour strip on top.
+
+    >>> from stream_monitor.core.insights.dna import data_dna
+    >>> svg = dna_svg(data_dna(np.ones((2, 1, 3)), np.ones(1)))
+    >>> svg.startswith("<svg") and svg.count("<rect") >= 4
+    True
+    """
+    n = len(dna.bucket_ids)
+    if n == 0:
+        return "<p>No closed buckets yet.</p>"
+    pad_left, pad_top = 80, 24
+    size = n * cell
+    finite = dna.matrix[np.isfinite(dna.matrix)]
+    top = max(float(finite.max()) if finite.size else 0.0, dna.cut * 2, 1e-9)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="data DNA heatmap" '
+        f'width="{pad_left + size + 10}" height="{pad_top + size + 10}" class="dna">'
+    ]
+    for j in range(n):
+        kind = dna.kind_of(int(dna.bucket_ids[j]))
+        colour = REGIME_COLOURS.get(kind, "#999")
+        parts.append(
+            f'<rect x="{pad_left + j * cell}" y="4" width="{cell}" height="14" fill="{colour}">'
+            f"<title>{html.escape(_label(dna, j))}: {kind}</title></rect>"
+        )
+    for i in range(n):
+        if i % max(1, n // 12) == 0:
+            parts.append(
+                f'<text x="{pad_left - 4}" y="{pad_top + i * cell + cell - 2}" font-size="9" '
+                f'text-anchor="end">{html.escape(_label(dna, i))}</text>'
+            )
+        for j in range(n):
+            v = float(dna.matrix[i, j]) if np.isfinite(dna.matrix[i, j]) else 0.0
+            shade = int(255 - 235 * min(v / top, 1.0))
+            parts.append(
+                f'<rect x="{pad_left + j * cell}" y="{pad_top + i * cell}" width="{cell}" height="{cell}" '
+                f'fill="rgb({shade},{shade},255)"><title>{html.escape(_label(dna, i))} vs '
+                f"{html.escape(_label(dna, j))}: {dna.metric} {v:.3f}</title></rect>"
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _label(dna: DataDNA, i: int) -> str:
+    return dna.labels[i] if i < len(dna.labels) else str(int(dna.bucket_ids[i]))
+
+
+def _trigger_html(t: Mapping[str, Any]) -> str:
+    rec = t.get("recommendation", {})
+    reasons = "".join(
+        f"<li>{html.escape(str(r.get('detector')))} on "
+        f"{html.escape(str(r.get('feature') or r.get('statistic')))}: "
+        f"{_num(r.get('value'))} (threshold {_num(r.get('threshold'))})</li>"
+        for r in t.get("reasons", [])[:8]
+    )
+    train = ", ".join(
+        f"{_iso(p['start'])[:10]} → {_iso(p['end'])[:10]} ({p.get('buckets', '?')} buckets)"
+        for p in rec.get("train_on", [])[:5]
+    )
+    exclude = "".join(
+        f"<li>{_iso(p['start'])[:10]} → {_iso(p['end'])[:10]}: {html.escape(str(p.get('reason')))}"
+        f"{(' — ' + html.escape(str(p['detail']))) if p.get('detail') else ''}</li>"
+        for p in rec.get("exclude", [])[:8]
+    )
+    segments = ", ".join(html.escape(s) for s in rec.get("segments_needing_attention", [])) or "none"
+    labels = rec.get("labels") or {}
+    label_line = ""
+    if labels:
+        when = (
+            "now"
+            if labels.get("enough")
+            else (_iso(labels.get("ready_at")) if labels.get("ready_at") else "unknown")
+        )
+        label_line = (
+            f"<p>New labels: {_num(labels.get('new_labels'), 0)} of {labels.get('needed')} needed; "
+            f"enough labels for a retrain: {when}.</p>"
+        )
+    return (
+        f'<div class="trigger {html.escape(str(t.get("severity")))}"><h4>{html.escape(str(t.get("kind")))} · '
+        f"{html.escape(str(t.get('severity')))} · event time {_iso(t.get('event_time'))}</h4>"
+        f'<p>Recommendation: <b class="action">{html.escape(str(rec.get("action")))}</b></p>'
+        f'<ul class="reasons">{reasons}</ul>'
+        f"<p>Train on: {train or 'the windows since the drift started'}</p>"
+        + (f"<p>Exclude:</p><ul>{exclude}</ul>" if exclude else "")
+        + f"<p>Segments needing attention: {segments}</p>{label_line}</div>"
+    )
+
+
+def _incident_reason(incident: Mapping[str, Any]) -> str:
+    return ", ".join(
+        r["check"] + (":" + r["feature"] if r.get("feature") else "") for r in incident["reasons"]
+    )
+
+
+def _model_html(m: ModelView) -> str:
+    out = [
+        f'<section class="model" id="model-{html.escape(m.model_id)}"><h2>Model {html.escape(m.model_id)}'
+        f"{(' · version ' + html.escape(m.version)) if m.version else ''}</h2>",
+        f"<p>Status: <b>{'detecting' if m.ready else 'warming up its reference'}</b> · "
+        f"{m.events:,} events"
+        + (
+            f" · last window {_iso(m.window['start'])} → {_iso(m.window['end'])} "
+            f"({m.window['events']:,} events)"
+            if m.window
+            else ""
+        )
+        + (f" · current regime: <b>{html.escape(m.current_regime)}</b>" if m.current_regime else "")
+        + "</p>",
+    ]
+    if m.features:
+        rows = "".join(
+            f'<tr class="{"drift" if f.get("drift") else "ok"}"><td>{html.escape(f["feature"])}</td>'
+            f"<td>{_num(f.get('psi'))}</td><td>{_num(f.get('ks'))}</td><td>{_num(f.get('js'), 4)}</td>"
+            f"<td>{'DRIFT' if f.get('drift') else 'ok'}</td></tr>"
+            for f in m.features
+        )
+        out.append(
+            '<h3>Drift per feature (last window)</h3><table class="features"><tr><th>feature</th><th>PSI</th>'
+            f"<th>KS</th><th>JS</th><th>status</th></tr>{rows}</table>"
+        )
+    if m.performance:
+        rows = "".join(
+            f"<tr><td>{html.escape(p['metric'])}</td><td>{_num(p.get('value'))}</td>"
+            f"<td>{_num(p.get('baseline'))}</td></tr>"
+            for p in m.performance
+        )
+        out.append(
+            '<h3>Performance vs baseline</h3><table class="performance"><tr><th>metric</th><th>now</th>'
+            f"<th>baseline</th></tr>{rows}</table>"
+        )
+    out.append("<h3>Recent triggers</h3>")
+    if m.triggers:
+        out.extend(_trigger_html(t) for t in list(m.triggers)[-5:][::-1])
+    else:
+        out.append("<p>No triggers.</p>")
+    if m.dna is not None:
+        legend = " ".join(
+            f'<span style="color:{REGIME_COLOURS.get(r.kind, "#999")}">■</span> regime {r.id}: {r.kind} '
+            f"({len(r.buckets)} buckets{', every ' + format(r.period, 'g') + ' buckets' if r.period else ''})"
+            for r in m.dna.regimes
+        )
+        out.append(
+            f"<h3>Data DNA ({len(m.dna.bucket_ids)} buckets, {m.dna.metric.upper()}, "
+            f"regime cut {m.dna.cut:.3g})</h3>"
+            f'<div class="dna-wrap">{dna_svg(m.dna)}</div><p class="regimes">{legend}</p>'
+        )
+    if m.incidents:
+        items = "".join(
+            f"<li>{_iso(i['start'])[:10]}: {html.escape(_incident_reason(i))}</li>" for i in m.incidents[-10:]
+        )
+        out.append(
+            f'<h3>Integrity incidents (excluded from retraining)</h3><ul class="incidents">{items}</ul>'
+        )
+    if m.segments:
+        rows = "".join(
+            f"<tr><td>{html.escape(s['segment'])}</td><td>{_num(s.get('share'))}</td><td>{_num(s.get('drift'))}</td>"
+            f"<td>{html.escape(str(s.get('top_feature')))}</td></tr>"
+            for s in m.segments[:20]
+        )
+        out.append(
+            '<h3>Segments</h3><table class="segments"><tr><th>segment</th><th>share</th><th>drift (PSI)</th>'
+            f"<th>top feature</th></tr>{rows}</table>"
+        )
+    if m.surges:
+        items = "".join(
+            f"<li>{html.escape(s['segment'])}: share {_num(s['share'])} (was {_num(s['baseline_share'])}), "
+            f"{'drift' if s['drift'] else 'no drift'}</li>"
+            for s in list(m.surges)[-5:]
+        )
+        out.append(f"<h3>Segment surges</h3><ul>{items}</ul>")
+    out.append("</section>")
+    return "".join(out)
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:1100px}
+table{border-collapse:collapse;margin:.5rem 0}
+td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}
+td:first-child,th:first-child{text-align:left}tr.drift td{background:#fde0dc}
+.trigger{border-left:4px solid #f58518;padding:.2rem .8rem;margin:.5rem 0;background:#fafafa}
+.trigger.critical{border-color:#e45756}.model{border-top:2px solid #4c78a8;margin-top:1.5rem}
+.dna-wrap{overflow-x:auto}
+"""
+
+
+def render_status(models: Sequence[ModelView], generated_at: float, title: str = "stream-monitor") -> bytes:
+    """The whole page for the given models."""
+    body = "".join(_model_html(m) for m in models) or "<p>No models configured.</p>"
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)} status</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)} status</h1>"
+        f'<p class="generated">Generated {_iso(generated_at)} UTC · '
+        f'<a href="/metrics">/metrics</a> · <a href="/readyz">/readyz</a></p>{body}</body></html>'
+    ).encode()
+
+
+def model_view(monitor: Any, triggers: Iterable[Mapping[str, Any]] = ()) -> ModelView:
+    """A :class:`ModelView` of a :class:`stream_monitor.core.monitor.ModelMonitor` (read-only)."""
+    view = ModelView(
+        monitor.schema.model_id,
+        version=monitor.model_version,
+        ready=bool(monitor.ready),
+        events=int(monitor.events_total),
+        triggers=[dict(t) for t in triggers],
+    )
+    ev = monitor.last_evaluation
+    if ev is not None:
+        view.window = {"start": ev.start, "end": ev.end, "events": ev.events}
+        feats: dict[str, dict[str, Any]] = {}
+        for r in ev.results:
+            if r.feature is None or r.detector not in ("psi", "ks", "js", "chi2"):
+                continue
+            row = feats.setdefault(r.feature, {"feature": r.feature, "drift": False})
+            row[r.detector] = r.value
+            row["drift"] = row["drift"] or (r.drift and r.detector in ("psi", "ks", "chi2"))
+        view.features = list(feats.values())
+        view.performance = [
+            {"metric": k, "value": v, "baseline": ev.baseline.get(k)}
+            for k, v in ev.performance.items()
+            if k != "n" and k in ev.baseline
+        ]
+    insights = getattr(monitor, "insights", None)
+    if insights is not None:
+        view.dna = insights.latest_dna
+        view.current_regime = insights.current_regime[1]
+        view.incidents = [i.to_dict() for i in insights.incidents]
+        view.segments = [r.to_dict() for r in insights.segments.latest()]
+        view.surges = list(insights.surges)
+    return view
+
+
+class StatusPage:
+    """The ``/`` route: renders the engine's monitors and the recent triggers on each request.
+
+    ``monitors`` returns the current ``{model_id: ModelMonitor}``; call :meth:`record` with each trigger
+    (the last ``keep`` per model are shown). ``clock`` is only used for the "generated" line.
+    """
+
+    def __init__(
+        self,
+        monitors: Callable[[], Mapping[str, Any]],
+        keep: int = 20,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.monitors = monitors
+        self.clock = clock
+        self._triggers: dict[str, deque[dict[str, Any]]] = {}
+        self._keep = keep
+
+    def record(self, trigger: Mapping[str, Any]) -> None:
+        self._triggers.setdefault(str(trigger.get("model_id")), deque(maxlen=self._keep)).append(
+            dict(trigger)
+        )
+
+    def __call__(self) -> tuple[int, str, bytes]:
+        views = []
+        for model_id, monitor in sorted(dict(self.monitors()).items()):
+            try:
+                views.append(model_view(monitor, self._triggers.get(model_id, ())))
+            except Exception as exc:
+                views.append(ModelView(model_id, version=f"(state changing: {type(exc).__name__})"))
+        return 200, "text/html; charset=utf-8", render_status(views, self.clock())
