@@ -86,7 +86,7 @@ class Watchers:
                 out.extend(mon.process_labels(labels, now=0.0))
             for t in out.triggers:
                 self.results[name].alarms.append(self.seen + n)
-                self.results[name].kinds[t["kind"]] += 1
+                self.results[name].kinds[t.kind] += 1
         values = scalar.tolist()
         for name in ("ADWIN", "PageHinkley"):
             det, res = self.river[name], self.results[name]
@@ -320,7 +320,7 @@ def run_concept(seeds: int, train: int, pre: int, post: int) -> dict[str, Any]:
                 out.extend(mon.process_labels(labels(a, b), now=0.0))
                 for t in out.triggers:
                     found["stream-monitor (default)"].append(b)
-                    kinds[t["kind"]] += 1
+                    kinds[t.kind] += 1
                 for i in range(a, b):
                     for k in ("ADWIN", "PageHinkley"):
                         dets[k].update(error[i])

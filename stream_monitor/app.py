@@ -98,7 +98,7 @@ def start_observability(
     serving them, with ``health`` behind ``/healthz`` and ``/readyz``."""
     metrics = metrics if metrics is not None else ServiceMetrics(app.schemas())
     health = health if health is not None else HealthState()
-    status_page = StatusPage(monitors)
+    status_page = StatusPage(monitors, rejections=metrics.rejections_by_reason)
     InsightsCollector(monitors, registry=metrics.registry)
     routes: dict[str, Any] = {"/": status_page, **(extra_routes or {})}
     server = serve_http(

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from stream_monitor.app import build_engine, load_references
 from stream_monitor.config import load_config
 from stream_monitor.core.engine import EngineOutput
@@ -21,16 +19,15 @@ log = logging.getLogger("stream_monitor")
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from stream_monitor.offline.replay import label_heap, open_lines, read_batches, replay
+    from stream_monitor.offline.replay import label_heap, open_lines, read_batches, replay, write_triggers
 
     app = load_config(args.config)
     engine = build_engine(app, load_references(app, Path(args.config).parent))
     out_file = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115 - closed below
 
     def write(out: EngineOutput, stream: str) -> None:
-        for t in out.triggers:
-            t["emitted_at"] = time.time()
-            out_file.write(orjson.dumps(t) + b"\n")
+        emitted_at = time.time()
+        write_triggers(out_file, (t.with_emitted_at(emitted_at) for t in out.triggers))
 
     labels = None
     if args.labels:
@@ -58,10 +55,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     for reason, n in sorted(summary.rejections_by_reason.items()):
         print(f"  rejected {n:>7}  {reason}", file=sys.stderr)
     for t in summary.triggers:
-        feats = sorted({str(r["feature"] or r["statistic"]) for r in t["reasons"]})
+        feats = sorted({r.feature or r.statistic for r in t.reasons})
         print(
-            f"  trigger {t['model_id']:<10} {t['kind']:<16} {t['severity']:<8} window end "
-            f"{_iso(t['event_time'])}  on {', '.join(feats)}  -> {t['recommendation']['action']}",
+            f"  trigger {t.model_id:<10} {t.kind:<16} {t.severity:<8} window end "
+            f"{_iso(t.event_time)}  on {', '.join(feats)}  -> {t.recommendation.action}",
             file=sys.stderr,
         )
     return 0
@@ -161,6 +158,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_service(load_config(args.config))
 
 
+def _cmd_topics_create(args: argparse.Namespace) -> int:
+    from stream_monitor.kafka.topics import create_topics
+
+    app = load_config(args.config, check_references=False)
+    done = create_topics(app, args.partitions, args.replication_factor)
+    k = app.kafka
+    for name in (k.topics.predictions, k.topics.labels, k.topics.triggers, k.topics.dlq, k.topics.state):
+        if name in done.created:
+            print(f"created {name}")
+        else:
+            print(f"exists  {name} ({done.existing.get(name)} partitions)")
+    return 0
+
+
+def _cmd_triggers_tail(args: argparse.Namespace) -> int:
+    from stream_monitor.kafka.topics import tail_triggers
+
+    app = load_config(args.config, check_references=False)
+
+    def show(value: bytes) -> None:
+        sys.stdout.write(value.decode("utf-8", "replace") + "\n")
+        sys.stdout.flush()
+
+    seen = tail_triggers(app, show, args.max, args.timeout, from_beginning=not args.latest)
+    if args.max and seen < args.max:
+        print(f"stream-monitor: {seen} of {args.max} trigger(s) within {args.timeout:g}s", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_produce(args: argparse.Namespace) -> int:
     from stream_monitor.kafka.produce import produce_main
 
@@ -216,6 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--out", help="also write the snippet to this file")
     cal.add_argument("data")
     cal.set_defaults(func=_cmd_calibrate)
+
+    topics = sub.add_parser("topics", help="the deployment's Kafka topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True)
+    tc = topics_sub.add_parser(
+        "create", help="create the input topics (same partition count) and the output topics"
+    )
+    tc.add_argument("--config", required=True)
+    tc.add_argument("--partitions", type=int, default=1, help="partitions of predictions and of labels")
+    tc.add_argument("--replication-factor", type=int, default=-1, help="-1: the broker's default")
+    tc.set_defaults(func=_cmd_topics_create)
+
+    trig = sub.add_parser("triggers", help="read the retrain-trigger events")
+    trig_sub = trig.add_subparsers(dest="triggers_command", required=True)
+    tt = trig_sub.add_parser("tail", help="print trigger events as JSON lines")
+    tt.add_argument("--config", required=True)
+    tt.add_argument("--max", type=int, default=0, help="stop after this many (0: never)")
+    tt.add_argument("--timeout", type=float, default=0.0, help="stop after this many seconds (0: never)")
+    tt.add_argument("--latest", action="store_true", help="only triggers emitted from now on")
+    tt.set_defaults(func=_cmd_triggers_tail)
 
     prod = sub.add_parser("produce", help="send demo, file or synthetic events to Kafka at a target rate")
     prod.add_argument("--config")

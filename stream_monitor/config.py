@@ -41,15 +41,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar, cast, get_args, get_type_hints
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
-from stream_monitor.core.events import MAX_EVENT_ID_LENGTH
+from stream_monitor.core.events import MAX_EVENT_ID_LENGTH, MAX_MESSAGE_BYTES
 from stream_monitor.core.schema import FeatureKind, FeatureSpec, ModelSchema
 from stream_monitor.core.settings import (
     DetectorSettings,
     EventTimeSettings,
+    InsightSettings,
     ModelSettings,
     PolicySettings,
     WindowSettings,
@@ -222,6 +223,9 @@ class KafkaSettings:
     sync_tick_seconds: float = 1.0
     sync_chunk_offsets: int = 5000
     sync_max_idle_seconds: float = 5.0
+    # How long `run` keeps trying to reach the cluster at start-up before it exits 1 (a wrong
+    # bootstrap address fails within this, naming the address; a broker still starting is waited for).
+    startup_timeout_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         bad = _forbidden_override(self.common, self.consumer)
@@ -264,7 +268,7 @@ class AppConfig:
     kafka: KafkaSettings
     metrics: MetricsSettings
     models: tuple[ModelConfig, ...]
-    max_message_bytes: int = 1_000_000
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     # Longer event ids go to the DLQ as too_long:event_id. Each pending prediction keeps its id in the
     # label buffer (millions of entries): an unbounded id would be unbounded memory. The default, 256
     # characters, holds any UUID/ULID, "<topic>-<partition>-<offset>" id or hex digest (events.py).
@@ -603,8 +607,11 @@ _AT_LEAST_1 = _Bounds(1)
 _FRACTION = _Bounds(0, lo_open=True, hi=1)  # (0, 1]
 _OPEN_UNIT = _Bounds(0, lo_open=True, hi=1, hi_open=True)  # (0, 1)
 
-# Bounds of DetectorSettings / PolicySettings fields; numbers default to > 0, integers to >= 1.
+# Bounds of settings fields read by _build_settings; numbers default to > 0, integers to >= 1.
 _FIELD_BOUNDS: dict[str, _Bounds] = {
+    "port": _Bounds(1, hi=65535),
+    "ready_max_lag": _Bounds(0),
+    "allowed_lateness": _NON_NEGATIVE,
     "bins": _Bounds(2),
     "alpha": _OPEN_UNIT,
     "ks_min_effect": _Bounds(0, hi=1),
@@ -619,7 +626,19 @@ _FIELD_BOUNDS: dict[str, _Bounds] = {
     "f1_drop_relative": _FRACTION,
     "cooldown_seconds": _NON_NEGATIVE,
     "min_labels_for_performance": _Bounds(0),
+    "surge_cooldown_seconds": _NON_NEGATIVE,
+    "missing_delta": _FRACTION,
+    "out_of_range_delta": _FRACTION,
+    "new_category_delta": _FRACTION,
+    "volume_low": _OPEN_UNIT,
+    "volume_high": _Bounds(1, lo_open=True),
+    "surge_min_share": _FRACTION,
+    "min_new_labels": _Bounds(0),
 }
+# Numbers read as durations ("30s", "6h", "1d") besides the fields named *_seconds.
+_DURATION_FIELDS = frozenset({"width", "time_slide", "allowed_lateness"})
+# Configuration keys that differ from the name of the field they set.
+_KEY_OF_FIELD = {"time_slide": "slide_seconds", "bucket_seconds": "bucket"}
 
 
 def _as_int(value: Any) -> int | None:
@@ -792,7 +811,6 @@ _MODEL_KEYS = (
     "label_buffer",
     "insights",
 )
-_WINDOW_KEYS = ("kind", "size", "slide", "width", "slide_seconds", "allowed_lateness")
 
 
 def _passthrough(s: _Section, name: str) -> dict[str, str]:
@@ -982,74 +1000,83 @@ def _build_kafka(data: Any, ctx: _Context) -> KafkaSettings:
         sync_tick_seconds=s.duration("sync_tick_seconds", defaults.sync_tick_seconds),
         sync_chunk_offsets=s.integer("sync_chunk_offsets", defaults.sync_chunk_offsets),
         sync_max_idle_seconds=s.duration("sync_max_idle_seconds", defaults.sync_max_idle_seconds),
+        startup_timeout_seconds=s.duration("startup_timeout_seconds", defaults.startup_timeout_seconds),
     )
 
 
-def _build_metrics(data: Any, ctx: _Context) -> MetricsSettings:
-    defaults = MetricsSettings()
-    s = _Section(data, "metrics", ctx, [f.name for f in fields(MetricsSettings)])
-    return MetricsSettings(
-        host=s.text("host", defaults.host),
-        port=s.integer("port", defaults.port, _Bounds(1, hi=65535)),
-        ready_max_lag=s.integer("ready_max_lag", defaults.ready_max_lag, _Bounds(0)),
-    )
+def _keys(cls: Any) -> tuple[str, ...]:
+    """The configuration keys of a settings dataclass (its field names, a few renamed)."""
+    return tuple(_KEY_OF_FIELD.get(f.name, f.name) for f in fields(cls))
 
 
-def _field_names(cls: Any) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
+def _without_none(tp: Any) -> Any:
+    """``X`` of an optional ``X | None`` annotation, else the annotation itself."""
+    if isinstance(tp, types.UnionType) or get_origin(tp) is Union:
+        rest = [a for a in get_args(tp) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return tp
 
 
-def _is_optional_str(tp: Any) -> bool:
-    return isinstance(tp, types.UnionType) and set(get_args(tp)) == {str, type(None)}
-
-
-def _build_flat(cls: type[_T], s: _Section) -> _T:
-    """A flat settings dataclass from a section, each field converted by its annotated type."""
+def _build_settings(cls: type[_T], s: _Section) -> _T:
+    """A settings dataclass from a section: each field read under its key (:func:`_keys`) and
+    converted by its annotated type, nested settings from the sub-section of the same name. A key that
+    is absent keeps the dataclass's default (defaults live in the dataclasses, nowhere else)."""
     hints = get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in fields(cls):  # type: ignore[arg-type]
-        if s.data.get(f.name) is None:
+        tp = _without_none(hints[f.name])
+        key = _KEY_OF_FIELD.get(f.name, f.name)
+        if is_dataclass(tp):
+            kwargs[f.name] = _build_settings(cast(type, tp), s.section(key, _keys(tp)))
             continue
-        tp = hints[f.name]
+        if s.data.get(key) is None:
+            continue
+        bounds = _FIELD_BOUNDS.get(f.name)
         if tp is bool:
-            kwargs[f.name] = s.boolean(f.name, _REQUIRED)
+            kwargs[f.name] = s.boolean(key, _REQUIRED)
         elif tp is int:
-            kwargs[f.name] = s.integer(f.name, _REQUIRED, _FIELD_BOUNDS.get(f.name, _AT_LEAST_1))
-        elif tp is float and f.name.endswith("_seconds"):
-            kwargs[f.name] = s.duration(f.name, _REQUIRED, _FIELD_BOUNDS.get(f.name, _POSITIVE))
+            kwargs[f.name] = s.integer(key, _REQUIRED, bounds or _AT_LEAST_1)
+        elif tp is float and (f.name.endswith("_seconds") or f.name in _DURATION_FIELDS):
+            kwargs[f.name] = s.duration(key, _REQUIRED, bounds or _POSITIVE)
         elif tp is float:
-            kwargs[f.name] = s.number(f.name, _REQUIRED, _FIELD_BOUNDS.get(f.name, _POSITIVE))
-        elif tp is str or _is_optional_str(tp):
-            kwargs[f.name] = s.text(f.name, _REQUIRED)
+            kwargs[f.name] = s.number(key, _REQUIRED, bounds or _POSITIVE)
+        elif tp is str:
+            kwargs[f.name] = s.text(key, _REQUIRED)
+        elif get_origin(tp) is Literal:
+            kwargs[f.name] = s.choice(key, _REQUIRED, tuple(get_args(tp)))
         else:  # a new field type in settings.py that this loader does not know yet
             raise TypeError(f"config.py cannot read {cls.__name__}.{f.name} of type {tp!r}")
     return cls(**kwargs)
 
 
+def _build_metrics(data: Any, ctx: _Context) -> MetricsSettings:
+    return _build_settings(MetricsSettings, _Section(data, "metrics", ctx, _keys(MetricsSettings)))
+
+
 def _build_window(s: _Section) -> WindowSettings:
-    d = WindowSettings()
-    kind = s.choice("kind", d.kind, ("count", "time"))
-    size = s.integer("size", d.size)
-    slide = s.integer("slide", d.slide)
-    width = s.duration("width", d.width)
-    time_slide = s.duration("slide_seconds", d.time_slide)
-    lateness = s.duration("allowed_lateness", d.allowed_lateness, _NON_NEGATIVE)
+    w = _build_settings(WindowSettings, s)
+    size, slide, width, time_slide = w.size, w.slide, w.width, w.time_slide
     # Sliding windows are built from sub-windows of one slide each, so the size must be a multiple.
-    if kind == "count" and slide is not None and (slide > size or size % slide):
+    if w.kind == "count" and slide is not None and (slide > size or size % slide):
         raise s.fail("slide", f"must divide window.size ({size}) and be at most it, got {slide}")
-    if kind == "time" and time_slide is not None:
+    if w.kind == "time" and time_slide is not None:
         ratio = width / time_slide
         if time_slide > width or abs(ratio - round(ratio)) > 1e-9:
             problem = f"must divide window.width ({width:g} s) and be at most it, got {time_slide:g}"
             raise s.fail("slide_seconds", problem)
-    return WindowSettings(
-        kind=kind,  # type: ignore[arg-type]
-        size=size,
-        slide=slide,
-        width=width,
-        time_slide=time_slide,
-        allowed_lateness=lateness,
-    )
+    return w
+
+
+def _build_insights(s: _Section) -> InsightSettings:
+    insights = _build_settings(InsightSettings, s)
+    i = insights.incidents
+    if i.volume_min_history > i.volume_history:
+        raise s.ctx.error(
+            s.key("incidents.volume_min_history"),
+            f"must be at most incidents.volume_history ({i.volume_history}), got {i.volume_min_history}",
+        )
+    return insights
 
 
 def _build_features(s: _Section, key_features: tuple[str, ...]) -> tuple[FeatureSpec, ...]:
@@ -1096,17 +1123,15 @@ def _build_model(data: Any, path: str, ctx: _Context) -> ModelConfig:
     features = _build_features(s, key_features)
     d = ModelSettings()
     label_buffer = s.section("label_buffer", ("max_entries", "ttl_seconds"))
-    insights = s.section("insights", ("bucket", "retention"))
     settings = ModelSettings(
-        window=_build_window(s.section("window", _WINDOW_KEYS)),
-        detectors=_build_flat(DetectorSettings, s.section("detectors", _field_names(DetectorSettings))),
-        policy=_build_flat(PolicySettings, s.section("policy", _field_names(PolicySettings))),
+        window=_build_window(s.section("window", _keys(WindowSettings))),
+        detectors=_build_settings(DetectorSettings, s.section("detectors", _keys(DetectorSettings))),
+        policy=_build_settings(PolicySettings, s.section("policy", _keys(PolicySettings))),
+        insights=_build_insights(s.section("insights", _keys(InsightSettings))),
         warmup_events=s.integer("warmup_events", d.warmup_events),
         performance_window=s.integer("performance_window", d.performance_window),
         label_buffer_entries=label_buffer.integer("max_entries", d.label_buffer_entries),
         label_ttl_seconds=label_buffer.duration("ttl_seconds", d.label_ttl_seconds),
-        bucket_seconds=insights.duration("bucket", d.bucket_seconds),
-        bucket_retention=insights.integer("retention", d.bucket_retention),
     )
     p = settings.policy
     if not p.psi_warning <= p.psi_alarm <= p.psi_critical:
@@ -1121,7 +1146,7 @@ def _build_model(data: Any, path: str, ctx: _Context) -> ModelConfig:
         problem = _file_problem(reference_path)
         if problem is not None:
             raise s.fail("reference", problem)
-    positive_class = s.text("positive_class", "1")
+    positive_class = s.text("positive_class", ModelSchema.positive_class)
     classes = s.str_list("classes")
     try:
         schema = ModelSchema(
@@ -1130,7 +1155,7 @@ def _build_model(data: Any, path: str, ctx: _Context) -> ModelConfig:
             features=features,
             positive_class=positive_class,
             segment_keys=s.str_list("segment_keys"),
-            max_segments=s.integer("max_segments", 20),
+            max_segments=s.integer("max_segments", ModelSchema.max_segments),
             classes=classes,
         )
     except ValueError as exc:
@@ -1173,19 +1198,14 @@ def _build_app(raw: Mapping[str, Any], ctx: _Context) -> AppConfig:
         kafka=kafka,
         metrics=metrics,
         models=tuple(models),
-        max_message_bytes=s.integer("max_message_bytes", 1_000_000),
-        max_event_id_length=s.integer("max_event_id_length", MAX_EVENT_ID_LENGTH),
+        max_message_bytes=s.integer("max_message_bytes", AppConfig.max_message_bytes),
+        max_event_id_length=s.integer("max_event_id_length", AppConfig.max_event_id_length),
         event_time=_build_event_time(s.data.get("event_time"), ctx),
     )
 
 
 def _build_event_time(data: Any, ctx: _Context) -> EventTimeSettings:
-    defaults = EventTimeSettings()
-    s = _Section(data, "event_time", ctx, _field_names(EventTimeSettings))
-    return EventTimeSettings(
-        max_future_seconds=s.duration("max_future_seconds", defaults.max_future_seconds),
-        max_ahead_seconds=s.duration("max_ahead_seconds", defaults.max_ahead_seconds),
-    )
+    return _build_settings(EventTimeSettings, _Section(data, "event_time", ctx, _keys(EventTimeSettings)))
 
 
 # --------------------------------------------------------------------------- entry points

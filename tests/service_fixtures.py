@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Message, TopicPartition
+from contract_schemas import check_one_truth, validate, validate_dead_letter_headers
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_monitor.kafka.produce import Item, produce_items, synthetic_events
@@ -270,7 +271,20 @@ def read_topic(bootstrap: str, topic: str, idle: float = 2.0, timeout: float = 3
 
 
 def triggers(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    return [orjson.loads(m.value()) for m in read_topic(bootstrap, topic)]
+    """The trigger events on ``topic``, each validated against the contract's trigger schema."""
+    found = [orjson.loads(m.value()) for m in read_topic(bootstrap, topic)]
+    for trigger in found:
+        validate("trigger", trigger)
+        check_one_truth(trigger)
+    return found
+
+
+def dead_letters(bootstrap: str, topic: str) -> list[Message]:
+    """The dead-letter records on ``topic``, their headers validated against the contract's schema."""
+    found = read_topic(bootstrap, topic)
+    for record in found:
+        validate_dead_letter_headers(record.headers())
+    return found
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:

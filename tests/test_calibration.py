@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stream_monitor.core.detectors.table import PREDICTION
 from stream_monitor.core.evaluation import evaluate_window
 from stream_monitor.core.events import PredictionBatch
 from stream_monitor.core.reference import build_reference
@@ -12,7 +13,7 @@ from stream_monitor.core.schema import FeatureSpec, ModelSchema
 from stream_monitor.core.settings import ModelSettings, WindowSettings
 from stream_monitor.core.sketches import WindowSketch
 from stream_monitor.core.windows import ClosedWindow
-from stream_monitor.offline.calibration import FAMILIES, _threshold, calibrate, gumbel_quantile
+from stream_monitor.offline.calibration import _threshold, calibrate, calibration_hooks, gumbel_quantile
 
 SCHEMA = ModelSchema(
     "m",
@@ -38,11 +39,16 @@ def _data(n: int, seed: int, shift: float = 0.0) -> PredictionBatch:
 
 
 SETTINGS = ModelSettings(window=WindowSettings(size=1000))
+FAMILIES = [hook.name for hook in calibration_hooks()]
 
 
 def test_every_family_gets_a_positive_threshold_and_settings_carry_them() -> None:
     cal = calibrate(SCHEMA, _data(20_000, 0), SETTINGS, budget_per_million=10.0, windows=30, seed=0)
-    assert set(cal.thresholds) == set(FAMILIES)
+    assert (
+        set(cal.thresholds)
+        == set(FAMILIES)
+        == {"psi_alarm", "prediction_psi_alarm", "ks_min_effect", "chi2_min_effect"}
+    )
     assert all(v > 0 for v in cal.thresholds.values())
     s = cal.settings
     assert s.policy.psi_alarm == cal.thresholds["psi_alarm"]
@@ -80,9 +86,7 @@ def test_budget_holds_on_fresh_stationary_windows_and_shift_is_seen() -> None:
         sk = WindowSketch(SCHEMA, reference, sample_size=d.window_sample, seed=w)
         sk.update(batch)
         res = evaluate_window(SCHEMA, reference, ClosedWindow(0, 1, w, sk), d, psi_alarm=psi_alarm)
-        return any(
-            r.drift for r in res if r.detector in ("psi", "ks", "chi2") and r.feature != "__prediction__"
-        )
+        return any(r.drift for r in res if r.detector in ("psi", "ks", "chi2") and r.feature != PREDICTION)
 
     null = sum(alarms(_data(1000, 100 + w), w) for w in range(100))
     # 2 % per window budget, ≤ 3 families in play: allow sampling slack, but far below "often".

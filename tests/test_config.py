@@ -620,8 +620,8 @@ def test_kafka_settings_built_in_code_are_checked_too() -> None:
 
 def test_insight_buckets_are_configurable() -> None:
     app = load_config(str(EXAMPLE), env={"STREAM_MONITOR_MODELS__BIKES__INSIGHTS__RETENTION": "30"})
-    bikes = app.model("bikes").settings
-    assert (bikes.bucket_seconds, bikes.bucket_retention) == (86400.0, 30)
+    bikes = app.model("bikes").settings.insights
+    assert (bikes.bucket_seconds, bikes.retention) == (86400.0, 30)
     with pytest.raises(ConfigError, match=r"insights\.retention"):
         load_config(str(EXAMPLE), env={"STREAM_MONITOR_MODELS__BIKES__INSIGHTS__RETENTION": "0"})
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from contract_schemas import check_one_truth, validate
 
 from stream_monitor.offline.demo import run_demo
 from stream_monitor.offline.demo_data import DAY, BikeStory
@@ -18,6 +19,9 @@ def test_demo_detects_the_warming_after_it_starts_and_the_control_stays_quiet(
     assert run_demo(port=0, out=str(out), insights_dir=str(tmp_path / "insights")) == 0
     printed = capsys.readouterr().out
     triggers = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    for trigger in triggers:
+        validate("trigger", trigger)
+        check_one_truth(trigger)
     drift_ts = BikeStory().drift_ts
     bikes = [t for t in triggers if t["model_id"] == "bikes"]
     assert [t for t in triggers if t["model_id"] == "churn"] == []
@@ -29,4 +33,4 @@ def test_demo_detects_the_warming_after_it_starts_and_the_control_stays_quiet(
     assert perf["event_time"] - drift_ts < 14 * DAY
     assert perf["evidence"]["performance"]["mean_error"] < 0
     assert "before the drift" not in printed
-    assert (tmp_path / "insights" / "bikes" / "insights.json").exists()
+    assert (tmp_path / "insights" / "bikes" / "insights.state").exists()

@@ -8,25 +8,38 @@ from __future__ import annotations
 
 import gzip
 import time
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from contract_schemas import check_one_truth, validate
 
 from stream_monitor.cli import main as cli_main
 from stream_monitor.config import load_config
 from stream_monitor.core.engine import EngineOutput, MonitoringEngine
 from stream_monitor.core.events import decode_predictions
-from stream_monitor.core.policy import TRIGGER_FIELDS
 from stream_monitor.core.reference import ReferenceProfile, build_reference
 from stream_monitor.core.schema import ModelSchema
 from stream_monitor.core.settings import ModelSettings
+from stream_monitor.core.triggers import Trigger
 from stream_monitor.offline.demo_data import DAY, BikeStory, SyntheticStream
 from stream_monitor.offline.replay import label_heap, replay
 
 ROOT = Path(__file__).resolve().parent.parent
+TRIGGER_FIELDS = {f.name for f in fields(Trigger)}
+
+
+def round_trips(triggers: list[Trigger]) -> list[Trigger]:
+    """Every trigger, emitted, reads back from its JSON as itself (the one serialiser and its parser)."""
+    for t in triggers:
+        emitted = t.with_emitted_at(1.7e9)
+        assert Trigger.from_dict(emitted.to_dict()) == emitted
+        assert Trigger.from_dict(emitted.to_dict()).to_json_bytes() == emitted.to_json_bytes()
+        validate("trigger", orjson.loads(emitted.to_json_bytes()))  # the contract's JSON Schema
+        check_one_truth(orjson.loads(emitted.to_json_bytes()))
+    return triggers
 
 
 def batches(raws: list[bytes], size: int = 5000) -> list[list[bytes]]:
@@ -48,7 +61,7 @@ def run(
     key: tuple[str, ...] = ("x0", "x1", "c0"),
     settings: ModelSettings | None = None,
     with_reference: bool = True,
-) -> tuple[list[dict[str, Any]], list[EngineOutput]]:
+) -> tuple[list[Trigger], list[EngineOutput]]:
     schema = ModelSchema(stream.model_id, "binary", stream.schema_features(key))
     refs = {stream.model_id: training_reference(stream, schema) if with_reference else None}
     engine = MonitoringEngine({schema.model_id: schema}, {schema.model_id: settings or ModelSettings()}, refs)
@@ -56,13 +69,13 @@ def run(
     outputs: list[EngineOutput] = []
     summary = replay(engine, batches(preds), label_heap(labels), on_output=lambda o, _s: outputs.append(o))
     assert summary.rejected == 0
-    return summary.triggers, outputs
+    return round_trips(summary.triggers), outputs
 
 
-def delay_windows(stream: SyntheticStream, trigger: dict[str, Any], window: int = 5000) -> float:
+def delay_windows(stream: SyntheticStream, trigger: Trigger, window: int = 5000) -> float:
     """How many (default-size) windows of events after the drift point the trigger's window ended."""
     assert stream.drift_at is not None
-    return (trigger["event_time"] - stream.ts_of(stream.drift_at)) * stream.rate / window
+    return (trigger.event_time - stream.ts_of(stream.drift_at)) * stream.rate / window
 
 
 # -- data drift -----------------------------------------------------------------------------------
@@ -71,25 +84,25 @@ def test_mean_shift_of_one_sigma_on_a_key_feature() -> None:
     triggers, _ = run(stream)
     assert triggers, "a 1σ shift on a key feature must trigger"
     first = triggers[0]
-    assert first["kind"] in ("data_drift", "combined")
-    assert first["event_time"] > stream.ts_of(41_234)
+    assert first.kind in ("data_drift", "combined")
+    assert first.event_time > stream.ts_of(41_234)
     delay = delay_windows(stream, first)
-    print(f"\nmean shift 1σ: first trigger {first['kind']} {delay:.2f} windows (of 5000) after the drift")
+    print(f"\nmean shift 1σ: first trigger {first.kind} {delay:.2f} windows (of 5000) after the drift")
     # the window holding the drift point plus K=2 consecutive windows
     assert 0 < delay <= 3.0
-    assert any(r["feature"] == "x0" and r["detector"] in ("psi", "ks") for r in first["reasons"])
-    assert first["recommendation"]["drift_started_at"] >= stream.ts_of(41_234) - 5000 / stream.rate
-    assert set(first) >= TRIGGER_FIELDS
+    assert any(r.feature == "x0" and r.detector in ("psi", "ks") for r in first.reasons)
+    assert first.recommendation.drift_started_at >= stream.ts_of(41_234) - 5000 / stream.rate
+    assert set(first.to_dict()) == TRIGGER_FIELDS
 
 
 def test_categorical_frequency_shift() -> None:
     stream = SyntheticStream(n=60_000, drift_at=30_000, c0_probs=(0.2, 0.3, 0.5), seed=22)
     triggers, _ = run(stream)
-    assert triggers and triggers[0]["event_time"] > stream.ts_of(30_000)
+    assert triggers and triggers[0].event_time > stream.ts_of(30_000)
     delay = delay_windows(stream, triggers[0])
-    print(f"\ncategorical shift: first trigger {triggers[0]['kind']} after {delay:.2f} windows")
+    print(f"\ncategorical shift: first trigger {triggers[0].kind} after {delay:.2f} windows")
     assert delay <= 3.0
-    reasons = {(r["detector"], r["feature"]) for r in triggers[0]["reasons"]}
+    reasons = {(r.detector, r.feature) for r in triggers[0].reasons}
     assert ("psi", "c0") in reasons or ("chi2", "c0") in reasons
 
 
@@ -110,20 +123,19 @@ def test_binary_auc_decay_with_labels() -> None:
         n=100_000, drift_at=50_000, concept_drift=0.8, label_fraction=0.5, label_delay=60.0, seed=23
     )
     triggers, _ = run(stream)
-    kinds = [t["kind"] for t in triggers]
+    kinds = [t.kind for t in triggers]
     assert kinds == ["performance"], kinds  # nothing else: features and predictions are stationary
     t = triggers[0]
-    assert t["event_time"] > stream.ts_of(50_000)
+    assert t.event_time > stream.ts_of(50_000)
     delay = delay_windows(stream, t)
     print(
-        f"\nAUC decay: performance trigger after {delay:.2f} windows; "
-        f"AUC {t['evidence']['performance']['auc']:.3f}"
+        f"\nAUC decay: performance trigger after {delay:.2f} windows; AUC {t.evidence.performance['auc']:.3f}"
     )
     assert delay <= 8.0  # 5000 rolling labels turn over in 2 windows; then 3 consecutive windows
-    (r,) = [r for r in t["reasons"] if r["statistic"] == "auc"]
-    assert r["value"] <= t["evidence"]["baseline"]["auc"] - 0.015
-    assert t["recommendation"]["action"] == "retrain"
-    assert t["evidence"]["labels_joined"] > 10_000
+    (r,) = [r for r in t.reasons if r.statistic == "auc"]
+    assert r.value <= t.evidence.baseline["auc"] - 0.015
+    assert t.recommendation.action == "retrain"
+    assert t.evidence.labels_joined > 10_000
 
 
 def test_regression_mae_rise_and_under_estimation_seed_003() -> None:
@@ -139,18 +151,18 @@ def test_regression_mae_rise_and_under_estimation_seed_003() -> None:
     summary = replay(
         engine, batches([orjson.dumps(e) for e in events]), label_heap([orjson.dumps(x) for x in labels])
     )
-    kinds = [(t["kind"], round((t["event_time"] - story.drift_ts) / DAY, 1)) for t in summary.triggers]
+    kinds = [(t.kind, round((t.event_time - story.drift_ts) / DAY, 1)) for t in round_trips(summary.triggers)]
     print(f"\nbikes (days after the warming starts): {kinds}")
-    assert summary.triggers and all(t["event_time"] > story.drift_ts for t in summary.triggers)
-    first_drift = next(t for t in summary.triggers if t["kind"] in ("data_drift", "combined"))
-    assert {r["feature"] for r in first_drift["reasons"]} >= {"temp"}
-    assert (first_drift["event_time"] - story.drift_ts) / DAY <= 5
-    perf = next(t for t in summary.triggers if t["kind"] in ("performance", "combined"))
-    assert any(r["statistic"] == "mae" for r in perf["reasons"])
-    measured = perf["evidence"]["performance"]
-    assert measured["mae"] > 1.2 * perf["evidence"]["baseline"]["mae"]
+    assert summary.triggers and all(t.event_time > story.drift_ts for t in summary.triggers)
+    first_drift = next(t for t in summary.triggers if t.kind in ("data_drift", "combined"))
+    assert {r.feature for r in first_drift.reasons} >= {"temp"}
+    assert (first_drift.event_time - story.drift_ts) / DAY <= 5
+    perf = next(t for t in summary.triggers if t.kind in ("performance", "combined"))
+    assert any(r.statistic == "mae" for r in perf.reasons)
+    measured = perf.evidence.performance
+    assert measured["mae"] > 1.2 * perf.evidence.baseline["mae"]
     assert measured["mean_error"] < 0  # the model under-estimates (seed 003)
-    assert perf["event_time"] > first_drift["event_time"]  # the drift was visible before the error
+    assert perf.event_time > first_drift.event_time  # the drift was visible before the error
 
 
 # -- prediction drift while labels are delayed ---------------------------------------------------
@@ -158,11 +170,11 @@ def test_prediction_drift_while_labels_are_delayed_waits_for_labels() -> None:
     # x1 moves the score but is not a key feature: no data-drift trigger; labels come 2 days later.
     stream = SyntheticStream(n=60_000, drift_at=30_000, mean_shift={"x1": 1.0}, label_delay=2 * DAY, seed=24)
     triggers, _ = run(stream, key=("x0",))
-    assert [t["kind"] for t in triggers] == ["prediction_drift"]
+    assert [t.kind for t in triggers] == ["prediction_drift"]
     t = triggers[0]
-    assert t["event_time"] > stream.ts_of(30_000) and delay_windows(stream, t) <= 3.0
-    assert t["recommendation"]["action"] == "wait_for_labels"
-    assert [r["feature"] for r in t["reasons"]] == ["__prediction__"]
+    assert t.event_time > stream.ts_of(30_000) and delay_windows(stream, t) <= 3.0
+    assert t.recommendation.action == "wait_for_labels"
+    assert [r.feature for r in t.reasons] == ["__prediction__"]
 
 
 def test_prediction_drift_is_silent_when_fresh_labels_show_no_decay() -> None:
@@ -171,7 +183,7 @@ def test_prediction_drift_is_silent_when_fresh_labels_show_no_decay() -> None:
     )
     # count windows of 5000 events span 50 s; labels come after 1 s: the performance view is fresh
     triggers, _ = run(stream, key=("x0",))
-    assert [t["kind"] for t in triggers] == []
+    assert [t.kind for t in triggers] == []
 
 
 # -- the stationary million ------------------------------------------------------------------------
@@ -231,7 +243,8 @@ def test_replay_command_on_the_sample_files(tmp_path: Path, capsys: pytest.Captu
     assert triggers, capsys.readouterr().err
     drift_ts = BikeStory().drift_ts
     for t in triggers:
-        assert set(t) >= TRIGGER_FIELDS
+        assert set(t) == TRIGGER_FIELDS
+        assert Trigger.from_dict(t).to_dict() == t  # what a consumer parses is what was emitted
         assert t["model_id"] == "bikes" and t["model_version"] == "2024-05-01"
         assert t["event_time"] > drift_ts
         assert t["recommendation"]["action"] in ("retrain", "investigate", "wait_for_labels")

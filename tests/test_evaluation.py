@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 
 from stream_monitor.core.detectors import chi_square, holm, psi
-from stream_monitor.core.evaluation import PREDICTION, evaluate_window
+from stream_monitor.core.detectors.table import PREDICTION
+from stream_monitor.core.evaluation import evaluate_window
 from stream_monitor.core.events import PredictionBatch
 from stream_monitor.core.reference import build_reference
 from stream_monitor.core.schema import FeatureSpec, ModelSchema

@@ -29,7 +29,7 @@ def _saved_tracker(folder: Path) -> None:
     tracker = InsightTracker(SCHEMA, reference)
     for d in range(25):
         batch = planted_day(rng, d, 2000)
-        tracker.observe_batch(batch, now=0.0)
+        tracker.observe_batch(batch)
         sketch = WindowSketch(SCHEMA, reference)
         sketch.update(batch)
         tracker.observe_window(ClosedWindow(d * DAY, (d + 1) * DAY, d, sketch))

@@ -13,6 +13,7 @@ from stream_monitor.core.insights.tracker import InsightTracker
 from stream_monitor.core.reference import build_reference
 from stream_monitor.core.schema import FeatureSpec, ModelSchema
 from stream_monitor.core.sketches import WindowSketch
+from stream_monitor.core.triggers import Recommendation, Trigger
 from stream_monitor.core.windows import ClosedWindow
 from stream_monitor.errors import StateError
 
@@ -136,17 +137,17 @@ def test_incident_buckets_are_flagged_and_excluded(
 ) -> None:
     tracker, _ = planted
     assert [(i.bucket, i.reason) for i in tracker.incidents] == [(INCIDENT, "missing_rate:basket")]
-    rec = tracker.recommendation({"action": "retrain", "new_labels_since_last_trigger": 0.0}, {}, 35 * DAY)
-    assert rec["basis"] == "buckets"
-    reasons = {(p["start"] // DAY, p["reason"]) for p in rec["exclude"]}
+    rec = tracker.recommendation(Recommendation(action="retrain"), {}, 35 * DAY)
+    assert rec.basis == "buckets" and rec.exclude is not None and rec.train_on is not None
+    reasons = {(p.start // DAY, p.reason) for p in rec.exclude}
     assert (INCIDENT, "integrity_incident") in reasons
     assert (17, "one_off_regime") in reasons
-    trained = {int(d) for p in rec["train_on"] for d in np.arange(p["start"], p["end"], DAY) // DAY}
+    trained = {int(d) for p in rec.train_on for d in np.arange(p.start, p.end, DAY) // DAY}
     assert INCIDENT not in trained and not trained & set(CAMPAIGN)
     # Recent production is weekdays and weekends: both regimes are trained on, every clean day of them.
     assert trained == set(range(DAYS)) - set(CAMPAIGN) - {INCIDENT}
     # Most recent first.
-    starts = [p["start"] for p in rec["train_on"]]
+    starts = [p.start for p in rec.train_on]
     assert starts == sorted(starts, reverse=True)
 
 
@@ -168,7 +169,7 @@ def test_new_channel_surge_with_drift_triggers_at_once() -> None:
     fired = []
     for day in range(3):
         for part in range(4):
-            fired += tracker.observe_batch(make_batch(rng, day, 1000, tag=f"w{part}-"), now=0.0)
+            fired += tracker.observe_batch(make_batch(rng, day, 1000, tag=f"w{part}-"))
     assert fired == []
     # Day 3: a partner app starts sending a third of the traffic, with much larger baskets.
     for part in range(4):
@@ -176,14 +177,16 @@ def test_new_channel_surge_with_drift_triggers_at_once() -> None:
         channel = ["web"] * 1000 + ["partner_app"] * 500
         batch = make_batch(rng, 3, n, channel=channel, tag=f"d3p{part}-")
         batch.numeric[0, 1000:] += 2.0
-        fired += tracker.observe_batch(batch, now=123.0)
+        fired += tracker.observe_batch(batch)
     assert len(fired) == 1, fired
     trigger = fired[0]
-    assert trigger["kind"] == "data_drift" and trigger["event_time"] < 4 * DAY
-    assert trigger["reasons"][0]["detector"] == "segment_surge"
-    assert trigger["reasons"][0]["feature"] == "segment:channel=partner_app"
-    assert trigger["reasons"][1]["value"] >= 0.15
-    assert trigger["recommendation"]["segments_needing_attention"] == ["channel=partner_app"]
+    assert trigger.kind == "data_drift" and trigger.event_time < 4 * DAY
+    assert trigger.reasons[0].detector == "segment_surge"
+    assert trigger.reasons[0].feature == "segment:channel=partner_app"
+    assert trigger.reasons[1].value >= 0.15
+    assert trigger.recommendation.segments_needing_attention == ("channel=partner_app",)
+    assert trigger.recommendation.action == "investigate"
+    assert Trigger.from_dict(trigger.to_dict()) == trigger
 
 
 def test_new_channel_surge_without_drift_does_not_trigger() -> None:
@@ -192,9 +195,9 @@ def test_new_channel_surge_without_drift_does_not_trigger() -> None:
     tracker = InsightTracker(SCHEMA, reference)
     fired = []
     for day in range(3):
-        fired += tracker.observe_batch(make_batch(rng, day, 4000), now=0.0)
+        fired += tracker.observe_batch(make_batch(rng, day, 4000))
     channel = ["web"] * 2000 + ["partner_app"] * 1000
-    fired += tracker.observe_batch(make_batch(rng, 3, 3000, channel=channel, tag="x"), now=0.0)
+    fired += tracker.observe_batch(make_batch(rng, 3, 3000, channel=channel, tag="x"))
     assert fired == []
     assert [s["segment"] for s in tracker.surges] == ["channel=partner_app"]
     assert tracker.surges[0]["drift"] is False
@@ -208,7 +211,7 @@ def test_segment_drift_reports_share_and_caps_segments() -> None:
     channels = [f"c{i % 6}" for i in range(6000)]
     batch = make_batch(rng, 0, 6000, channel=channels)
     batch.numeric[0, [i for i, c in enumerate(channels) if c == "c1"]] += 3.0
-    tracker.observe_batch(batch, now=0.0)
+    tracker.observe_batch(batch)
     current = {r.value: r for r in tracker.segments.current()}
     assert set(current) == {"c0", "c1", "c2", "__other__"}
     assert current["__other__"].share == pytest.approx(0.5)
@@ -261,12 +264,12 @@ def test_monitor_fires_on_a_new_channel_surge_and_keeps_insights_across_restore(
         fired += monitor.process_predictions(make_batch(rng, day, 3000), now=0.0).triggers
     assert fired == []
     assert monitor.insights is not None and [b.index for b in monitor.insights.buckets.closed()] == [0, 1, 2]
-    restored = ModelMonitor.restore(monitor.snapshot(), SCHEMA, settings)
+    restored = ModelMonitor.restore(monitor.snapshot(), SCHEMA, settings, reference=reference)
     assert restored.insights is not None
     assert [b.index for b in restored.insights.buckets.closed()] == [0, 1, 2]
     channel = ["web"] * 2000 + ["partner_app"] * 1000
     batch = make_batch(rng, 4, 3000, channel=channel, tag="surge")
     batch.numeric[0, 2000:] += 2.0
     surge = restored.process_predictions(batch, now=0.0).triggers
-    assert [t["reasons"][0]["detector"] for t in surge] == ["segment_surge"]
-    assert surge[0]["reasons"][0]["feature"] == "segment:channel=partner_app"
+    assert [t.reasons[0].detector for t in surge] == ["segment_surge"]
+    assert surge[0].reasons[0].feature == "segment:channel=partner_app"

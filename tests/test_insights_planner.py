@@ -9,13 +9,13 @@ import pytest
 
 from stream_monitor.offline.planner import (
     Dataset,
-    ProgressBar,
     RetrainingPlanner,
     load_dataset,
     logistic,
     ridge,
     synthetic_decay,
 )
+from stream_monitor.progress import Progress
 
 
 @pytest.mark.parametrize("horizon", [2, 5])
@@ -49,7 +49,7 @@ def test_binary_task_with_logistic_and_progress() -> None:
     y = (X[:, 0] + rng.normal(size=len(X)) > 0).astype(float)
     data = Dataset(X, y, np.repeat(np.arange(8), 800), ["a", "b"])
     stream = io.StringIO()
-    plan = RetrainingPlanner(data, logistic, task="binary", starts=3, progress=ProgressBar(stream)).run()
+    plan = RetrainingPlanner(data, logistic, task="binary", starts=3, progress=Progress(out=stream)).run()
     assert plan.metric == "auc" and 0.7 < plan.decay.fresh < 0.9
     assert stream.getvalue().rstrip().endswith("s") and "#" * 30 in stream.getvalue()
 

@@ -85,9 +85,12 @@ def _calls(path: Path) -> set[str]:
                 names.add(func.attr)
                 if isinstance(func.value, ast.Name):
                     names.add(f"{func.value.id}.{func.attr}")
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            if (node.value.id, node.attr) == ("os", "environ"):
-                names.add("os.environ")
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and (node.value.id, node.attr) == ("os", "environ")
+        ):
+            names.add("os.environ")
     return names
 
 

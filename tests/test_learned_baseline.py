@@ -7,7 +7,7 @@ import numpy as np
 from stream_monitor.core.events import LabelBatch, PredictionBatch
 from stream_monitor.core.monitor import ModelMonitor
 from stream_monitor.core.schema import FeatureSpec, ModelSchema
-from stream_monitor.core.settings import ModelSettings, WindowSettings
+from stream_monitor.core.settings import InsightSettings, ModelSettings, WindowSettings
 
 SCHEMA = ModelSchema("churn", "binary", (FeatureSpec("x", "numeric", key=True),))
 
@@ -31,7 +31,7 @@ def _stream(monitor: ModelMonitor, batches: int, decay_from: int, seed: int = 5)
             "churn", np.arange(n), ids, ts + 1.0, truth.astype(float), ["1" if t else "0" for t in truth]
         )
         monitor.process_labels(labels, now=float(ts[-1]) + 1.0)
-        fired += [(k, t["kind"]) for t in out.triggers]
+        fired += [(k, t.kind) for t in out.triggers]
     return fired
 
 
@@ -56,7 +56,9 @@ def test_without_decay_the_learned_baseline_never_triggers() -> None:
 
 def test_bucket_settings_reach_the_insight_tracker() -> None:
     settings = ModelSettings(
-        window=WindowSettings(size=2000), warmup_events=4000, bucket_seconds=3600.0, bucket_retention=12
+        window=WindowSettings(size=2000),
+        warmup_events=4000,
+        insights=InsightSettings(bucket_seconds=3600.0, retention=12),
     )
     monitor = ModelMonitor(SCHEMA, settings)
     _stream(monitor, batches=3, decay_from=10**6)

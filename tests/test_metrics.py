@@ -82,14 +82,12 @@ def test_values_after_observing_engine_outputs(
     assert get("stream_monitor_performance", {"model": "synth", "metric": "auc"}) == last.performance["auc"]
     triggers = [t for o in outputs for t in o.triggers]
     assert triggers
-    for kind in {t["kind"] for t in triggers}:
+    for kind in {t.kind for t in triggers}:
         for severity in ("warning", "critical"):
-            expected = sum(1 for t in triggers if (t["kind"], t["severity"]) == (kind, severity))
+            expected = sum(1 for t in triggers if (t.kind, t.severity) == (kind, severity))
             labels = {"model": "synth", "kind": kind, "severity": severity}
             assert get("stream_monitor_triggers_emitted_total", labels) == expected
-    assert (
-        get("stream_monitor_last_trigger_timestamp_seconds", {"model": "synth"}) == triggers[-1]["event_time"]
-    )
+    assert get("stream_monitor_last_trigger_timestamp_seconds", {"model": "synth"}) == triggers[-1].event_time
     # The label-join gauges come from the engine's buffers (set after every batch), not from windows.
     buffers = engine.label_buffers()["synth"]
     assert get("stream_monitor_labels_pending", {"model": "synth"}) == buffers["pending"] > 0

@@ -8,9 +8,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import base64
 import heapq
-import pickle
 from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
@@ -19,6 +17,7 @@ import numpy as np
 import orjson
 import pytest
 
+from stream_monitor.core import state_format
 from stream_monitor.core.engine import MonitoringEngine
 from stream_monitor.core.events import (
     LabelBatch,
@@ -31,6 +30,7 @@ from stream_monitor.core.monitor import ModelMonitor
 from stream_monitor.core.reference import ReferenceProfile, build_reference
 from stream_monitor.core.schema import ModelSchema
 from stream_monitor.core.settings import ModelSettings, PolicySettings, WindowSettings
+from stream_monitor.core.triggers import Trigger
 from stream_monitor.errors import StateError
 from stream_monitor.offline.demo_data import SyntheticStream
 
@@ -96,30 +96,14 @@ def decoded() -> list[tuple[str, PredictionBatch | LabelBatch, float]]:
     return out
 
 
-def feed(mon: ModelMonitor, items: list[tuple[str, Any, float]]) -> list[dict[str, Any]]:
-    triggers: list[dict[str, Any]] = []
+def feed(mon: ModelMonitor, items: list[tuple[str, Any, float]]) -> list[Trigger]:
+    triggers: list[Trigger] = []
     for stream, batch, now in items:
         out = (
             mon.process_predictions(batch, now) if stream == "predictions" else mon.process_labels(batch, now)
         )
         triggers += out.triggers
     return triggers
-
-
-def canonical(snapshot: bytes) -> dict[str, Any]:
-    """A monitor or engine snapshot with its pickled parts (river objects) in a canonical form.
-
-    Pickle bytes of equal objects can differ (memo and string sharing change after a round trip), so
-    those parts are compared after one more load/dump each; everything else is compared as is.
-    """
-    d = orjson.loads(snapshot)
-    if "monitors" in d:
-        d["monitors"] = {m: canonical(base64.b64decode(v)) for m, v in d["monitors"].items()}
-        return d
-    for key in ("score_drift", "performance"):
-        once = pickle.dumps(pickle.loads(base64.b64decode(d[key])))
-        d[key] = pickle.dumps(pickle.loads(once))
-    return d
 
 
 def counters(mon: ModelMonitor) -> dict[str, Any]:
@@ -149,7 +133,7 @@ def new_monitor(with_reference: bool) -> ModelMonitor:
 
 
 @cache
-def uninterrupted(with_reference: bool) -> tuple[list[dict[str, Any]], dict[str, Any], bytes]:
+def uninterrupted(with_reference: bool) -> tuple[list[Trigger], dict[str, Any], bytes]:
     mon = new_monitor(with_reference)
     triggers = feed(mon, decoded())
     triggers += mon.flush(now=0.0).triggers
@@ -159,12 +143,12 @@ def uninterrupted(with_reference: bool) -> tuple[list[dict[str, Any]], dict[str,
 @pytest.mark.parametrize("with_reference", [False, True])
 def test_the_stream_exercises_every_stateful_piece(with_reference: bool) -> None:
     triggers, c, _ = uninterrupted(with_reference)
-    kinds = {t["kind"] for t in triggers}
+    kinds = {t.kind for t in triggers}
     assert "data_drift" in kinds or "combined" in kinds
     if with_reference:  # a warmed-up reference has no baseline performance to compare with
         assert "performance" in kinds or "combined" in kinds
     drift_ts = STREAM.ts_of(STREAM.drift_at or 0)
-    assert all(t["event_time"] > drift_ts for t in triggers)
+    assert all(t.event_time > drift_ts for t in triggers)
     assert c["labels"][2] > 0  # labels pending at the end
     assert c["score_drift"][0] > 0
 
@@ -199,19 +183,19 @@ def test_restore_mid_stream_continues_exactly(which: int, with_reference: bool) 
     first = new_monitor(with_reference)
     got = feed(first, items[:cut])
     data = first.snapshot()
-    restored = ModelMonitor.restore(data, SCHEMA, SETTINGS)
-    assert canonical(restored.snapshot()) == canonical(data)  # every piece restores to the same state
+    restored = ModelMonitor.restore(data, SCHEMA, SETTINGS, reference=reference() if with_reference else None)
+    assert restored.snapshot() == data  # every piece restores to the same state, byte for byte
     assert counters(restored) == counters(first)
     del first
     got += feed(restored, items[cut:])
     got += restored.flush(now=0.0).triggers
 
-    assert [(t["trigger_id"], t["kind"], t["event_time"]) for t in got] == [
-        (t["trigger_id"], t["kind"], t["event_time"]) for t in expected
+    assert [(t.trigger_id, t.kind, t.event_time) for t in got] == [
+        (t.trigger_id, t.kind, t.event_time) for t in expected
     ]
     assert got == expected  # every field, reasons and evidence included
     assert counters(restored) == expected_counters
-    assert canonical(restored.snapshot()) == canonical(expected_state)
+    assert restored.snapshot() == expected_state
 
 
 def test_restore_checks_the_model_and_the_bytes() -> None:
@@ -221,6 +205,30 @@ def test_restore_checks_the_model_and_the_bytes() -> None:
         ModelMonitor.restore(mon.snapshot(), other, SETTINGS)
     with pytest.raises(StateError):
         ModelMonitor.restore(b"{not json", SCHEMA, SETTINGS)
+
+
+def test_a_configured_reference_is_stored_as_its_digest_and_must_match() -> None:
+    configured = ModelMonitor(SCHEMA, SETTINGS, reference())
+    warming = ModelMonitor(SCHEMA, SETTINGS)
+    feed(configured, decoded()[:10])
+    feed(warming, decoded()[:10])
+    assert warming.ready  # warmed up: its reference is state
+    configured_state = state_format.decode(configured.snapshot())
+    assert configured_state["reference"] == {"source": "configured", "digest": reference().digest()}
+    warmed_state = state_format.decode(warming.snapshot())
+    assert warmed_state["reference"]["source"] == "warmed_up"
+    assert ReferenceProfile.from_state(warmed_state["reference"]["profile"]) == warming.reference
+    assert warming.warmup is None  # stored once: the warm-up's copy is gone
+
+    other = replace(reference(), version=reference().version + 1)
+    with pytest.raises(StateError, match=r"digest .* configured reference .* has digest"):
+        ModelMonitor.restore(configured.snapshot(), SCHEMA, SETTINGS, reference=other)
+    with pytest.raises(StateError, match="none is configured now"):
+        ModelMonitor.restore(configured.snapshot(), SCHEMA, SETTINGS)
+    with pytest.raises(StateError, match="warmed up from live events, but a reference is configured"):
+        ModelMonitor.restore(warming.snapshot(), SCHEMA, SETTINGS, reference=reference())
+    again = ModelMonitor.restore(configured.snapshot(), SCHEMA, SETTINGS, reference=reference())
+    assert again.reference is reference() and again.snapshot() == configured.snapshot()
 
 
 def test_score_drift_chunks_do_not_depend_on_batch_boundaries() -> None:
@@ -287,8 +295,9 @@ def engine_steps() -> list[Step]:
     return out
 
 
-def run_engine(eng: MonitoringEngine, items: list[Step]) -> tuple[list[dict[str, Any]], int, int]:
-    triggers, events, rejected = [], 0, 0
+def run_engine(eng: MonitoringEngine, items: list[Step]) -> tuple[list[Trigger], int, int]:
+    triggers: list[Trigger] = []
+    events = rejected = 0
     for step in items:
         now = max(eng.watermark, 0.0)  # the service's clock: the event-time watermark
         out = eng.process_predictions(step.raws, now) if step.stream == "predictions" else None
@@ -305,8 +314,8 @@ def test_engine_snapshot_restore(fraction: float) -> None:
     items = engine_steps()
     whole = engine()
     expected = run_engine(whole, items)
-    assert any(t["model_id"] == "synth" for t in expected[0])
-    assert all(t["model_version"] == "v5" for t in expected[0] if t["model_id"] == "synth")
+    assert any(t.model_id == "synth" for t in expected[0])
+    assert all(t.model_version == "v5" for t in expected[0] if t.model_id == "synth")
 
     cut = int(len(items) * fraction)
     first = engine()
@@ -314,27 +323,38 @@ def test_engine_snapshot_restore(fraction: float) -> None:
     second = engine()
     second.restore(first.snapshot())
     assert second.watermark == first.watermark
-    assert canonical(second.snapshot()) == canonical(first.snapshot())
+    assert second.snapshot() == first.snapshot()
     b = run_engine(second, items[cut:])
     assert (a[0] + b[0], a[1] + b[1], a[2] + b[2]) == expected
-    assert canonical(second.snapshot()) == canonical(whole.snapshot())
+    assert second.snapshot() == whole.snapshot()
 
 
 def test_engine_restore_keeps_models_missing_from_the_snapshot_fresh() -> None:
     eng = engine()
     run_engine(eng, engine_steps()[:5])
-    blob = orjson.loads(eng.snapshot())
-    only_synth = orjson.dumps({**blob, "monitors": {"synth": blob["monitors"]["synth"]}})
+    blob = state_format.decode(eng.snapshot())
+    only_synth = state_format.encode({**blob, "monitors": {"synth": blob["monitors"]["synth"]}})
     fresh = engine()
     fresh.restore(only_synth)
     assert fresh.monitors["synth"].events_total == eng.monitors["synth"].events_total > 0
     assert fresh.monitors["control"].events_total == 0
-    synth_state = base64.b64decode(blob["monitors"]["synth"])
-    assert canonical(fresh.monitors["synth"].snapshot()) == canonical(synth_state)
-    with pytest.raises(StateError):
-        fresh.restore(b'{"format": 0, "monitors": {}}')
+    assert fresh.monitors["synth"].snapshot() == state_format.encode(blob["monitors"]["synth"])
+    with pytest.raises(StateError, match="older stream-monitor"):
+        fresh.restore(b'{"format": 1, "monitors": {}}')
     with pytest.raises(StateError):
         fresh.restore(b"garbage")
+
+
+def test_engine_restore_is_all_or_nothing() -> None:
+    eng = engine()
+    run_engine(eng, engine_steps()[:5])
+    blob = state_format.decode(eng.snapshot())
+    blob["monitors"]["control"]["events_total"] = "many"  # the second monitor does not fit
+    fresh = engine()
+    before = fresh.snapshot()
+    with pytest.raises(StateError, match="model 'control': part 'events_total' is str"):
+        fresh.restore(state_format.encode(blob))
+    assert fresh.snapshot() == before
 
 
 def test_synthetic_stream_is_deterministic() -> None:

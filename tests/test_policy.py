@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import pytest
 
 from stream_monitor.core.detectors.base import DetectorResult
-from stream_monitor.core.policy import (
-    TRIGGER_FIELDS,
-    TriggerPolicy,
-    WindowEvaluation,
-    auc_standard_error,
-    trigger_id,
-)
+from stream_monitor.core.detectors.table import MISSING_RATE
+from stream_monitor.core.policy import TriggerPolicy, WindowEvaluation, auc_standard_error
 from stream_monitor.core.settings import PolicySettings
+from stream_monitor.core.triggers import Reason, Trigger, trigger_id
 from stream_monitor.errors import StateError
 
 HOUR = 3600.0
-REASON_FIELDS = {"detector", "feature", "statistic", "value", "threshold", "window"}
+TRIGGER_FIELDS = {f.name for f in fields(Trigger)}
+REASON_FIELDS = {f.name for f in fields(Reason)}
 
 
 def psi_result(feature: str, value: float, alarm: float = 0.15) -> DetectorResult:
@@ -50,7 +47,7 @@ def window(
 
 
 def run(policy: TriggerPolicy, windows: list[WindowEvaluation]) -> list[tuple[int, str]]:
-    return [(ev.index, t["kind"]) for ev in windows for t in policy.decide(ev, now=123.0)]
+    return [(ev.index, t.kind) for ev in windows for t in policy.decide(ev)]
 
 
 def psi_stream(values: list[float], feature: str = "x") -> list[WindowEvaluation]:
@@ -132,8 +129,9 @@ def test_cooldown_is_event_time() -> None:
 def test_cooldown_does_not_depend_on_the_wall_clock() -> None:
     p = policy(consecutive_windows=1, cooldown_seconds=6 * HOUR)
     evs = psi_stream([0.2, 0.0, 0.2])
-    fired = [t["kind"] for k, ev in enumerate(evs) for t in p.decide(ev, now=1e9 + k * 86400.0)]
-    assert fired == ["data_drift"]  # a day of wall clock between windows changes nothing
+    # decide() takes no clock at all: the cooldown counts the windows' event time.
+    fired = [t.kind for ev in evs for t in p.decide(ev)]
+    assert fired == ["data_drift"]
 
 
 def test_cooldown_defers_a_persisting_condition_until_it_expires() -> None:
@@ -161,23 +159,23 @@ def test_data_drift_and_performance_in_the_same_window_are_one_combined_trigger(
         window(i, psi_result("x", v), **labelled({"auc": a, "f1": 0.6}, 1000.0 * (i + 1)))
         for i, (v, a) in enumerate([(0.01, 0.80), (0.3, 0.70), (0.3, 0.70), (0.3, 0.70)])
     ]
-    triggers = [t for ev in evs for t in p.decide(ev, now=0.0)]
-    assert [t["kind"] for t in triggers] == ["combined"]
+    triggers = [t for ev in evs for t in p.decide(ev)]
+    assert [t.kind for t in triggers] == ["combined"]
     (t,) = triggers
-    assert t["severity"] == "critical"
-    assert {r["detector"] for r in t["reasons"]} == {"psi", "performance"}
-    assert t["recommendation"]["action"] == "retrain"
+    assert t.severity == "critical"
+    assert {r.detector for r in t.reasons} == {"psi", "performance"}
+    assert t.recommendation.action == "retrain"
 
 
 def test_prediction_drift_is_folded_into_data_drift() -> None:
     p = policy(consecutive_windows=2)
     pred = psi_result("__prediction__", 0.5, alarm=0.15)
     evs = [window(i, psi_result("x", v), pred) for i, v in enumerate([0.2, 0.2, 0.2])]
-    triggers = [t for ev in evs for t in p.decide(ev, now=0.0)]
-    assert [t["kind"] for t in triggers] == ["data_drift"]
-    assert {r["feature"] for r in triggers[0]["reasons"]} == {"x", "__prediction__"}
+    triggers = [t for ev in evs for t in p.decide(ev)]
+    assert [t.kind for t in triggers] == ["data_drift"]
+    assert {r.feature for r in triggers[0].reasons} == {"x", "__prediction__"}
     # Folded prediction drift does not raise the severity (one feature, PSI below psi_critical).
-    assert triggers[0]["severity"] == "warning"
+    assert triggers[0].severity == "warning"
 
 
 # -- severity -------------------------------------------------------------------------------------
@@ -187,13 +185,15 @@ def test_prediction_drift_is_folded_into_data_drift() -> None:
         ((psi_result("x", 0.2),), "warning"),
         ((psi_result("x", 0.29),), "warning"),
         ((psi_result("x", 0.3),), "critical"),
-        ((psi_result("x", 0.2), psi_result("y", 0.2)), "critical"),  # two key features
+        # Two correlated key features at PSI 0.24 are one piece of evidence at 0.24, not a crisis.
+        ((psi_result("x", 0.24), psi_result("y", 0.24)), "warning"),
+        ((psi_result("x", 0.24), psi_result("y", 0.31)), "critical"),
     ],
 )
 def test_data_drift_severity(results: tuple[DetectorResult, ...], severity: str) -> None:
     p = TriggerPolicy("m", ("x", "y"), PolicySettings(consecutive_windows=1))
-    (t,) = p.decide(window(0, *results), now=0.0)
-    assert t["severity"] == severity
+    (t,) = p.decide(window(0, *results))
+    assert t.severity == severity
 
 
 # -- performance ----------------------------------------------------------------------------------
@@ -221,11 +221,11 @@ def test_auc_drop_of_0015_for_three_windows() -> None:
 
 def test_performance_trigger_contents() -> None:
     p = policy()
-    (t,) = [t for ev in perf_stream("auc", [0.7, 0.7, 0.7], 0.80) for t in p.decide(ev, now=0.0)]
-    assert t["kind"] == "performance" and t["severity"] == "critical"
-    (r,) = t["reasons"]
-    assert (r["statistic"], r["value"], r["threshold"]) == ("auc", 0.7, pytest.approx(0.785))
-    assert t["recommendation"]["action"] == "retrain"
+    (t,) = [t for ev in perf_stream("auc", [0.7, 0.7, 0.7], 0.80) for t in p.decide(ev)]
+    assert t.kind == "performance" and t.severity == "critical"
+    (r,) = t.reasons
+    assert (r.statistic, r.value, r.threshold) == ("auc", 0.7, pytest.approx(0.785))
+    assert t.recommendation.action == "retrain"
 
 
 def test_performance_needs_enough_labels() -> None:
@@ -291,10 +291,10 @@ def pred_window(i: int, value: float, **kw: Any) -> WindowEvaluation:
 
 def test_prediction_drift_while_labels_are_missing_waits_for_labels() -> None:
     p = policy(consecutive_windows=2)
-    triggers = [t for i in range(3) for t in p.decide(pred_window(i, 0.4), now=0.0)]
-    assert [t["kind"] for t in triggers] == ["prediction_drift"]
-    assert triggers[0]["recommendation"]["action"] == "wait_for_labels"
-    assert triggers[0]["severity"] == "warning"
+    triggers = [t for i in range(3) for t in p.decide(pred_window(i, 0.4))]
+    assert [t.kind for t in triggers] == ["prediction_drift"]
+    assert triggers[0].recommendation.action == "wait_for_labels"
+    assert triggers[0].severity == "warning"
 
 
 def test_prediction_drift_is_silent_while_fresh_labels_flow() -> None:
@@ -330,7 +330,7 @@ def test_prediction_drift_speaks_when_labels_stop_or_are_late() -> None:
 
 # -- integrity ------------------------------------------------------------------------------------
 def incident(feature: str = "x") -> DetectorResult:
-    return DetectorResult("integrity:missing", feature, "missing_rate", 0.5, 0.1, drift=True)
+    return DetectorResult(MISSING_RATE.name, feature, "missing_rate", 0.5, 0.1, drift=True)
 
 
 def test_integrity_kind_investigates_and_its_windows_are_excluded_later() -> None:
@@ -343,19 +343,19 @@ def test_integrity_kind_investigates_and_its_windows_are_excluded_later() -> Non
         window(4, psi_result("x", 0.3)),
         window(5, psi_result("x", 0.3)),
     ]
-    triggers = [t for ev in evs for t in p.decide(ev, now=0.0)]
+    triggers = [t for ev in evs for t in p.decide(ev)]
     # An integrity incident pages at once (integrity_windows=1), drift only once sustained.
-    assert [(t["evidence"]["window_index"], t["kind"]) for t in triggers] == [
+    assert [(t.evidence.window_index, t.kind) for t in triggers] == [
         (1, "integrity"),
         (5, "data_drift"),
     ]
     integrity, drift = triggers
-    assert integrity["recommendation"]["action"] == "investigate"
-    excluded = [(e["start"], e["end"], e["reason"]) for e in drift["recommendation"]["exclude"]]
+    assert integrity.recommendation.action == "investigate"
+    excluded = [(e.start, e.end, e.reason) for e in drift.recommendation.exclude]
     assert excluded == [(HOUR, 2 * HOUR, "integrity_incident"), (2 * HOUR, 3 * HOUR, "integrity_incident")]
     # the drift started at window 4: retrain on windows 4 and 5, newest first
-    assert drift["recommendation"]["drift_started_at"] == 4 * HOUR
-    assert [w["start"] for w in drift["recommendation"]["train_on"]] == [5 * HOUR, 4 * HOUR]
+    assert drift.recommendation.drift_started_at == 4 * HOUR
+    assert [w.start for w in drift.recommendation.train_on] == [5 * HOUR, 4 * HOUR]
 
 
 def test_incident_windows_are_never_in_train_on() -> None:
@@ -365,9 +365,9 @@ def test_incident_windows_are_never_in_train_on() -> None:
         window(1, psi_result("x", 0.3), incident()),
         window(2, psi_result("x", 0.3)),
     ]
-    (t,) = [t for ev in evs for t in p.decide(ev, now=0.0)]
-    assert [w["start"] for w in t["recommendation"]["train_on"]] == [2 * HOUR, 0.0]
-    assert [e["start"] for e in t["recommendation"]["exclude"]] == [HOUR]
+    (t,) = [t for ev in evs for t in p.decide(ev)]
+    assert [w.start for w in t.recommendation.train_on] == [2 * HOUR, 0.0]
+    assert [e.start for e in t.recommendation.exclude] == [HOUR]
 
 
 def test_integrity_triggers_can_be_disabled() -> None:
@@ -395,11 +395,13 @@ def test_new_data_alone_never_triggers() -> None:
 # -- contract and ids ------------------------------------------------------------------------------
 def test_every_contract_field_is_present() -> None:
     p = policy(consecutive_windows=1)
-    (t,) = p.decide(
-        window(0, psi_result("x", 0.2), labels={"joined_total": 10.0, "pending": 3.0, "delay_p50": 60.0}),
-        now=42.0,
+    (decided,) = p.decide(
+        window(0, psi_result("x", 0.2), labels={"joined_total": 10.0, "pending": 3.0, "delay_p50": 60.0})
     )
-    assert set(t) >= TRIGGER_FIELDS
+    assert decided.emitted_at is None  # the core has no wall clock: the front end stamps it
+    emitted = decided.with_emitted_at(42.0)
+    t = emitted.to_dict()  # the event as it goes out
+    assert set(t) == TRIGGER_FIELDS
     assert t["model_id"] == "m" and t["model_version"] == "v1"
     assert t["emitted_at"] == 42.0 and t["event_time"] == HOUR
     assert t["severity"] in ("warning", "critical")
@@ -413,12 +415,13 @@ def test_every_contract_field_is_present() -> None:
     rec = t["recommendation"]
     assert rec["action"] in ("retrain", "investigate", "wait_for_labels")
     assert {"train_on", "exclude", "new_labels_since_last_trigger"} <= set(rec)
+    assert Trigger.from_dict(t) == emitted
 
 
 def test_trigger_id_is_deterministic_and_distinguishes_decisions() -> None:
     p, q = policy(), policy()
-    a = [t["trigger_id"] for ev in psi_stream([0.2, 0.2]) for t in p.decide(ev, now=1.0)]
-    b = [t["trigger_id"] for ev in psi_stream([0.2, 0.2]) for t in q.decide(ev, now=99.0)]
+    a = [t.trigger_id for ev in psi_stream([0.2, 0.2]) for t in p.decide(ev)]
+    b = [t.trigger_id for ev in psi_stream([0.2, 0.2]) for t in q.decide(ev)]
     assert a == b and len(a) == 1
     assert a[0] == trigger_id("m", "data_drift", 1, 2 * HOUR)
     ids = {
@@ -458,15 +461,15 @@ def test_snapshot_restore_round_trip(cut: int) -> None:
     settings = PolicySettings(cooldown_seconds=4 * HOUR)
     evs = mixed_stream()
     whole = TriggerPolicy("m", ("x",), settings)
-    expected = [t for ev in evs for t in whole.decide(ev, now=0.0)]
-    assert {t["kind"] for t in expected} >= {"data_drift", "performance", "integrity", "prediction_drift"}
+    expected = [t for ev in evs for t in whole.decide(ev)]
+    assert {t.kind for t in expected} >= {"data_drift", "performance", "integrity", "prediction_drift"}
 
     first = TriggerPolicy("m", ("x",), settings)
-    got = [t for ev in evs[:cut] for t in first.decide(ev, now=0.0)]
+    got = [t for ev in evs[:cut] for t in first.decide(ev)]
     second = TriggerPolicy("m", ("x",), settings)
     second.restore_state(first.snapshot())
     assert second.snapshot() == first.snapshot()
-    got += [t for ev in evs[cut:] for t in second.decide(ev, now=0.0)]
+    got += [t for ev in evs[cut:] for t in second.decide(ev)]
     assert got == expected
 
 

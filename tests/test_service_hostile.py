@@ -18,9 +18,9 @@ from service_fixtures import (
     MODEL,
     ServiceProcess,
     ServiceTopics,
+    dead_letters,
     free_port,
     produce,
-    read_topic,
     synthetic,
     triggers,
     write_config,
@@ -158,7 +158,7 @@ def test_far_future_and_far_past_timestamps_do_not_move_the_clock(
     svc = services(cfg, port, tmp_path / "run1.log")
     svc.wait_for(lambda: _done(svc, n + 2, n), 120, "first part processed")
     svc.wait_for(lambda: _joined(svc) == n, 60, f"all {n} valid labels joined")
-    dead = read_topic(kafka_bootstrap, topics.dlq)
+    dead = dead_letters(kafka_bootstrap, topics.dlq)
     reasons = [header_dict(m).get("reason") for m in dead]
     assert reasons == ["ts_out_of_bounds"], reasons
     assert orjson.loads(dead[0].value())["ts"] == "9999-12-31T23:59:59Z"
@@ -171,7 +171,7 @@ def test_far_future_and_far_past_timestamps_do_not_move_the_clock(
     again = services(cfg, port, tmp_path / "run2.log")
     again.wait_for(lambda: _done(again, 2 * (n + 2), 2 * n), 120, "second part processed")
     again.wait_for(lambda: _joined(again) == 2 * n, 60, f"all {2 * n} valid labels joined")
-    reasons = [header_dict(m).get("reason") for m in read_topic(kafka_bootstrap, topics.dlq)]
+    reasons = [header_dict(m).get("reason") for m in dead_letters(kafka_bootstrap, topics.dlq)]
     assert reasons == ["ts_out_of_bounds", "ts_out_of_bounds"], reasons
     assert (
         again.metrics()[("stream_monitor_events_rejected_total", (("reason", "ts_out_of_bounds"),))] == 1
@@ -266,7 +266,7 @@ def test_an_input_that_makes_state_unstorable_is_dead_lettered_and_the_service_g
     try:
         # Predictions processed + rejected reach n only once the careful replay is past the poison.
         svc.wait_for(lambda: _done(svc, n, n), 120, "everything processed despite the unstorable input")
-        dead = read_topic(kafka_bootstrap, topics.dlq)
+        dead = dead_letters(kafka_bootstrap, topics.dlq)
         assert [header_dict(m).get("reason") for m in dead] == ["unstorable_state"]
         assert orjson.loads(dead[0].value())["event_id"] == "u2000"
         state = svc.state()["tasks"]["0"]
@@ -306,7 +306,7 @@ def test_dead_letters_keep_the_original_headers_under_a_prefix(
     producer.flush(30)
     svc = services(cfg, port, tmp_path / "run.log")
     svc.wait_for(lambda: _done(svc, len(hostile) + 1, 0), 120, "all processed")
-    dead = read_topic(kafka_bootstrap, topics.dlq)
+    dead = dead_letters(kafka_bootstrap, topics.dlq)
     assert [header_dict(m)["reason"] for m in dead] == [reason for _, _, reason in hostile]
     for m, (value, headers, _) in zip(dead, hostile, strict=True):
         got = m.headers() or []

@@ -11,7 +11,9 @@ import itertools
 import re
 import threading
 import time
+import zlib
 from collections import defaultdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from service_fixtures import (
     ServiceProcess,
     ServiceTopics,
     committed,
+    dead_letters,
     end_offsets,
     free_port,
     produce,
@@ -33,12 +36,13 @@ from service_fixtures import (
 )
 
 from stream_monitor.core.events import decode_labels, decode_predictions
-from stream_monitor.core.policy import TRIGGER_FIELDS
 from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.triggers import Trigger
 from stream_monitor.kafka.clients import header_dict
 from stream_monitor.kafka.produce import produce_items
 
 pytestmark = pytest.mark.kafka
+TRIGGER_FIELDS = {f.name for f in fields(Trigger)}
 
 
 @pytest.fixture
@@ -96,7 +100,9 @@ def test_drift_triggers_stationary_does_not_and_sigterm_commits(
     fired = triggers(kafka_bootstrap, drift.triggers)
     assert fired, "drift injected at event 2000 must trigger"
     for t in fired:
-        assert set(t) >= TRIGGER_FIELDS, set(t) ^ TRIGGER_FIELDS
+        assert set(t) == TRIGGER_FIELDS, set(t) ^ TRIGGER_FIELDS
+        assert Trigger.from_dict(t).to_dict() == t  # the one parser reads what the service emits
+        assert isinstance(t["emitted_at"], float)  # wall clock, stamped at emission
         assert t["model_id"] == MODEL and t["severity"] in ("warning", "critical")
         assert t["event_time"] >= 1_735_689_600.0 + 2000 * 0.5  # after the drift point (either partition)
         assert t["reasons"] and t["recommendation"]["action"] in ("retrain", "investigate", "wait_for_labels")
@@ -178,7 +184,7 @@ def test_poison_messages_go_to_the_dlq_once_each(
     before = svc.metrics()
 
     # Exactly one dead letter per poison message: original bytes, reason, source topic/partition/offset.
-    dlq = read_topic(kafka_bootstrap, topics.dlq)
+    dlq = dead_letters(kafka_bootstrap, topics.dlq)
     assert len(dlq) == expect_rejected
     by_reason: dict[str, int] = defaultdict(int)
     for m in dlq:
@@ -491,7 +497,7 @@ def test_broker_down_30s_service_survives_and_readiness_flips(
 def test_state_record_roundtrip_and_dlq_headers() -> None:
     from stream_monitor.errors import StateError
     from stream_monitor.kafka.clients import dlq_headers
-    from stream_monitor.kafka.state import StateRecord
+    from stream_monitor.kafka.state import StateRecord, record_offsets
 
     rec = StateRecord("g", 1, {"predictions": 10, "labels": 4}, {"predictions": 9}, orjson.dumps({"a": 1}))
     data = bytearray(rec.encode())
@@ -499,12 +505,83 @@ def test_state_record_roundtrip_and_dlq_headers() -> None:
     data[-1] ^= 0xFF
     with pytest.raises(StateError, match=r"corrupt|digest"):
         StateRecord.decode(bytes(data))
+    # A record of format 1 (JSON header line, then the compressed JSON/base64/pickle snapshot).
+    old = _old_format_record("g", 1, {"predictions": 10, "labels": 4})
+    with pytest.raises(StateError, match=r"format 1 .* older stream-monitor"):
+        StateRecord.decode(old)
+    assert record_offsets(old) == record_offsets(rec.encode()) == {"predictions": 10, "labels": 4}
+    assert record_offsets(b"garbage") is None
     assert dict(dlq_headers("unknown_model", "t", 2, 7)) == {
         "reason": b"unknown_model",
         "source_topic": b"t",
         "source_partition": b"2",
         "source_offset": b"7",
     }
+
+
+def _old_format_record(group: str, partition: int, offsets: dict[str, int]) -> bytes:
+    """What stream-monitor wrote before the one state format: a JSON header line and the compressed
+    JSON snapshot whose detector and performance parts were base64'd pickles."""
+    header = {"format": 1, "group": group, "partition": partition, "offsets": offsets, "counts": {}}
+    snapshot = orjson.dumps({"format": 1, "monitors": {MODEL: "gASVAAAAAAAAAAB9lC4="}})
+    return orjson.dumps({**header, "digest": "0" * 16, "created_at": 0.0}) + b"\n" + zlib.compress(snapshot)
+
+
+def test_a_state_record_of_the_old_format_starts_its_task_fresh_at_its_offsets(
+    kafka_bootstrap: str,
+    topic_factory: Any,
+    group_id: str,
+    producer_factory: Any,
+    services: Any,
+    tmp_path: Path,
+) -> None:
+    """After an upgrade, a record this version cannot restore is not fatal: one error naming the
+    partition, the task starts with fresh state where the record's state ended, no crash loop, and
+    its next checkpoint is of the new format."""
+    from stream_monitor.kafka.state import StateRecord, read_latest, state_key
+
+    topics = ServiceTopics.create(topic_factory)
+    items = synthetic(3000, drift_after=None, seed=9)
+    produce(producer_factory(), topics, items)
+    n_predictions = sum(1 for role, _ in items if role == "predictions")
+    n_labels = len(items) - n_predictions
+    port = free_port()
+    cfg = write_config(tmp_path / "c.yaml", kafka_bootstrap, topics, group_id, port)
+    first = services(cfg, port, tmp_path / "first.log")
+    first.wait_for(
+        lambda: first.processed()["predictions"] >= n_predictions and first.processed()["labels"] >= n_labels,
+        120,
+        "first run done",
+    )
+    assert first.terminate() == 0  # checkpoints both partition-tasks on the way out
+
+    ends = {role: end_offsets(kafka_bootstrap, t, 2)[0] for role, t in topics.inputs().items()}
+    assert ends["predictions"] > 200 and ends["labels"] > 20
+    resume = {"predictions": ends["predictions"] - 200, "labels": ends["labels"] - 20}
+    producer = producer_factory()
+    producer.produce(topics.state, key=state_key(group_id, 0), value=_old_format_record(group_id, 0, resume))
+    assert producer.flush(30) == 0
+
+    second = services(cfg, port, tmp_path / "second.log")
+    second.wait_for(lambda: second.ready() is True, 120, "ready after the old record")
+    second.wait_for(
+        lambda: second.state()["tasks"]["0"]["offsets"] == {r: ends[r] for r in ("predictions", "labels")},
+        60,
+        "partition 0 replayed from the old record's offsets",
+    )
+    tasks = second.state()["tasks"]
+    # Fresh state that saw exactly the inputs after the old record's offsets; partition 1 restored.
+    counts = tasks["0"]["counts"]
+    assert (counts["predictions"], counts["labels"]) == (200, 20)
+    assert tasks["0"]["restored_digest"] is None and tasks["1"]["restored_digest"] is not None
+    errors = [line for line in second.log().splitlines() if "cannot be restored" in line]
+    assert len(errors) == 1 and "partition-task 0" in errors[0] and "format 1" in errors[0], errors
+    assert str(resume) in errors[0]
+    assert second.terminate() == 0
+
+    key = state_key(group_id, 0)
+    record = StateRecord.decode(read_latest({"bootstrap.servers": kafka_bootstrap}, topics.state, [key])[key])
+    assert record.offsets == {r: ends[r] for r in ("predictions", "labels")}
 
 
 def test_exactly_once_mode_commits_offsets_in_the_transaction(

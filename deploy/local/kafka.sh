@@ -169,7 +169,9 @@ log_tail() {
 
 cmd_start() {
     if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
-        probe "$KAFKA_BOOTSTRAP_SERVERS" 10 || die "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS does not answer"
+        # Generous: a busy broker can take seconds to answer its first metadata request.
+        probe "$KAFKA_BOOTSTRAP_SERVERS" "$START_TIMEOUT" ||
+            die "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS does not answer within $START_TIMEOUT s"
         echo "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS"
         return 0
     fi

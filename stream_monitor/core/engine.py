@@ -17,17 +17,17 @@ what runs on the broker. Pure: no I/O, time is a parameter.
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
+from stream_monitor.core import state_format
 from stream_monitor.core.events import (
     MAX_EVENT_ID_LENGTH,
+    MAX_MESSAGE_BYTES,
     LabelBatch,
     PredictionBatch,
     RawValue,
@@ -39,10 +39,11 @@ from stream_monitor.core.monitor import ModelMonitor, MonitorOutput
 from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
 from stream_monitor.core.settings import EventTimeSettings, ModelSettings
+from stream_monitor.core.state_format import StateReader
+from stream_monitor.core.triggers import Trigger
 from stream_monitor.core.windows import take_batch
-from stream_monitor.errors import StateError
 
-_FORMAT = 1
+_FORMAT = 2  # 1 was JSON with every monitor's snapshot in base64
 #: Dead-letter reason of an event whose ``ts`` lies beyond the bounds of :class:`EventTimeSettings`.
 TS_OUT_OF_BOUNDS = "ts_out_of_bounds"
 
@@ -60,7 +61,7 @@ class EngineOutput:
         return sum(o.events for o in self.per_model.values())
 
     @property
-    def triggers(self) -> list[dict[str, Any]]:
+    def triggers(self) -> list[Trigger]:
         return [t for o in self.per_model.values() for t in o.triggers]
 
 
@@ -73,7 +74,7 @@ class MonitoringEngine:
         settings: Mapping[str, ModelSettings] | None = None,
         references: Mapping[str, ReferenceProfile | None] | None = None,
         versions: Mapping[str, str | None] | None = None,
-        max_message_bytes: int = 1_000_000,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         event_time: EventTimeSettings | None = None,
         max_event_id_length: int = MAX_EVENT_ID_LENGTH,
     ) -> None:
@@ -85,9 +86,10 @@ class MonitoringEngine:
         self.max_event_id_length = max_event_id_length
         # Latest event time seen on the predictions stream (replay drives label TTL with it).
         self.watermark = float("-inf")
-        refs = references or {}
+        # The configured references (static): a restored monitor must have been built against them.
+        self.references = {m: r for m, r in (references or {}).items() if r is not None}
         self.monitors = {
-            m: ModelMonitor(s, self.settings[m], refs.get(m), self.versions.get(m))
+            m: ModelMonitor(s, self.settings[m], self.references.get(m), self.versions.get(m))
             for m, s in schemas.items()
         }
 
@@ -193,36 +195,44 @@ class MonitoringEngine:
         """Close all open windows (end of a finite replay)."""
         return EngineOutput(per_model={m: mon.flush(now) for m, mon in self.monitors.items()})
 
-    def snapshot(self) -> bytes:
-        """All monitors' state as one blob."""
-        return orjson.dumps(
-            {
-                "format": _FORMAT,
-                # The clock of label TTLs after a restore: without it, labels joined before the first
-                # new prediction batch would see an earlier "now" than the uninterrupted run.
-                "watermark": None if self.watermark == float("-inf") else self.watermark,
-                "monitors": {
-                    m: base64.b64encode(mon.snapshot()).decode() for m, mon in self.monitors.items()
-                },
-            }
+    def to_state(self) -> dict[str, Any]:
+        """All monitors' state, and the clock, as one container of :mod:`stream_monitor.core.state_format`."""
+        return state_format.tagged(
+            "engine",
+            _FORMAT,
+            # The clock of label TTLs after a restore: without it, labels joined before the first
+            # new prediction batch would see an earlier "now" than the uninterrupted run.
+            watermark=np.array([self.watermark], dtype=np.float64),
+            monitors={m: mon.to_state() for m, mon in self.monitors.items()},
         )
 
+    def snapshot(self) -> bytes:
+        """All monitors' state as one blob (:meth:`to_state` in the one state format)."""
+        return state_format.encode(self.to_state())
+
+    @state_format.restoring
     def restore(self, data: bytes) -> None:
-        """Replace the monitors' state with a snapshot; models not in it keep a fresh state."""
-        try:
-            d = orjson.loads(data)
-        except orjson.JSONDecodeError as e:
-            raise StateError(f"engine snapshot is not valid JSON: {e}") from e
-        if not isinstance(d, dict) or d.get("format") != _FORMAT:
-            got = d.get("format") if isinstance(d, dict) else None
-            raise StateError(f"engine snapshot format {got!r} is not {_FORMAT}")
-        wm = d.get("watermark")
-        self.watermark = float("-inf") if wm is None else float(wm)
-        for m, blob in d["monitors"].items():
-            if m in self.schemas:
-                self.monitors[m] = ModelMonitor.restore(
-                    base64.b64decode(blob), self.schemas[m], self.settings[m], self.versions.get(m)
-                )
+        """Replace the monitors' state with a snapshot; models not in it keep a fresh state.
+
+        All or nothing: on :class:`StateError` (bytes that are not an engine's state, a monitor built
+        against another reference than the configured one) the engine is left as it was.
+        """
+        r = StateReader.of(state_format.decode(data), "engine", "engine", _FORMAT)
+        (watermark,) = r.array("watermark", np.float64, shape=(1,)).tolist()
+        monitors = r.child("monitors")
+        restored = {
+            m: ModelMonitor.from_state(
+                StateReader(monitors.child(m).parts, f"model {m!r}"),
+                self.schemas[m],
+                self.settings[m],
+                self.versions.get(m),
+                self.references.get(m),
+            )
+            for m in monitors.parts
+            if m in self.schemas
+        }
+        self.watermark = watermark
+        self.monitors.update(restored)
 
 
 def _raw_bytes(value: RawValue) -> bytes:

@@ -140,6 +140,9 @@ MAX_DEPTH = 1024
 #: unbounded memory; 256 holds any UUID or ULID (36/26), a ``<topic>-<partition>-<offset>`` id or a
 #: hex digest of a composite key with room to spare.
 MAX_EVENT_ID_LENGTH = 256
+#: Default bound on one message's size in bytes (configured as ``max_message_bytes``): larger ones are
+#: dead-lettered as ``too_large`` before they are parsed.
+MAX_MESSAGE_BYTES = 1_000_000
 
 # Epoch seconds of 0001-01-01T00:00:00Z and 10000-01-01T00:00:00Z: what RFC 3339 can express.
 # A millisecond or microsecond epoch sent by mistake falls outside and is rejected, not misread.
@@ -1020,7 +1023,7 @@ def _numeric_matrix(flat: list[Any], n: int, names: tuple[str, ...]) -> tuple[np
 def decode_predictions(
     raws: Sequence[RawValue],
     schemas: Mapping[str, ModelSchema],
-    max_bytes: int = 1_000_000,
+    max_bytes: int = MAX_MESSAGE_BYTES,
     *,
     max_event_id_length: int = MAX_EVENT_ID_LENGTH,
 ) -> tuple[dict[str, PredictionBatch], list[Rejection]]:
@@ -1206,7 +1209,7 @@ def _label_value(label: Any, classes: _Classes) -> tuple[float, str] | str:
 def decode_labels(
     raws: Sequence[RawValue],
     schemas: Mapping[str, ModelSchema],
-    max_bytes: int = 1_000_000,
+    max_bytes: int = MAX_MESSAGE_BYTES,
     *,
     max_event_id_length: int = MAX_EVENT_ID_LENGTH,
 ) -> tuple[dict[str, LabelBatch], list[Rejection]]:

@@ -19,20 +19,21 @@ prediction (22 when nothing is dead).
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
-import orjson
 
+from stream_monitor.core import state_format
+from stream_monitor.core.settings import ModelSettings
+from stream_monitor.core.state_format import StateReader
 from stream_monitor.errors import StateError
 
 __all__ = ["JoinedLabels", "LabelJoinBuffer", "hash_event_ids"]
 
-_FORMAT = 1
-_MAGIC = b"SMLJ"
+_KIND = "label_buffer"
+_FORMAT = 2  # 1 was its own binary layout ("SMLJ")
 _DEAD = np.inf
 _MAX_CLASSES = 32_767  # int16 codes; beyond this every new class shares the "__other__" code
 _OTHER = "__other__"
@@ -220,8 +221,8 @@ class LabelJoinBuffer:
 
     def __init__(
         self,
-        max_entries: int = 1_000_000,
-        ttl_seconds: float = 7 * 86400,
+        max_entries: int = ModelSettings.label_buffer_entries,
+        ttl_seconds: float = ModelSettings.label_ttl_seconds,
         *,
         joined_memory: int = 100_000,
         evict_headroom: float = 1 / 16,
@@ -554,57 +555,21 @@ class LabelJoinBuffer:
         return n
 
     # -- state --------------------------------------------------------------------------------
-    _ARRAYS = (
-        ("main.keys", "<u8"),
-        ("main.ts", "<f8"),
-        ("main.score", "<f4"),
-        ("main.code", "<i2"),
-        ("recent.keys", "<u8"),
-        ("recent.ts", "<f8"),
-        ("recent.score", "<f4"),
-        ("recent.code", "<i2"),
-        ("joined_cur", "<u8"),
-        ("joined_old", "<u8"),
-        ("delays", "<f8"),
-    )
-
-    def _arrays(self) -> list[np.ndarray]:
-        mn, rc = self._main, self._recent
-        return [
-            mn.keys,
-            mn.ts,
-            mn.score,
-            mn.code,
-            rc.keys,
-            rc.ts,
-            rc.score,
-            rc.code,
-            self._joined_cur,
-            self._joined_old,
-            self._delays,
-        ]
-
-    def snapshot(self) -> bytes:
-        """Exact state as bytes: ``SMLJ``, a JSON header (settings, counters, class table), raw arrays.
-
-        >>> buf = LabelJoinBuffer(100, 60)
-        >>> buf.add_predictions(["a"], np.array([1.0]), np.array([0.5]), ["yes"])
-        >>> again = LabelJoinBuffer.restore(buf.snapshot())
-        >>> same = again.snapshot() == buf.snapshot()
-        >>> same, again.join(["a"], np.array([2.0]), np.ones(1), None, now=2.0).pred_class
-        (True, ['yes'])
-        """
-        arrays = self._arrays()
-        header: dict[str, Any] = {
-            "format": _FORMAT,
-            "settings": [
+    def to_state(self) -> dict[str, Any]:
+        """The whole state as a container of :mod:`stream_monitor.core.state_format`: settings,
+        counters and the class table as metadata, the pending predictions as their raw arrays."""
+        main, recent = self._main, self._recent
+        return state_format.tagged(
+            _KIND,
+            _FORMAT,
+            settings=[
                 self.max_entries,
                 self.ttl_seconds,
                 self.joined_memory,
                 self.evict_headroom,
                 self.rate_horizon_seconds,
             ],
-            "counters": [
+            counters=[
                 self.added,
                 self.joined,
                 self.expired,
@@ -613,35 +578,36 @@ class LabelJoinBuffer:
                 self.duplicate_labels,
                 self.orphan_labels,
             ],
-            "pending": self._pending,
-            "dead": [self._main.dead, self._recent.dead],
-            "min_ts": None if math.isinf(self._min_ts) else self._min_ts,
-            "classes": self._classes,
-            "rate": [self._rate, None if math.isinf(self._rate_t) else self._rate_t],
-            "delay_pos": self._delay_pos,
-            "lengths": [len(a) for a in arrays],
-        }
-        head = orjson.dumps(header)
-        body = b"".join(
-            np.ascontiguousarray(a, dtype=dt).tobytes()
-            for a, (_, dt) in zip(arrays, self._ARRAYS, strict=True)
+            pending=self._pending,
+            dead=[main.dead, recent.dead],
+            classes=list(self._classes),
+            delay_pos=self._delay_pos,
+            # min_ts, rate and rate_t may be infinite: an array keeps them exactly.
+            clock=np.array([self._min_ts, self._rate, self._rate_t], dtype=np.float64),
+            main={"keys": main.keys, "ts": main.ts, "score": main.score, "code": main.code},
+            recent={"keys": recent.keys, "ts": recent.ts, "score": recent.score, "code": recent.code},
+            joined_cur=self._joined_cur,
+            joined_old=self._joined_old,
+            delays=self._delays,
         )
-        return _MAGIC + struct.pack("<I", len(head)) + head + body
 
     @classmethod
-    def restore(cls, data: bytes) -> Self:
-        """Rebuild a buffer from :meth:`snapshot` bytes; raises :class:`StateError` on bad input."""
-        if len(data) < 8 or data[:4] != _MAGIC:
-            raise StateError("label buffer snapshot: bad magic")
-        (hlen,) = struct.unpack("<I", data[4:8])
+    @state_format.restoring
+    def from_state(cls, state: StateReader | dict[str, Any], what: str = "label buffer") -> Self:
+        """Rebuild from :meth:`to_state`; :class:`StateError` when it does not fit."""
+        r = state if isinstance(state, StateReader) else StateReader(state, what)
+        r.expect(_KIND, _FORMAT)
+        settings = r.json_list("settings", (int, float))
+        counters = r.json_list("counters", int)
+        if len(settings) != 5 or len(counters) != 7 or min(counters, default=0) < 0:
+            raise StateError(f"{r.what}: settings or counters do not fit")
+        me, ttl, jm, headroom, horizon = settings
         try:
-            h = orjson.loads(data[8 : 8 + hlen])
-        except orjson.JSONDecodeError as e:
-            raise StateError(f"label buffer snapshot: bad header: {e}") from e
-        if not isinstance(h, dict) or h.get("format") != _FORMAT:
-            raise StateError("label buffer snapshot: unsupported format")
-        me, ttl, jm, headroom, horizon = h["settings"]
-        buf = cls(me, ttl, joined_memory=jm, evict_headroom=headroom, rate_horizon_seconds=horizon)
+            buf = cls(
+                int(me), ttl, joined_memory=int(jm), evict_headroom=headroom, rate_horizon_seconds=horizon
+            )
+        except ValueError as exc:
+            raise StateError(f"{r.what}: {exc}") from exc
         (
             buf.added,
             buf.joined,
@@ -650,26 +616,55 @@ class LabelJoinBuffer:
             buf.duplicate_predictions,
             buf.duplicate_labels,
             buf.orphan_labels,
-        ) = h["counters"]
-        off = 8 + hlen
-        arrays: list[np.ndarray] = []
-        for n, (_, dt) in zip(h["lengths"], cls._ARRAYS, strict=True):
-            size = n * np.dtype(dt).itemsize
-            if off + size > len(data):
-                raise StateError("label buffer snapshot: truncated")
-            arrays.append(np.frombuffer(data, dtype=dt, count=n, offset=off).astype(dt[1:]))
-            off += size
-        if off != len(data):
-            raise StateError("label buffer snapshot: trailing bytes")
-        dm, dr = h["dead"]
-        buf._main = _Level(arrays[0], arrays[1], arrays[2], arrays[3], dead=dm)
-        buf._recent = _Level(arrays[4], arrays[5], arrays[6], arrays[7], dead=dr)
-        buf._joined_cur, buf._joined_old, buf._delays = arrays[8], arrays[9], arrays[10]
-        buf._pending = h["pending"]
-        buf._min_ts = math.inf if h["min_ts"] is None else h["min_ts"]
-        buf._classes = list(h["classes"])
+        ) = counters
+        dead = r.json_list("dead", int)
+        if len(dead) != 2:
+            raise StateError(f"{r.what}: dead counts do not fit")
+        buf._classes = r.strings("classes")
         buf._class_index = {c: i for i, c in enumerate(buf._classes)}
-        buf._rate = h["rate"][0]
-        buf._rate_t = -math.inf if h["rate"][1] is None else h["rate"][1]
-        buf._delay_pos = h["delay_pos"]
+        levels = []
+        for name, n_dead in zip(("main", "recent"), dead, strict=True):
+            level = r.child(name)
+            keys = level.array("keys", np.uint64, ndim=1)
+            n = keys.size
+            code = level.array("code", np.int16, shape=(n,))
+            levels.append(
+                _Level(
+                    keys,
+                    level.array("ts", np.float64, shape=(n,)),
+                    level.array("score", np.float32, shape=(n,)),
+                    code,
+                    dead=n_dead,
+                )
+            )
+            if not 0 <= n_dead <= n or (n and (code.min() < -1 or code.max() >= len(buf._classes))):
+                raise StateError(f"{r.what}: {name} level's tombstones or class codes do not fit")
+        buf._main, buf._recent = levels
+        buf._pending = r.integer("pending", min_value=0)
+        if buf._pending != sum(len(lv) - lv.dead for lv in levels):
+            raise StateError(f"{r.what}: {buf._pending} pending, the arrays hold another number")
+        buf._joined_cur = r.array("joined_cur", np.uint64, ndim=1)
+        buf._joined_old = r.array("joined_old", np.uint64, ndim=1)
+        buf._delays = r.array("delays", np.float64, ndim=1)
+        buf._delay_pos = r.integer("delay_pos", min_value=0)
+        if buf._delays.size == 0 or buf._delay_pos >= buf._delays.size:
+            raise StateError(f"{r.what}: delay ring does not fit")
+        buf._min_ts, buf._rate, buf._rate_t = r.array("clock", np.float64, shape=(3,)).tolist()
         return buf
+
+    def snapshot(self) -> bytes:
+        """Exact state as bytes (:meth:`to_state` in the one state format).
+
+        >>> buf = LabelJoinBuffer(100, 60)
+        >>> buf.add_predictions(["a"], np.array([1.0]), np.array([0.5]), ["yes"])
+        >>> again = LabelJoinBuffer.restore(buf.snapshot())
+        >>> same = again.snapshot() == buf.snapshot()
+        >>> same, again.join(["a"], np.array([2.0]), np.ones(1), None, now=2.0).pred_class
+        (True, ['yes'])
+        """
+        return state_format.encode(self.to_state())
+
+    @classmethod
+    def restore(cls, data: bytes) -> Self:
+        """Rebuild a buffer from :meth:`snapshot` bytes; raises :class:`StateError` on bad input."""
+        return cls.from_state(state_format.decode(data))

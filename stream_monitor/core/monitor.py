@@ -1,7 +1,8 @@
 """One model's monitor: reference, windows, detectors, label join, performance and trigger policy.
 
-Pure: given a decoded batch and ``now`` (wall clock, only used for label TTL and ``emitted_at``), it
-returns what happened — closed-window evaluations for the metrics and trigger events for Kafka. The
+Pure: given a decoded batch and ``now`` (the clock of label TTLs and arrival rates), it returns what
+happened — closed-window evaluations for the metrics and :class:`~stream_monitor.core.triggers.Trigger`
+events for Kafka (not emitted yet: the front end stamps ``emitted_at``). The
 whole monitor snapshots to bytes and restores exactly, so a partition-task's state can move between
 consumer-group members through the changelog topic.
 
@@ -21,25 +22,24 @@ consumer-group members through the changelog topic.
 >>> for k in range(20):
 ...     x = rng.normal(loc=0.0 if k < 12 else 1.0, size=1000)
 ...     out = mon.process_predictions(batch(k * 1000, x), now=0.0)
-...     fired += [(k, t["kind"]) for t in out.triggers]
+...     fired += [(k, t.kind) for t in out.triggers]
 >>> fired
 [(13, 'data_drift')]
 """
 
 from __future__ import annotations
 
-import base64
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
+from stream_monitor.core import state_format
 from stream_monitor.core.detectors import StreamDriftDetector, make_stream_detector
 from stream_monitor.core.evaluation import evaluate_window
 from stream_monitor.core.events import LabelBatch, PredictionBatch
-from stream_monitor.core.insights.tracker import InsightSettings, InsightTracker, stride_for
+from stream_monitor.core.insights.tracker import InsightTracker, stride_for
 from stream_monitor.core.labels import LabelJoinBuffer
 from stream_monitor.core.performance import RollingPerformance
 from stream_monitor.core.policy import TriggerPolicy, WindowEvaluation
@@ -47,10 +47,12 @@ from stream_monitor.core.reference import ReferenceProfile, ReferenceWarmup
 from stream_monitor.core.schema import ModelSchema
 from stream_monitor.core.settings import ModelSettings
 from stream_monitor.core.sketches import WindowSketch
+from stream_monitor.core.state_format import StateReader
+from stream_monitor.core.triggers import Trigger
 from stream_monitor.core.windows import CountWindows, EventTimeWindows, slice_batch
 from stream_monitor.errors import StateError
 
-_FORMAT = 1
+_FORMAT = 2  # 1 was JSON with base64 parts and the whole reference in every snapshot
 # ADWIN on the prediction score is fed chunk means: per-event updates would cost 0.2 µs × every event.
 _SCORE_CHUNK = 100
 
@@ -60,7 +62,7 @@ class MonitorOutput:
     """What one batch caused: evaluations of windows that closed, triggers, and counters."""
 
     evaluations: list[WindowEvaluation] = field(default_factory=list)
-    triggers: list[dict[str, Any]] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)
     events: int = 0
     labels_joined: int = 0
     score_drift: bool = False
@@ -93,11 +95,14 @@ class ModelMonitor:
         self.model_version = model_version
         d = self.settings.detectors
         self.reference: ReferenceProfile | None = None
+        # The reference from the configuration (static: snapshots store its digest only), if any.
+        self.configured_reference = reference
+        self._configured_digest: str | None = None
         self.warmup: ReferenceWarmup | None = None
         self.windows: CountWindows | EventTimeWindows | None = None
         self.labels = LabelJoinBuffer(self.settings.label_buffer_entries, self.settings.label_ttl_seconds)
         self.performance = RollingPerformance(
-            schema.task, self.settings.performance_window, schema.positive_class
+            schema.task, self.settings.performance_window, schema.positive_class, adwin_delta=d.adwin_delta
         )
         self.score_drift: StreamDriftDetector = make_stream_detector("adwin", delta=d.adwin_delta)
         self.policy = TriggerPolicy(
@@ -106,6 +111,7 @@ class ModelMonitor:
             self.settings.policy,
             model_version,
             positive_class=schema.positive_class,
+            min_new_labels=self.settings.insights.recommend.min_new_labels,
         )
         # Scores not yet fed to ADWIN (fewer than one chunk): chunks do not depend on batch boundaries.
         self._score_carry = np.empty(0, dtype=np.float64)
@@ -147,12 +153,9 @@ class ModelMonitor:
         stride = stride_for(
             w.kind, w.size if w.kind == "count" else w.width, w.slide if w.kind == "count" else w.time_slide
         )
-        insight_settings = InsightSettings(
-            bucket_seconds=self.settings.bucket_seconds,
-            retention=self.settings.bucket_retention,
-            stride=stride,
+        return InsightTracker(
+            self.schema, reference, self.settings.resolved_insights(), self.model_version, stride=stride
         )
-        return InsightTracker(self.schema, reference, insight_settings, self.model_version)
 
     @property
     def ready(self) -> bool:
@@ -179,7 +182,7 @@ class ModelMonitor:
             batch = slice_batch(batch, needed, len(batch))
         out.score_drift = self._update_score_drift(batch.score)
         assert self.windows is not None and self.insights is not None
-        out.triggers += self.insights.observe_batch(batch, now)  # a segment surge checks at once
+        out.triggers += self.insights.observe_batch(batch)  # a segment surge checks at once
         late_before = self.windows.late_events
         for window in self.windows.add(batch):
             self._close(window, now, out)
@@ -244,7 +247,7 @@ class ModelMonitor:
         out.evaluations.append(ev)
         assert self.insights is not None
         self.insights.observe_window(window)
-        out.triggers += [self.insights.enrich(t, ev.labels) for t in self.policy.decide(ev, now)]
+        out.triggers += [self.insights.enrich(t, ev.labels) for t in self.policy.decide(ev)]
 
     def _baseline(self) -> dict[str, float]:
         assert self.reference is not None
@@ -281,29 +284,123 @@ class ModelMonitor:
         }
 
     # -- state --------------------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        """The whole monitor as bytes; :meth:`restore` with the same schema/settings continues exactly."""
+    def _reference_state(self) -> dict[str, Any] | None:
+        if self.reference is None:
+            return None
+        if self.reference is self.configured_reference:
+            # Static (the configuration's): only its digest, to refuse state of another reference.
+            if self._configured_digest is None:
+                self._configured_digest = self.reference.digest()
+            return {"source": "configured", "digest": self._configured_digest}
+        return {"source": "warmed_up", "profile": self.reference.to_state()}
 
-        def b64(data: bytes | None) -> str | None:
-            return None if data is None else base64.b64encode(data).decode()
+    def to_state(self) -> dict[str, Any]:
+        """The whole monitor as a container of :mod:`stream_monitor.core.state_format`.
 
-        return orjson.dumps(
-            {
-                "format": _FORMAT,
-                "model_id": self.schema.model_id,
-                "reference": b64(self.reference.to_json() if self.reference else None),
-                "warmup": b64(self.warmup.snapshot() if self.warmup else None),
-                "windows": b64(self.windows.snapshot() if self.windows else None),
-                "labels": b64(self.labels.snapshot()),
-                "performance": b64(self.performance.snapshot()),
-                "score_drift": b64(self.score_drift.snapshot()),
-                "policy": b64(self.policy.snapshot()),
-                "score_carry": self._score_carry.tolist(),
-                "events_total": self.events_total,
-                "learned_baseline": self.learned_baseline,
-                "insights": b64(self.insights.snapshot() if self.insights else None),
-            }
+        A reference passed to the constructor (from the configuration) is stored as its digest
+        only; a reference warmed up from live events is state, stored whole (once).
+        """
+        baseline = self.learned_baseline
+        return state_format.tagged(
+            "model_monitor",
+            _FORMAT,
+            model_id=self.schema.model_id,
+            events_total=self.events_total,
+            learned_baseline=None
+            if baseline is None
+            else {"names": list(baseline), "values": np.array(list(baseline.values()), dtype=np.float64)},
+            reference=self._reference_state(),
+            warmup=None if self.warmup is None else self.warmup.to_state(),
+            windows=None if self.windows is None else self.windows.to_state(),
+            labels=self.labels.to_state(),
+            performance=self.performance.to_state(),
+            score_drift=self.score_drift.to_state(),
+            score_carry=self._score_carry,
+            policy=self.policy.to_state(),
+            insights=None if self.insights is None else self.insights.to_state(),
         )
+
+    def snapshot(self) -> bytes:
+        """The whole monitor as bytes (:meth:`to_state` in the one state format); :meth:`restore`
+        with the same schema, settings and configured reference continues exactly."""
+        return state_format.encode(self.to_state())
+
+    @classmethod
+    @state_format.restoring
+    def from_state(
+        cls,
+        state: StateReader | dict[str, Any],
+        schema: ModelSchema,
+        settings: ModelSettings | None = None,
+        model_version: str | None = None,
+        reference: ReferenceProfile | None = None,
+    ) -> ModelMonitor:
+        """Rebuild a monitor from :meth:`to_state` (see :meth:`restore`)."""
+        m = schema.model_id
+        r = state if isinstance(state, StateReader) else StateReader(state, f"model {m!r}")
+        r.expect("model_monitor", _FORMAT)
+        if r.text("model_id") != m:
+            raise StateError(f"{r.what}: state of model {r.text('model_id')!r}")
+        ref = r.optional_child("reference")
+        source = None if ref is None else ref.text("source")
+        if reference is not None and source != "configured":
+            how = "while warming up a reference" if ref is None else "against a reference warmed up"
+            raise StateError(
+                f"{r.what}: the state was built {how} from live events, but a reference is configured "
+                f"now (digest {reference.digest()}); state of another reference is not restored"
+            )
+        if ref is None:
+            mon = cls(schema, settings, None, model_version)
+        elif source == "configured":
+            digest = ref.text("digest")
+            if reference is None:
+                raise StateError(
+                    f"{r.what}: the state was built against a configured reference (digest {digest}), "
+                    "and none is configured now; state of another reference is not restored"
+                )
+            if reference.digest() != digest:
+                raise StateError(
+                    f"{r.what}: the state was built against the reference with digest {digest}, the "
+                    f"configured reference (version {reference.version}) has digest {reference.digest()}; "
+                    "state of another reference is not restored"
+                )
+            mon = cls(schema, settings, reference, model_version)
+            mon._configured_digest = digest
+        elif source == "warmed_up":
+            mon = cls(schema, settings, None, model_version)
+            mon._use_reference(ReferenceProfile.from_state(ref.child("profile")))
+        else:
+            raise StateError(f"{r.what}: unknown reference source {source!r}")
+        warmup = r.optional_child("warmup")
+        if (warmup is None) != (mon.warmup is None):
+            raise StateError(f"{r.what}: warm-up state present without warm-up, or missing")
+        if warmup is not None:
+            mon.warmup = ReferenceWarmup.from_state(warmup, schema)
+        windows = r.optional_child("windows")
+        insights = r.optional_child("insights")
+        if (windows is None) != (mon.reference is None) or (insights is None) != (mon.insights is None):
+            raise StateError(f"{r.what}: windows or insights state do not fit the reference")
+        if windows is not None and mon.reference is not None:
+            kind = CountWindows if mon.settings.window.kind == "count" else EventTimeWindows
+            mon.windows = kind.from_state(
+                windows, make_sketch=mon._make_sketch, schema=schema, reference=mon.reference
+            )
+        if insights is not None and mon.reference is not None and mon.insights is not None:
+            mon.insights = InsightTracker.from_state(
+                insights, schema, mon.reference, mon.insights.settings, model_version
+            )
+        mon.labels = LabelJoinBuffer.from_state(r.child("labels"))
+        mon.performance = RollingPerformance.from_state(r.child("performance"))
+        mon.score_drift = StreamDriftDetector.from_state(r.child("score_drift"))
+        mon.policy.load_state(r.child("policy"))
+        mon._score_carry = r.array("score_carry", np.float64, ndim=1)
+        mon.events_total = r.integer("events_total", min_value=0)
+        baseline = r.optional_child("learned_baseline")
+        if baseline is not None:
+            names = baseline.strings("names")
+            values = baseline.array("values", np.float64, shape=(len(names),))
+            mon.learned_baseline = dict(zip(names, values.tolist(), strict=True))
+        return mon
 
     @classmethod
     def restore(
@@ -312,39 +409,12 @@ class ModelMonitor:
         schema: ModelSchema,
         settings: ModelSettings | None = None,
         model_version: str | None = None,
+        reference: ReferenceProfile | None = None,
     ) -> ModelMonitor:
-        """Rebuild a monitor from :meth:`snapshot` bytes."""
-        try:
-            d = orjson.loads(data)
-        except orjson.JSONDecodeError as e:
-            raise StateError(f"model {schema.model_id}: snapshot is not valid JSON: {e}") from e
-        if d.get("format") != _FORMAT or d.get("model_id") != schema.model_id:
-            raise StateError(f"model {schema.model_id}: snapshot format/model mismatch")
+        """Rebuild a monitor from :meth:`snapshot` bytes, given the configured ``reference`` (if any).
 
-        def raw(key: str) -> bytes | None:
-            v = d.get(key)
-            return None if v is None else base64.b64decode(v)
-
-        ref_bytes = raw("reference")
-        reference = ReferenceProfile.from_json(ref_bytes) if ref_bytes else None
-        mon = cls(schema, settings, reference, model_version)
-        warm = raw("warmup")
-        if warm is not None:
-            mon.warmup = ReferenceWarmup.restore(warm)
-        win = raw("windows")
-        if win is not None:
-            kind = CountWindows if mon.settings.window.kind == "count" else EventTimeWindows
-            mon.windows = kind.restore(win, make_sketch=mon._make_sketch, schema=schema, reference=reference)
-        insights = raw("insights")
-        if insights is not None and reference is not None and mon.insights is not None:
-            mon.insights = InsightTracker.restore(
-                insights, schema, reference, mon.insights.settings, model_version
-            )
-        mon.labels = LabelJoinBuffer.restore(raw("labels") or b"")
-        mon.performance = RollingPerformance.restore(raw("performance") or b"")
-        mon.score_drift = StreamDriftDetector.restore(raw("score_drift") or b"")
-        mon.policy.restore_state(raw("policy") or b"")
-        mon._score_carry = np.asarray(d.get("score_carry", []), dtype=np.float64)
-        mon.events_total = int(d["events_total"])
-        mon.learned_baseline = d.get("learned_baseline")
-        return mon
+        :class:`StateError` when the bytes are not a monitor's state, or when the state was built
+        against another reference than the configured one (its digest differs, or one of the two
+        was warmed up from live events).
+        """
+        return cls.from_state(state_format.decode(data), schema, settings, model_version, reference)

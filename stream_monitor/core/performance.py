@@ -1,6 +1,7 @@
 """Rolling model quality over the last N joined labels: AUC / accuracy / F1 / MAE / RMSE / bias.
 
-Pure numpy (plus river's ADWIN on the per-label error). The window is a set of ring buffers; metrics are
+Pure numpy (plus ADWIN, :mod:`stream_monitor.core.detectors.adwin`, on the per-label error). The window
+is a set of ring buffers; metrics are
 recomputed from the whole window on each :meth:`RollingPerformance.metrics` call, which the monitor makes
 once per closed window, never per label.
 """
@@ -8,19 +9,22 @@ once per closed window, never per label.
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, Self
 
 import numpy as np
-from river.drift import ADWIN
-from scipy.stats import rankdata
 
+from stream_monitor.core import state_format
+from stream_monitor.core.detectors.adwin import Adwin
+from stream_monitor.core.quality import binary_auc, f1_from_counts, mae, per_class_f1, rmse
+from stream_monitor.core.settings import DetectorSettings, ModelSettings
+from stream_monitor.core.state_format import StateReader
 from stream_monitor.errors import StateError
 
 __all__ = ["Joined", "RollingPerformance", "binary_auc"]
 
-_FORMAT = 1
+_KIND = "rolling_performance"
+_FORMAT = 2  # 1 was a pickle
 Task = Literal["binary", "multiclass", "regression"]
 
 
@@ -36,24 +40,6 @@ class Joined(Protocol):
     def label(self) -> np.ndarray: ...
     @property
     def label_class(self) -> Sequence[str] | None: ...
-
-
-def binary_auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """ROC AUC by the Mann–Whitney rank sum, average ranks for ties; NaN if a class is absent.
-
-    >>> binary_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([False, False, True, True]))
-    0.75
-    >>> binary_auc(np.array([0.5, 0.5]), np.array([False, True]))
-    0.5
-    """
-    positive = np.asarray(positive, dtype=bool)
-    n_pos = int(np.count_nonzero(positive))
-    n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    ranks = rankdata(score)  # average ranks
-    u = float(ranks[positive].sum()) - n_pos * (n_pos + 1) / 2.0
-    return u / (n_pos * n_neg)
 
 
 def _ratio(num: float, den: float) -> float:
@@ -89,10 +75,10 @@ class RollingPerformance:
     def __init__(
         self,
         task: Task,
-        window: int = 5000,
+        window: int = ModelSettings.performance_window,
         positive_class: str = "1",
         *,
-        adwin_delta: float = 0.002,
+        adwin_delta: float = DetectorSettings.adwin_delta,
         max_classes: int = 64,
     ) -> None:
         if task not in ("binary", "multiclass", "regression"):
@@ -112,7 +98,7 @@ class RollingPerformance:
         self._n = 0
         self._classes: list[str] = []
         self._class_index: dict[str, int] = {}
-        self._adwin = ADWIN(delta=self.adwin_delta)
+        self._adwin = Adwin(delta=self.adwin_delta)
         self._drift = False
         self._drifts = 0
         self.updates = 0
@@ -200,14 +186,9 @@ class RollingPerformance:
             pred = truth = np.full(k, -1, dtype=np.int32)
             error = np.abs(score - label)
         self._push(score, label, pred, truth)
-        drift = False
-        adwin = self._adwin
-        for e in error[np.isfinite(error)].tolist():
-            adwin.update(e)
-            if adwin.drift_detected:
-                drift = True
-                self._drifts += 1
-        self._drift = drift
+        detections = self._adwin.update_many(error[np.isfinite(error)].tolist())
+        self._drifts += len(detections)
+        self._drift = bool(detections)
         self.updates += 1
 
     def _push(self, score: np.ndarray, label: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> None:
@@ -241,8 +222,8 @@ class RollingPerformance:
             ok = np.isfinite(s) & np.isfinite(y)
             err = s[ok] - y[ok]
             if len(err):
-                out["mae"] = float(np.mean(np.abs(err)))
-                out["rmse"] = float(np.sqrt(np.mean(err * err)))
+                out["mae"] = mae(err)
+                out["rmse"] = rmse(err)
                 out["mean_error"] = float(np.mean(err))
             else:
                 out.update(mae=math.nan, rmse=math.nan, mean_error=math.nan)
@@ -257,61 +238,97 @@ class RollingPerformance:
             fn = float(np.count_nonzero((pred == 0) & (truth == 1)))
             out["precision"] = _ratio(tp, tp + fp)
             out["recall"] = _ratio(tp, tp + fn)
-            out["f1"] = _ratio(2 * tp, 2 * tp + fp + fn)
+            out["f1"] = f1_from_counts(tp, fp, fn)
             return out
-        m = len(self._classes)
-        valid_t = truth >= 0
-        valid_p = pred >= 0
-        true_count = np.bincount(truth[valid_t], minlength=m)
-        pred_count = np.bincount(pred[valid_p], minlength=m)
-        tp_count = np.bincount(truth[(pred == truth) & valid_t], minlength=m)
-        seen = (true_count + pred_count) > 0
-        den = (true_count + pred_count).astype(np.float64)
-        f1 = np.divide(2.0 * tp_count, den, out=np.full(m, math.nan), where=seen)
+        f1 = per_class_f1(pred, truth, len(self._classes))
+        seen = ~np.isnan(f1)
         out["macro_f1"] = float(np.mean(f1[seen])) if seen.any() else math.nan
         for code in np.flatnonzero(seen).tolist():
             out[f"f1:{self._classes[code]}"] = float(f1[code])
         return out
 
     # -- state --------------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """The whole state as a container of :mod:`stream_monitor.core.state_format`."""
+        return state_format.tagged(
+            _KIND,
+            _FORMAT,
+            task=self.task,
+            window=self.window,
+            positive_class=self.positive_class,
+            adwin_delta=self.adwin_delta,
+            max_classes=self.max_classes,
+            pos=self._pos,
+            n=self._n,
+            classes=list(self._classes),
+            # Names beyond max_classes map to the "__other__" code, so the index is more than the list.
+            class_index=[[name, code] for name, code in self._class_index.items()],
+            drift=self._drift,
+            drifts=self._drifts,
+            updates=self.updates,
+            score=self._score,
+            label=self._label,
+            pred_code=self._pred_code,
+            label_code=self._label_code,
+            adwin=self._adwin.to_state(),
+        )
+
+    @classmethod
+    @state_format.restoring
+    def from_state(cls, state: StateReader | dict[str, Any], what: str = "performance") -> Self:
+        """Rebuild from :meth:`to_state`; :class:`StateError` when it does not fit."""
+        r = state if isinstance(state, StateReader) else StateReader(state, what)
+        r.expect(_KIND, _FORMAT)
+        task = r.text("task")
+        try:
+            perf = cls(
+                task,  # type: ignore[arg-type]
+                r.integer("window"),
+                r.text("positive_class"),
+                adwin_delta=r.number("adwin_delta"),
+                max_classes=r.integer("max_classes"),
+            )
+        except ValueError as exc:
+            raise StateError(f"{r.what}: {exc}") from exc
+        w = perf.window
+        perf._score = r.array("score", np.float64, shape=(w,))
+        perf._label = r.array("label", np.float64, shape=(w,))
+        perf._pred_code = r.array("pred_code", np.int32, shape=(w,))
+        perf._label_code = r.array("label_code", np.int32, shape=(w,))
+        perf._pos = r.integer("pos", min_value=0)
+        perf._n = r.integer("n", min_value=0)
+        perf._classes = r.strings("classes")
+        pairs = r.json_list("class_index", list)
+        if (
+            perf._pos >= w
+            or perf._n > w
+            or not all(
+                len(p) == 2 and isinstance(p[0], str) and type(p[1]) is int and 0 <= p[1] < len(perf._classes)
+                for p in pairs
+            )
+        ):
+            raise StateError(f"{r.what}: ring position, count or class table do not fit window {w}")
+        codes = np.concatenate([perf._pred_code, perf._label_code])
+        if codes.size and (codes.min() < -1 or codes.max() >= max(len(perf._classes), 2)):
+            raise StateError(f"{r.what}: class codes outside the class table")
+        perf._class_index = {name: code for name, code in pairs}
+        perf._drift = r.flag("drift")
+        perf._drifts = r.integer("drifts", min_value=0)
+        perf.updates = r.integer("updates", min_value=0)
+        perf._adwin = Adwin.from_state(r.child("adwin"))
+        return perf
+
     def snapshot(self) -> bytes:
-        """Exact state as bytes (pickle, for river's ADWIN), tagged with a format version.
+        """Exact state as bytes (:meth:`to_state` in the one state format).
 
         >>> perf = RollingPerformance("regression", window=3)
         >>> perf.update_arrays(np.array([1.0, 2.0]), np.array([1.5, 2.5]))
         >>> RollingPerformance.restore(perf.snapshot()).metrics() == perf.metrics()
         True
         """
-        state: dict[str, Any] = {
-            "format": _FORMAT,
-            "settings": (self.task, self.window, self.positive_class, self.adwin_delta, self.max_classes),
-            "arrays": (self._score, self._label, self._pred_code, self._label_code),
-            "pos": self._pos,
-            "n": self._n,
-            "classes": self._classes,
-            "class_index": self._class_index,
-            "adwin": self._adwin,
-            "drift": self._drift,
-            "drifts": self._drifts,
-            "updates": self.updates,
-        }
-        return pickle.dumps(state, protocol=5)
+        return state_format.encode(self.to_state())
 
     @classmethod
     def restore(cls, data: bytes) -> Self:
         """Rebuild from :meth:`snapshot` bytes; raises :class:`StateError` on bad input."""
-        try:
-            state = pickle.loads(data)
-        except Exception as e:
-            raise StateError(f"performance snapshot: cannot unpickle: {e}") from e
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise StateError("performance snapshot: unsupported format")
-        task, window, positive, delta, max_classes = state["settings"]
-        perf = cls(task, window, positive, adwin_delta=delta, max_classes=max_classes)
-        perf._score, perf._label, perf._pred_code, perf._label_code = state["arrays"]
-        perf._pos, perf._n = state["pos"], state["n"]
-        perf._classes = list(state["classes"])
-        perf._class_index = dict(state["class_index"])
-        perf._adwin = state["adwin"]
-        perf._drift, perf._drifts, perf.updates = state["drift"], state["drifts"], state["updates"]
-        return perf
+        return cls.from_state(state_format.decode(data))

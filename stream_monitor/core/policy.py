@@ -13,34 +13,41 @@ same deterministic ``trigger_id``.
 >>> def window(i, psi):
 ...     r = DetectorResult("psi", "temp", "psi", psi, 0.15, drift=psi >= 0.15)
 ...     return WindowEvaluation("bikes", i, i * 100.0, (i + 1) * 100.0, 1000, (r,), {})
->>> [len(policy.decide(window(i, p), now=0.0)) for i, p in enumerate([0.01, 0.2, 0.25, 0.3, 0.02])]
+>>> [len(policy.decide(window(i, p))) for i, p in enumerate([0.01, 0.2, 0.25, 0.3, 0.02])]
 [0, 0, 1, 0, 0]
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from stream_monitor.core import state_format
 from stream_monitor.core.detectors.base import DetectorResult
-from stream_monitor.core.settings import PolicySettings
+from stream_monitor.core.detectors.table import PREDICTION, PSI, spec_of
+from stream_monitor.core.settings import PolicySettings, RecommendSettings
+from stream_monitor.core.state_format import StateReader
+from stream_monitor.core.triggers import (
+    Action,
+    ExcludedPeriod,
+    Period,
+    Recommendation,
+    Severity,
+    Trigger,
+    TriggerKind,
+    Window,
+    WindowEvidence,
+    build_trigger,
+)
 from stream_monitor.errors import StateError
 
-_FORMAT = 1
-
-#: The fields of a trigger event (the public contract, PRODUCT.md).
-TRIGGER_FIELDS = frozenset(
-    {
-        "trigger_id", "model_id", "model_version", "emitted_at", "event_time", "severity", "kind",
-        "reasons", "evidence", "recommendation",
-    }
-)  # fmt: skip
+_FORMAT = 2  # 1 was JSON
 _HISTORY = 500
+# A condition's verdict on one window: the reasons it holds (none: it does not), and whether it cleared.
+_Verdict = tuple[list[DetectorResult], bool]
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,19 @@ class WindowEvaluation:
 
     @property
     def integrity_incident(self) -> bool:
-        return any(r.drift and r.detector.startswith("integrity") for r in self.results)
+        """Whether an integrity detector fired (the window is then excluded from retraining)."""
+        return any(r.drift and _is_integrity(r) for r in self.results)
+
+
+def _is_integrity(r: DetectorResult) -> bool:
+    spec = spec_of(r.detector)
+    return spec is not None and spec.kind == "integrity"
+
+
+def _flags_drift(r: DetectorResult) -> tuple[bool, bool]:
+    """Whether the result's detector flags drift, and whether it is a p-value test."""
+    spec = spec_of(r.detector)
+    return (False, False) if spec is None else (spec.flags_drift, spec.family_test)
 
 
 def auc_standard_error(auc: float, perf: dict[str, float]) -> float:
@@ -78,16 +97,6 @@ def auc_standard_error(auc: float, perf: dict[str, float]) -> float:
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
     var = (auc * (1 - auc) + (pos - 1) * (q1 - auc * auc) + (neg - 1) * (q2 - auc * auc)) / (pos * neg)
     return math.sqrt(max(var, 0.0))
-
-
-def trigger_id(model_id: str, kind: str, window_index: int, window_end: float) -> str:
-    """A deterministic id: the same decision on the same window always gets the same id.
-
-    >>> trigger_id("bikes", "data_drift", 7, 1700000000.0) == trigger_id("bikes", "data_drift", 7, 1.7e9)
-    True
-    """
-    key = f"{model_id}|{kind}|{window_index}|{window_end!r}".encode()
-    return hashlib.sha256(key).hexdigest()[:32]
 
 
 def f1_standard_error(perf: dict[str, float]) -> float:
@@ -141,8 +150,12 @@ class TriggerPolicy:
         model_version: str | None = None,
         *,
         positive_class: str = "1",
+        min_new_labels: int = RecommendSettings.min_new_labels,
     ) -> None:
         self.model_id = model_id
+        # Labels a retrain needs (joined since the previous trigger): the one threshold behind both
+        # recommendation.enough_new_labels and recommendation.labels.enough.
+        self.min_new_labels = min_new_labels
         self.key_features = key_features
         self.settings = settings or PolicySettings()
         self.model_version = model_version
@@ -160,18 +173,22 @@ class TriggerPolicy:
         return not self.key_features or feature in self.key_features
 
     def _data_drift(self, ev: WindowEvaluation) -> tuple[list[DetectorResult], bool]:
-        """Reasons for data drift on key features, and whether it has cleared (below hysteresis)."""
-        s = self.settings
-        reasons = [
-            r
-            for r in ev.results
-            if self._is_key(r.feature) and r.drift and r.detector in ("psi", "ks", "chi2")
-        ]
-        clear = all(
-            r.value < s.hysteresis * s.psi_alarm
-            for r in ev.results
-            if self._is_key(r.feature) and r.detector == "psi"
-        ) and not any(r.drift and r.detector in ("ks", "chi2") for r in ev.results if self._is_key(r.feature))
+        """Reasons for data drift on key features, and whether it has cleared.
+
+        The detectors that flag drift (the table's ``flags_drift``) count. A statistic clears below
+        ``hysteresis`` × its threshold; a p-value test clears when it no longer fires.
+        """
+        reasons: list[DetectorResult] = []
+        clear = True
+        for r in ev.results:
+            flags, test = _flags_drift(r)
+            if not flags or not self._is_key(r.feature):
+                continue
+            if r.drift:
+                reasons.append(r)
+            # A p-value test holds while it fires; a statistic until it is below hysteresis × threshold.
+            holds = r.drift if test else not r.value < self.settings.hysteresis * r.threshold
+            clear = clear and not holds
         return reasons, clear
 
     def _performance(self, ev: WindowEvaluation) -> tuple[list[DetectorResult], bool]:
@@ -260,7 +277,7 @@ class TriggerPolicy:
     def _prediction_drift(self, ev: WindowEvaluation) -> tuple[list[DetectorResult], bool]:
         """Prediction-distribution drift; only consulted while labels are not fresh (see decide)."""
         s = self.settings
-        preds = [r for r in ev.results if r.feature == "__prediction__" and r.detector == "psi"]
+        preds = [r for r in ev.results if r.feature == PREDICTION and r.detector == PSI.name]
         reasons = [
             DetectorResult(r.detector, r.feature, r.statistic, r.value, s.prediction_psi_alarm, drift=True)
             for r in preds
@@ -272,20 +289,23 @@ class TriggerPolicy:
     def _integrity(self, ev: WindowEvaluation) -> tuple[list[DetectorResult], bool]:
         if not self.settings.integrity_triggers:
             return [], True
-        reasons = [r for r in ev.results if r.drift and r.detector.startswith("integrity")]
+        reasons = [r for r in ev.results if r.drift and _is_integrity(r)]
         return reasons, not reasons
 
     # -- decisions ----------------------------------------------------------------------------
-    def decide(self, ev: WindowEvaluation, now: float) -> list[dict[str, Any]]:
-        """Update the sustained-condition state with one window; return the triggers it fires."""
+    def decide(self, ev: WindowEvaluation) -> list[Trigger]:
+        """Update the sustained-condition state with one window; return the triggers it fires.
+
+        The triggers are not emitted yet (``emitted_at`` is None): the front end stamps its wall clock.
+        """
         s = self.settings
         self._history.append(
             {"index": ev.index, "start": ev.start, "end": ev.end, "incident": ev.integrity_incident}
         )
-        fired: dict[str, list[DetectorResult]] = {}
+        fired: dict[TriggerKind, list[DetectorResult]] = {}
         fresh = self.labels_fresh(ev)
         self._labels_at_last_window = ev.labels.get("joined_total", self._labels_at_last_window)
-        checks = {
+        checks: dict[TriggerKind, tuple[Callable[[WindowEvaluation], _Verdict], int]] = {
             "data_drift": (self._data_drift, s.consecutive_windows),
             "performance": (self._performance, s.performance_windows),
             "prediction_drift": (self._prediction_drift, s.consecutive_windows),
@@ -327,139 +347,155 @@ class TriggerPolicy:
         main = next((k for k in ("combined", "data_drift") if k in fired), None)
         if main is not None and "prediction_drift" in fired:
             fired[main] = fired[main] + fired.pop("prediction_drift")
-        causes = {
+        causes: dict[TriggerKind, tuple[TriggerKind, ...]] = {
             "combined": ("data_drift", "performance", "prediction_drift"),
             "data_drift": ("data_drift", "prediction_drift"),
         }
         return [
-            self._trigger(kind, reasons, ev, now, causes.get(kind, (kind,)))
-            for kind, reasons in fired.items()
+            self._trigger(kind, reasons, ev, causes.get(kind, (kind,))) for kind, reasons in fired.items()
         ]
 
-    def _severity(self, kind: str, reasons: list[DetectorResult]) -> str:
+    def _severity(self, kind: TriggerKind, reasons: list[DetectorResult]) -> Severity:
         if kind in ("performance", "combined"):
             return "critical"
         if kind == "data_drift":
             # Severity speaks of input features: folded-in prediction drift does not raise it.
             features = [r for r in reasons if self._is_key(r.feature)]
-            psis = [r.value for r in features if r.detector == "psi"]
-            drifting = {r.feature for r in features}
-            if (psis and max(psis) >= self.settings.psi_critical) or len(drifting) > 1:
+            psis = [r.value for r in features if r.detector == PSI.name]
+            # The strongest evidence decides, not how many features moved: correlated key features
+            # (temperature and felt temperature) drift together and are one piece of evidence.
+            if psis and max(psis) >= self.settings.psi_critical:
                 return "critical"
         return "warning"
 
-    def _recommendation(self, kind: str, ev: WindowEvaluation, causes: tuple[str, ...]) -> dict[str, Any]:
+    def _recommendation(
+        self, kind: TriggerKind, ev: WindowEvaluation, causes: tuple[TriggerKind, ...]
+    ) -> Recommendation:
         new_labels = ev.labels.get("joined_total", 0.0) - self._labels_at_last_trigger
-        enough_labels = new_labels >= self.settings.min_labels_for_performance
+        enough_labels = new_labels >= self.min_new_labels
+        action: Action
         if kind == "integrity":
             action = "investigate"
-        elif kind == "prediction_drift" or (kind == "data_drift" and not enough_labels):
+        elif kind == "prediction_drift" or not enough_labels:
+            # A retrain learns the new regime from the labels joined since the last decision: until
+            # enough have joined, the advice is to wait (recommendation.labels says until when).
             action = "wait_for_labels"
         else:
             action = "retrain"
         # The drift started when the earliest of the conditions behind this trigger started to hold.
         starts = [self._conditions[c].started_at for c in causes]
         started = min((t for t in starts if t is not None), default=ev.start)
-        exclude = [
-            {"start": h["start"], "end": h["end"], "reason": "integrity_incident"}
+        exclude = tuple(
+            ExcludedPeriod(start=h["start"], end=h["end"], reason="integrity_incident")
             for h in self._history
             if h["incident"]
-        ]
-        train_on = [
-            {"start": h["start"], "end": h["end"]}
+        )
+        train_on = tuple(
+            Period(start=h["start"], end=h["end"])
             for h in reversed(self._history)
             if h["start"] >= started and not h["incident"]
-        ]
+        )
         segments = sorted(
             {r.feature for r in ev.results if r.drift and r.feature and r.feature.startswith("segment:")}
         )
-        return {
-            "action": action,
-            "drift_started_at": started,
-            "train_on": train_on,
-            "exclude": exclude,
-            "segments_needing_attention": segments,
-            "new_labels_since_last_trigger": new_labels,
-            "enough_new_labels": enough_labels,
-        }
+        return Recommendation(
+            action=action,
+            drift_started_at=started,
+            train_on=train_on,
+            exclude=exclude,
+            segments_needing_attention=tuple(segments),
+            new_labels_since_last_trigger=new_labels,
+            enough_new_labels=enough_labels,
+        )
 
     def _trigger(
         self,
-        kind: str,
+        kind: TriggerKind,
         reasons: list[DetectorResult],
         ev: WindowEvaluation,
-        now: float,
-        causes: tuple[str, ...],
-    ) -> dict[str, Any]:
-        window = {"start": ev.start, "end": ev.end, "events": ev.events}
+        causes: tuple[TriggerKind, ...],
+    ) -> Trigger:
         recommendation = self._recommendation(kind, ev, causes)
         self._labels_at_last_trigger = ev.labels.get("joined_total", 0.0)
         self._triggers_emitted += 1
-        return {
-            "trigger_id": trigger_id(self.model_id, kind, ev.index, ev.end),
-            "model_id": self.model_id,
-            "model_version": self.model_version,
-            "emitted_at": now,
-            "event_time": ev.end,
-            "severity": self._severity(kind, reasons),
-            "kind": kind,
-            "reasons": [
-                {
-                    "detector": r.detector,
-                    "feature": r.feature,
-                    "statistic": r.statistic,
-                    "value": r.value,
-                    "threshold": r.threshold,
-                    "p_value": r.p_value,
-                    "window": window,
-                }
-                for r in reasons
-            ],
-            "evidence": {
-                "events_in_window": ev.events,
-                "window_index": ev.index,
-                "labels_joined": ev.labels.get("joined_total", 0.0),
-                "labels_pending": ev.labels.get("pending", 0.0),
-                "label_delay_seconds": ev.labels.get("delay_p50", math.nan),
-                "performance": ev.performance,
-                "baseline": ev.baseline,
-            },
-            "recommendation": recommendation,
-        }
+        return build_trigger(
+            model_id=self.model_id,
+            model_version=self.model_version,
+            kind=kind,
+            severity=self._severity(kind, reasons),
+            decision=kind,
+            index=ev.index,
+            at=ev.end,
+            event_time=ev.end,
+            window=Window(start=ev.start, end=ev.end, events=ev.events),
+            results=reasons,
+            evidence=WindowEvidence(
+                events_in_window=ev.events,
+                window_index=ev.index,
+                labels_joined=ev.labels.get("joined_total", 0.0),
+                labels_pending=ev.labels.get("pending", 0.0),
+                label_delay_seconds=ev.labels.get("delay_p50", math.nan),
+                performance=ev.performance,
+                baseline=ev.baseline,
+            ),
+            recommendation=recommendation,
+        )
 
     # -- state --------------------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        """Serialise the sustained-condition state (streaks, latches, cooldowns, history)."""
-        return orjson.dumps(
-            {
-                "format": _FORMAT,
-                "conditions": {
-                    k: [
-                        c.streak,
-                        c.latched,
-                        None if math.isinf(c.last_fired_end) else c.last_fired_end,
-                        c.started_at,
-                    ]
-                    for k, c in self._conditions.items()
-                },
-                "history": list(self._history),
-                "labels_at_last_trigger": self._labels_at_last_trigger,
-                "labels_at_last_window": self._labels_at_last_window,
-                "triggers_emitted": self._triggers_emitted,
-            }
+    def to_state(self) -> dict[str, Any]:
+        """The sustained-condition state (streaks, latches, cooldowns, history) as a container of
+        :mod:`stream_monitor.core.state_format`; the settings come from the configuration."""
+        return state_format.tagged(
+            "trigger_policy",
+            _FORMAT,
+            conditions={
+                k: [
+                    c.streak,
+                    c.latched,
+                    None if math.isinf(c.last_fired_end) else c.last_fired_end,
+                    c.started_at,
+                ]
+                for k, c in self._conditions.items()
+            },
+            history=list(self._history),
+            labels_at_last_trigger=self._labels_at_last_trigger,
+            labels_at_last_window=self._labels_at_last_window,
+            triggers_emitted=self._triggers_emitted,
         )
+
+    @state_format.restoring
+    def load_state(self, state: StateReader | dict[str, Any]) -> None:
+        """Load state written by :meth:`to_state` into this policy; :class:`StateError` if it does not fit."""
+        r = state if isinstance(state, StateReader) else StateReader(state, f"model {self.model_id}: policy")
+        r.expect("trigger_policy", _FORMAT)
+        conditions = r.child("conditions")
+        loaded = {}
+        for k in conditions.parts:
+            c = conditions.json_list(k)
+            if k not in self._conditions or len(c) != 4:
+                raise StateError(f"{conditions.what}: unknown condition {k!r} or not 4 fields")
+            streak, latched, last, started = c
+            if (
+                type(streak) is not int
+                or not isinstance(latched, bool)
+                or not isinstance(last, int | float | None)
+                or not isinstance(started, int | float | None)
+            ):
+                raise StateError(f"{conditions.what}: condition {k!r} has fields of the wrong types")
+            loaded[k] = _Condition(streak, latched, -math.inf if last is None else float(last), started)
+        history = r.json_list("history", dict)
+        if not all({"index", "start", "end", "incident"} <= set(h) for h in history):
+            raise StateError(f"{r.what}: history entries lack index, start, end or incident")
+        self._conditions.update(loaded)
+        self._history = deque(history, maxlen=_HISTORY)
+        self._labels_at_last_trigger = r.number("labels_at_last_trigger")
+        self._labels_at_last_window = r.number("labels_at_last_window")
+        self._triggers_emitted = r.integer("triggers_emitted", min_value=0)
+
+    def snapshot(self) -> bytes:
+        """The sustained-condition state as bytes (:meth:`to_state` in the one state format)."""
+        return state_format.encode(self.to_state())
 
     def restore_state(self, data: bytes) -> None:
         """Load state written by :meth:`snapshot` into this policy (settings come from config)."""
-        try:
-            d = orjson.loads(data)
-        except orjson.JSONDecodeError as e:
-            raise StateError(f"model {self.model_id}: policy snapshot is not valid JSON: {e}") from e
-        if not isinstance(d, dict) or d.get("format") != _FORMAT:
-            raise StateError(f"model {self.model_id}: unsupported policy snapshot format")
-        for k, (streak, latched, last, started) in d["conditions"].items():
-            self._conditions[k] = _Condition(streak, latched, -math.inf if last is None else last, started)
-        self._history = deque(d["history"], maxlen=_HISTORY)
-        self._labels_at_last_trigger = d["labels_at_last_trigger"]
-        self._labels_at_last_window = d.get("labels_at_last_window", 0.0)
-        self._triggers_emitted = d["triggers_emitted"]
+        self.load_state(state_format.decode(data))

@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -24,9 +25,12 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import orjson
-from scipy.stats import rankdata
 
+from stream_monitor.core import state_format
+from stream_monitor.core.quality import binary_auc, f1_from_counts, mae, per_class_f1, rmse
 from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.settings import DetectorSettings
+from stream_monitor.core.state_format import StateReader
 from stream_monitor.errors import StateError
 
 if TYPE_CHECKING:
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
 
 #: Version of the JSON layout written by :meth:`ReferenceProfile.to_json`; bump on incompatible change.
 PROFILE_FORMAT = 1
+#: Version of the state layouts (:meth:`ReferenceProfile.to_state`, :meth:`ReferenceWarmup.to_state`).
+STATE_FORMAT = 2  # the warm-up's 1 was JSON
 
 #: Name of the implicit last bucket of a categorical profile: every value outside the top-K.
 OTHER = "__other__"
@@ -80,7 +86,12 @@ class NumericProfile:
 
     @classmethod
     def from_values(
-        cls, values: np.ndarray, *, bins: int = 10, sample_size: int = 5000, seed: int = 0
+        cls,
+        values: np.ndarray,
+        *,
+        bins: int = DetectorSettings.bins,
+        sample_size: int = DetectorSettings.reference_sample,
+        seed: int = 0,
     ) -> NumericProfile:
         """Profile a float array (NaN = missing) on ``bins`` quantile bins.
 
@@ -206,7 +217,9 @@ class CategoricalProfile:
     missing_rate: float
 
     @classmethod
-    def from_values(cls, values: Sequence[str | None], *, top_k: int = 20) -> CategoricalProfile:
+    def from_values(
+        cls, values: Sequence[str | None], *, top_k: int = DetectorSettings.top_k
+    ) -> CategoricalProfile:
         """Profile a column of strings (None = missing), keeping the ``top_k`` most frequent.
 
         >>> CategoricalProfile.from_values(["x", "y", "y"], top_k=5).categories
@@ -289,6 +302,44 @@ def _column_from_dict(data: Any) -> NumericProfile | CategoricalProfile:
     if kind == "categorical":
         return CategoricalProfile.from_dict(data)
     raise StateError(f"bad profile: unknown column kind {kind!r}")
+
+
+def _column_state(profile: NumericProfile | CategoricalProfile) -> dict[str, Any]:
+    if isinstance(profile, NumericProfile):
+        stats = [profile.min, profile.max, profile.mean, profile.std, profile.missing_rate]
+        return state_format.tagged(
+            "numeric_profile",
+            STATE_FORMAT,
+            edges=np.asarray(profile.edges, dtype=np.float64),
+            counts=np.asarray(profile.counts, dtype=np.int64),
+            sample=np.asarray(profile.sample, dtype=np.float64),
+            stats=np.array(stats, dtype=np.float64),
+        )
+    return state_format.tagged(
+        "categorical_profile",
+        STATE_FORMAT,
+        categories=list(profile.categories),
+        counts=np.asarray(profile.counts, dtype=np.int64),
+        missing_rate=np.array([profile.missing_rate], dtype=np.float64),
+    )
+
+
+def _column_from_state(r: StateReader) -> NumericProfile | CategoricalProfile:
+    kind = r.parts.get("kind")
+    if kind == "categorical_profile":
+        r.expect("categorical_profile", STATE_FORMAT)
+        categories = r.strings("categories")
+        counts = r.array("counts", np.int64, shape=(len(categories) + 1,))
+        (missing_rate,) = r.array("missing_rate", np.float64, shape=(1,)).tolist()
+        return CategoricalProfile(categories, counts, missing_rate)
+    r.expect("numeric_profile", STATE_FORMAT)
+    edges = r.array("edges", np.float64, ndim=1)
+    counts = r.array("counts", np.int64, shape=(edges.size + 1,))
+    sample = r.array("sample", np.float64, ndim=1)
+    if not (np.all(np.diff(edges) > 0) and np.all(np.diff(sample) >= 0)):
+        raise StateError(f"{r.what}: edges must be increasing and the sample sorted")
+    low, high, mean, std, missing_rate = r.array("stats", np.float64, shape=(5,)).tolist()
+    return NumericProfile(edges, counts, low, high, mean, std, missing_rate, sample)
 
 
 @dataclass(eq=False)
@@ -410,6 +461,71 @@ class ReferenceProfile:
             raise StateError(f"bad profile: not JSON ({exc})") from exc
         return cls.from_dict(decoded)
 
+    def digest(self) -> str:
+        """Content digest of the profile (SHA-256 of :meth:`to_json`, 32 hex digits).
+
+        A snapshot built against a configured reference stores only this, not the profile.
+
+        >>> one, same, two = ReferenceProfile(1, "m"), ReferenceProfile(1, "m"), ReferenceProfile(2, "m")
+        >>> one.digest() == same.digest() != two.digest()
+        True
+        """
+        return hashlib.sha256(self.to_json()).hexdigest()[:32]
+
+    def to_state(self) -> dict[str, Any]:
+        """The profile as a container of :mod:`stream_monitor.core.state_format` (arrays as arrays).
+
+        For state (a reference warmed up from live events); files keep :meth:`to_json`.
+
+        >>> r = ReferenceProfile(1, "m", numeric={"x": NumericProfile.from_values(np.arange(5.0), bins=2)})
+        >>> ReferenceProfile.from_state(r.to_state()) == r
+        True
+        """
+        return state_format.tagged(
+            "reference_profile",
+            STATE_FORMAT,
+            version=self.version,
+            model_id=self.model_id,
+            created_at=self.created_at,
+            n_events=self.n_events,
+            event_rate=self.event_rate,
+            baseline_names=list(self.baseline),
+            baseline_values=np.array(list(self.baseline.values()), dtype=np.float64),
+            numeric={name: _column_state(p) for name, p in self.numeric.items()},
+            categorical={name: _column_state(p) for name, p in self.categorical.items()},
+            prediction=None if self.prediction is None else _column_state(self.prediction),
+        )
+
+    @classmethod
+    @state_format.restoring
+    def from_state(cls, state: StateReader | dict[str, Any], what: str = "reference profile") -> Self:
+        """Inverse of :meth:`to_state`; :class:`StateError` when it does not fit."""
+        r = state if isinstance(state, StateReader) else StateReader(state, what)
+        r.expect("reference_profile", STATE_FORMAT)
+        names = r.strings("baseline_names")
+        values = r.array("baseline_values", np.float64, shape=(len(names),))
+        numeric_parts, categorical_parts = r.child("numeric"), r.child("categorical")
+        numeric = {name: _column_from_state(numeric_parts.child(name)) for name in numeric_parts.parts}
+        categorical = {
+            name: _column_from_state(categorical_parts.child(name)) for name in categorical_parts.parts
+        }
+        prediction_state = r.optional_child("prediction")
+        if not all(isinstance(p, NumericProfile) for p in numeric.values()) or not all(
+            isinstance(p, CategoricalProfile) for p in categorical.values()
+        ):
+            raise StateError(f"{r.what}: a numeric feature with a categorical profile or the reverse")
+        return cls(
+            version=r.integer("version"),
+            model_id=r.text("model_id"),
+            created_at=r.number("created_at"),
+            n_events=r.integer("n_events", min_value=0),
+            numeric=numeric,  # type: ignore[arg-type]
+            categorical=categorical,  # type: ignore[arg-type]
+            prediction=None if prediction_state is None else _column_from_state(prediction_state),
+            baseline=dict(zip(names, values.tolist(), strict=True)),
+            event_rate=r.optional_number("event_rate"),
+        )
+
 
 def _binary_baseline(
     score: np.ndarray, predicted_positive: np.ndarray, label: np.ndarray
@@ -423,14 +539,11 @@ def _binary_baseline(
         fn = int(np.sum(~predicted_positive & truth))
         baseline["accuracy"] = float(np.mean(predicted_positive == truth))
         # sklearn's zero_division=0 convention: no positives predicted or present means F1 = 0.
-        baseline["f1"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        baseline["f1"] = f1_from_counts(tp, fp, fn, zero_division=0.0)
     scored = ~np.isnan(score)
-    n_pos = int(np.sum(truth & scored))
-    n_neg = int(np.sum(~truth & scored))
-    if n_pos and n_neg:
-        ranks = rankdata(score[scored])
-        rank_sum = float(np.sum(ranks[truth[scored]]))
-        baseline["auc"] = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    auc = binary_auc(score[scored], truth[scored])
+    if not math.isnan(auc):
+        baseline["auc"] = auc
     return baseline
 
 
@@ -438,16 +551,12 @@ def _multiclass_baseline(predicted: list[str], label: list[str]) -> dict[str, fl
     """Accuracy and macro F1 over the classes seen in labels or predictions (sklearn's default set)."""
     if not label:
         return {}
-    pred_arr = np.array(predicted, dtype=object)
-    true_arr = np.array(label, dtype=object)
-    f1_per_class = []
-    for cls_name in sorted(set(predicted) | set(label)):
-        is_pred = pred_arr == cls_name
-        is_true = true_arr == cls_name
-        tp = int(np.sum(is_pred & is_true))
-        wrong = int(np.sum(is_pred ^ is_true))
-        f1_per_class.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
-    return {"accuracy": float(np.mean(pred_arr == true_arr)), "f1": float(np.mean(f1_per_class))}
+    code = {c: i for i, c in enumerate(sorted(set(predicted) | set(label)))}
+    pred = np.array([code[c] for c in predicted], dtype=np.int64)
+    truth = np.array([code[c] for c in label], dtype=np.int64)
+    # Every class here was predicted or present, so none has an undefined F1.
+    f1 = per_class_f1(pred, truth, len(code))
+    return {"accuracy": float(np.mean(pred == truth)), "f1": float(np.mean(f1))}
 
 
 def _regression_baseline(prediction: np.ndarray, label: np.ndarray) -> dict[str, float]:
@@ -455,11 +564,7 @@ def _regression_baseline(prediction: np.ndarray, label: np.ndarray) -> dict[str,
     error = error[~np.isnan(error)]
     if error.size == 0:
         return {}
-    return {
-        "mae": float(np.mean(np.abs(error))),
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "mean_error": float(np.mean(error)),
-    }
+    return {"mae": mae(error), "rmse": rmse(error), "mean_error": float(np.mean(error))}
 
 
 def _event_rate(ts: np.ndarray) -> float | None:
@@ -553,9 +658,9 @@ def build_reference(
     batch: PredictionBatch,
     labels: np.ndarray | None = None,
     *,
-    bins: int = 10,
-    top_k: int = 20,
-    sample_size: int = 5000,
+    bins: int = DetectorSettings.bins,
+    top_k: int = DetectorSettings.top_k,
+    sample_size: int = DetectorSettings.reference_sample,
     seed: int = 0,
     created_at: float = 0.0,
 ) -> ReferenceProfile:
@@ -630,9 +735,9 @@ class ReferenceWarmup:
         schema: ModelSchema,
         n_events: int,
         *,
-        bins: int = 10,
-        top_k: int = 20,
-        sample_size: int = 5000,
+        bins: int = DetectorSettings.bins,
+        top_k: int = DetectorSettings.top_k,
+        sample_size: int = DetectorSettings.reference_sample,
         seed: int = 0,
         created_at: float = 0.0,
     ) -> None:
@@ -714,32 +819,78 @@ class ReferenceWarmup:
         self._categorical = [[] for _ in self.schema.categorical_names]
         return self.profile
 
-    def snapshot(self) -> bytes:
-        """Serialize settings, collected columns (or the finished profile) to JSON bytes."""
+    def to_state(self) -> dict[str, Any]:
+        """Settings, the schema, the collected columns (or the finished profile) as a container of
+        :mod:`stream_monitor.core.state_format`; numeric columns as arrays (NaN = missing, exactly)."""
         numeric, score, ts = self._columns()
-        return orjson.dumps(
-            {
-                "format": WARMUP_FORMAT,
-                "model_id": self.schema.model_id,
-                # The schema travels with the snapshot so restore(data) needs nothing else.
-                "schema": _schema_to_dict(self.schema),
-                "settings": {
-                    "n_events": self.n_events,
-                    "bins": self.bins,
-                    "top_k": self.top_k,
-                    "sample_size": self.sample_size,
-                    "seed": self.seed,
-                    "created_at": self.created_at,
-                },
-                # orjson writes NaN as null; np.asarray(..., float64) reads null back as NaN.
-                "numeric": numeric.tolist(),
-                "categorical": self._categorical,
-                "score": score.tolist(),
-                "pred_label": self._pred_label,
-                "ts": ts.tolist(),
-                "profile": None if self.profile is None else self.profile.to_dict(),
-            }
+        return state_format.tagged(
+            "reference_warmup",
+            STATE_FORMAT,
+            model_id=self.schema.model_id,
+            # The schema travels with the state so restore(data) needs nothing else.
+            schema=_schema_to_dict(self.schema),
+            settings={
+                "n_events": self.n_events,
+                "bins": self.bins,
+                "top_k": self.top_k,
+                "sample_size": self.sample_size,
+                "seed": self.seed,
+                "created_at": self.created_at,
+            },
+            categorical=self._categorical,
+            pred_label=self._pred_label,
+            numeric=numeric,
+            score=score,
+            ts=ts,
+            profile=None if self.profile is None else self.profile.to_state(),
         )
+
+    @classmethod
+    @state_format.restoring
+    def from_state(
+        cls, state: StateReader | dict[str, Any], schema: ModelSchema | None = None, what: str = "warm-up"
+    ) -> Self:
+        """Inverse of :meth:`to_state` (see :meth:`restore`)."""
+        r = state if isinstance(state, StateReader) else StateReader(state, what)
+        r.expect("reference_warmup", STATE_FORMAT)
+        model_id = r.text("model_id")
+        if schema is None:
+            schema = _schema_from_dict(dict(r.child("schema").parts))
+        elif model_id != schema.model_id:
+            raise StateError(f"{r.what}: warm-up state of {model_id!r}, schema is {schema.model_id!r}")
+        settings = dict(r.child("settings").parts)
+        if set(settings) != {"n_events", "bins", "top_k", "sample_size", "seed", "created_at"} or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in settings.values()
+        ):
+            raise StateError(f"{r.what}: settings {sorted(settings)} do not fit")
+        try:
+            warmup = cls(schema, **settings)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"{r.what}: {exc}") from exc
+        ts = r.array("ts", np.float64, ndim=1)
+        numeric = r.array("numeric", np.float64, shape=(len(schema.numeric_names), ts.size))
+        score = r.array("score", np.float64, shape=ts.shape)
+        pred_label = r.strings("pred_label", optional=True)
+        categorical = r.json_list("categorical", list)
+        if len(pred_label) != ts.size or len(categorical) != len(schema.categorical_names):
+            raise StateError(f"{r.what}: columns of different lengths or not the schema's")
+        for column in categorical:
+            if len(column) != ts.size or not all(v is None or isinstance(v, str) for v in column):
+                raise StateError(f"{r.what}: categorical columns do not match the schema")
+        if ts.size > warmup.n_events:
+            raise StateError(f"{r.what}: {ts.size} events collected for a warm-up of {warmup.n_events}")
+        profile = r.optional_child("profile")
+        if profile is not None:
+            warmup.profile = ReferenceProfile.from_state(profile)
+        if ts.size:
+            warmup._numeric, warmup._score, warmup._ts = [numeric], [score], [ts]
+        warmup._categorical, warmup._pred_label = categorical, pred_label
+        warmup._collected = int(ts.size)
+        return warmup
+
+    def snapshot(self) -> bytes:
+        """The state as bytes (:meth:`to_state` in the one state format)."""
+        return state_format.encode(self.to_state())
 
     @classmethod
     def restore(cls, data: bytes, schema: ModelSchema | None = None) -> Self:
@@ -748,39 +899,7 @@ class ReferenceWarmup:
         The schema is read from the snapshot; when ``schema`` is given (the configured one), the
         snapshot must have been taken for the same model id.
         """
-        try:
-            state = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise StateError(f"bad warm-up snapshot: not JSON ({exc})") from exc
-        if not isinstance(state, dict) or state.get("format") != WARMUP_FORMAT:
-            raise StateError("bad warm-up snapshot: missing or unknown format")
-        if schema is None:
-            schema = _schema_from_dict(state.get("schema"))
-        elif state.get("model_id") != schema.model_id:
-            raise StateError(f"warm-up snapshot of {state.get('model_id')!r}, schema is {schema.model_id!r}")
-        try:
-            warmup = cls(schema, **state["settings"])
-            n_numeric = len(schema.numeric_names)
-            ts = np.asarray(state["ts"], dtype=np.float64)
-            numeric = np.asarray(state["numeric"], dtype=np.float64).reshape(n_numeric, ts.size)
-            score = np.asarray(state["score"], dtype=np.float64)
-            categorical = [list(column) for column in state["categorical"]]
-            pred_label = list(state["pred_label"])
-            if score.size != ts.size or len(pred_label) != ts.size:
-                raise ValueError("columns of different lengths")
-            if len(categorical) != len(schema.categorical_names) or any(
-                len(column) != ts.size for column in categorical
-            ):
-                raise ValueError("categorical columns do not match the schema")
-            if state["profile"] is not None:
-                warmup.profile = ReferenceProfile.from_dict(state["profile"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"bad warm-up snapshot: {exc!r}") from exc
-        if ts.size:
-            warmup._numeric, warmup._score, warmup._ts = [numeric], [score], [ts]
-        warmup._categorical, warmup._pred_label = categorical, pred_label
-        warmup._collected = int(ts.size)
-        return warmup
+        return cls.from_state(state_format.decode(data), schema)
 
 
 def _schema_to_dict(schema: ModelSchema) -> dict[str, Any]:

@@ -1,17 +1,26 @@
-"""Per-model settings of the pure core: windows, detector thresholds and the trigger policy.
+"""Per-model settings of the pure core: windows, detector thresholds, the trigger policy and insights.
 
-Defaults follow seed 002 (PSI ≥ 0.15 red, 0.1 warning; AUC down ≥ 0.015 for 3 consecutive windows;
-F1 of a key class down > 5 %). ``config.py`` fills these from YAML and the environment; the core only
-ever sees these frozen dataclasses.
+This module is the one home of every default: defaults follow seed 002 (PSI ≥ 0.15 red, 0.1 warning;
+AUC down ≥ 0.015 for 3 consecutive windows; F1 of a key class down > 5 %). ``config.py`` fills these
+from YAML and the environment (each field under its own name, see ``examples/config.yaml``); the core
+only ever sees these frozen dataclasses. A function elsewhere that needs one of these numbers as a
+default names it here (``bins: int = DetectorSettings.bins``) instead of writing it again.
 
 >>> s = ModelSettings()
 >>> s.window.kind, s.window.size, s.policy.psi_alarm, s.policy.consecutive_windows
 ('count', 5000, 0.15, 2)
+
+A model's segment checks and data DNA follow its policy unless the insight settings say otherwise:
+
+>>> r = ModelSettings(policy=PolicySettings(psi_warning=0.12, psi_alarm=0.2)).resolved_insights()
+>>> r.segments.psi_alarm, r.dna_cut
+(0.2, 0.12)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 
@@ -103,16 +112,94 @@ class EventTimeSettings:
 
 
 @dataclass(frozen=True)
+class IncidentSettings:
+    """Thresholds of the bucket integrity-incident checks (:mod:`stream_monitor.core.insights.incidents`).
+
+    A closed bucket is compared with the last clean bucket before it, so these are jumps between two
+    buckets, not the window detectors' drift against the reference.
+    """
+
+    missing_delta: float = 0.1
+    out_of_range_delta: float = 0.25
+    new_category_delta: float = 0.1
+    volume_low: float = 0.5
+    volume_high: float = 2.0
+    volume_history: int = 7
+    volume_min_history: int = 3
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """Thresholds of segment drift and surge checks (:mod:`stream_monitor.core.insights.segments`).
+
+    ``psi_alarm`` is the key-feature PSI at which a segment drifts; ``None`` (the default) means the
+    model's ``policy.psi_alarm`` (see :meth:`ModelSettings.resolved_insights`).
+    """
+
+    min_events: int = 200
+    psi_alarm: float | None = None
+    surge_min_share: float = 0.05
+    surge_ratio: float = 3.0
+    surge_min_events: int = 200
+    baseline_buckets: int = 7
+
+
+@dataclass(frozen=True)
+class RecommendSettings:
+    """How a retraining recommendation is made (:mod:`stream_monitor.core.insights.recommend`)."""
+
+    recent_buckets: int = 7
+    min_new_labels: int = 2000
+    min_buckets: int = 3
+
+
+DnaMetric = Literal["psi", "js"]
+#: For small shifts the Jensen–Shannon divergence (bits) is about PSI / (8 ln 2).
+PSI_PER_JS = 8.0 * math.log(2.0)
+
+
+@dataclass(frozen=True)
+class InsightSettings:
+    """Time-bucketed profiles of one model and what is made of them: data DNA, incidents, segments,
+    recommendations (:mod:`stream_monitor.core.insights`).
+
+    ``bucket_seconds`` is configured as ``insights.bucket``. ``dna_cut`` ``None`` (the default) cuts the
+    regimes at the model's ``policy.psi_warning`` (for ``dna_metric: js``, its JS equivalent).
+    """
+
+    bucket_seconds: float = 86400.0
+    retention: int = 90
+    dna_metric: DnaMetric = "psi"
+    dna_cut: float | None = None
+    # Drift in a key feature weighs this many times its importance (data DNA and segment drift).
+    key_weight: float = 2.0
+    surge_cooldown_seconds: float = PolicySettings.cooldown_seconds
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    segments: SegmentSettings = field(default_factory=SegmentSettings)
+    recommend: RecommendSettings = field(default_factory=RecommendSettings)
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """All settings of one model besides its schema."""
 
     window: WindowSettings = field(default_factory=WindowSettings)
     detectors: DetectorSettings = field(default_factory=DetectorSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    insights: InsightSettings = field(default_factory=InsightSettings)
     warmup_events: int = 5000
     performance_window: int = 5000
     label_buffer_entries: int = 1_000_000
     label_ttl_seconds: float = 7 * 86400.0
-    # Time-bucketed profiles (data DNA, incidents, retraining recommendation): width and how many.
-    bucket_seconds: float = 86400.0
-    bucket_retention: int = 90
+
+    def resolved_insights(self) -> InsightSettings:
+        """:attr:`insights` with the values it leaves to the policy filled in: a segment drifts at
+        ``policy.psi_alarm`` and the data DNA cuts regimes at ``policy.psi_warning`` unless set."""
+        s, p = self.insights, self.policy
+        segments = s.segments
+        if segments.psi_alarm is None:
+            segments = replace(segments, psi_alarm=p.psi_alarm)
+        cut = s.dna_cut
+        if cut is None:
+            cut = p.psi_warning if s.dna_metric == "psi" else p.psi_warning / PSI_PER_JS
+        return replace(s, dna_cut=cut, segments=segments)

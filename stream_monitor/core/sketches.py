@@ -38,17 +38,20 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import orjson
 
+from stream_monitor.core import state_format
 from stream_monitor.core.reference import OTHER, CategoricalProfile, NumericProfile, ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.settings import DetectorSettings
+from stream_monitor.core.state_format import StateReader
 from stream_monitor.errors import StateError
 
 if TYPE_CHECKING:
     from stream_monitor.core.events import PredictionBatch
 
-#: Version of the layout written by :meth:`WindowSketch.to_dict`; bump on incompatible change.
-SKETCH_FORMAT = 1
+#: Version of the layout written by :meth:`WindowSketch.to_state`; bump on incompatible change.
+SKETCH_FORMAT = 2  # 1 was JSON
+_KIND = "window_sketch"
 
 #: At most this many unseen category names are tracked per feature; the rest are only counted.
 NEW_CATEGORY_CAP = 50
@@ -143,10 +146,6 @@ def _cap_segments(counts: dict[str, int], cap: int) -> dict[str, int]:
     return kept
 
 
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 class WindowSketch:
     """Mergeable summary of one model's prediction events in one window, against its reference.
 
@@ -196,7 +195,11 @@ class WindowSketch:
     """
 
     def __init__(
-        self, schema: ModelSchema, reference: ReferenceProfile, sample_size: int = 2000, seed: int = 0
+        self,
+        schema: ModelSchema,
+        reference: ReferenceProfile,
+        sample_size: int = DetectorSettings.window_sample,
+        seed: int = 0,
     ) -> None:
         if sample_size < 0:
             raise ValueError(f"sample_size must be >= 0, got {sample_size}")
@@ -438,83 +441,101 @@ class WindowSketch:
         """
         return merge_sketches([self, other])
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of the sketch's state (arrays as lists, empty time bounds as None).
+    def to_state(self) -> dict[str, Any]:
+        """The sketch as a container of :mod:`stream_monitor.core.state_format` (counts as arrays).
+
+        The per-feature samples and categorical counts are concatenated, with their sizes.
 
         >>> from stream_monitor.core.reference import ReferenceProfile
         >>> from stream_monitor.core.schema import ModelSchema
-        >>> WindowSketch(ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")).to_dict()["format"]
-        1
+        >>> WindowSketch(ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")).to_state()["kind"]
+        'window_sketch'
         """
-        return {
-            "format": SKETCH_FORMAT,
-            "model_id": self.schema.model_id,
-            "reference_version": self.reference.version,
-            "sample_size": self.sample_size,
-            "seed": self.seed,
-            "n_events": self.n_events,
-            "ts_min": _finite_or_none(self.ts_min),
-            "ts_max": _finite_or_none(self.ts_max),
-            "numeric_counts": self.numeric_counts.tolist(),
-            "numeric_missing": self.numeric_missing.tolist(),
-            "numeric_below": self.numeric_below.tolist(),
-            "numeric_above": self.numeric_above.tolist(),
-            "numeric_n": self.numeric_n.tolist(),
-            "numeric_sum": self.numeric_sum.tolist(),
-            "numeric_sumsq": self.numeric_sumsq.tolist(),
-            "numeric_sample_priority": [p.tolist() for p in self._numeric_priority],
-            "numeric_sample_values": [v.tolist() for v in self._numeric_values],
-            "categorical_counts": [c.tolist() for c in self.categorical_counts],
-            "categorical_missing": self.categorical_missing.tolist(),
-            "new_categories": self.new_categories,
-            "new_category_overflow": self.new_category_overflow.tolist(),
-            "score_counts": self.score_counts.tolist(),
-            "score_missing": self.score_missing,
-            "score_n": self.score_n,
-            "score_sum": self.score_sum,
-            "score_sample_priority": self._score_priority.tolist(),
-            "score_sample_values": self._score_values.tolist(),
-            "segment_counts": self.segment_counts,
-        }
+
+        def concat(parts: Sequence[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype=dtype)
+
+        return state_format.tagged(
+            _KIND,
+            SKETCH_FORMAT,
+            model_id=self.schema.model_id,
+            reference_version=self.reference.version,
+            sample_size=self.sample_size,
+            seed=self.seed,
+            n_events=self.n_events,
+            score_missing=self.score_missing,
+            score_n=self.score_n,
+            new_categories=self.new_categories,
+            segment_counts=[[key, counts] for key, counts in self.segment_counts.items()],
+            # ts_min/ts_max are infinite while the sketch is empty: an array keeps them exactly.
+            floats=np.array([self.ts_min, self.ts_max, self.score_sum], dtype=np.float64),
+            numeric_counts=self.numeric_counts,
+            numeric_missing=self.numeric_missing,
+            numeric_below=self.numeric_below,
+            numeric_above=self.numeric_above,
+            numeric_n=self.numeric_n,
+            numeric_sum=self.numeric_sum,
+            numeric_sumsq=self.numeric_sumsq,
+            numeric_sample_sizes=np.array([p.size for p in self._numeric_priority], dtype=np.int64),
+            numeric_sample_priority=concat(self._numeric_priority, np.uint64),
+            numeric_sample_values=concat(self._numeric_values, np.float64),
+            categorical_counts=concat(self.categorical_counts, np.int64),
+            categorical_missing=self.categorical_missing,
+            new_category_overflow=self.new_category_overflow,
+            score_counts=self.score_counts,
+            score_sample_priority=self._score_priority,
+            score_sample_values=self._score_values,
+        )
 
     @classmethod
-    def from_dict(cls, data: Any, schema: ModelSchema, reference: ReferenceProfile) -> Self:
-        """Inverse of :meth:`to_dict` for the same schema and reference; :class:`StateError` otherwise.
+    @state_format.restoring
+    def from_state(
+        cls,
+        state: StateReader | dict[str, Any],
+        schema: ModelSchema,
+        reference: ReferenceProfile,
+        what: str = "sketch",
+    ) -> Self:
+        """Inverse of :meth:`to_state` for the same schema and reference; :class:`StateError` otherwise.
 
         >>> from stream_monitor.core.reference import ReferenceProfile
         >>> from stream_monitor.core.schema import ModelSchema
         >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
-        >>> state = WindowSketch(schema, reference).to_dict()
-        >>> WindowSketch.from_dict(state, schema, ReferenceProfile(2, "m"))
+        >>> state = WindowSketch(schema, reference).to_state()
+        >>> WindowSketch.from_state(state, schema, ReferenceProfile(2, "m"))
         Traceback (most recent call last):
         ...
-        stream_monitor.errors.StateError: sketch of model 'm' reference version 1 restored with 'm' version 2
+        stream_monitor.errors.StateError: sketch: model 'm' reference version 1 restored with 'm' version 2
         """
-        if not isinstance(data, dict) or data.get("format") != SKETCH_FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise StateError(f"bad sketch snapshot: format {found!r}, expected {SKETCH_FORMAT}")
-        if data.get("model_id") != schema.model_id or data.get("reference_version") != reference.version:
+        r = state if isinstance(state, StateReader) else StateReader(state, what)
+        r.expect(_KIND, SKETCH_FORMAT)
+        model_id, version = r.text("model_id"), r.integer("reference_version")
+        if model_id != schema.model_id or version != reference.version:
             raise StateError(
-                f"sketch of model {data.get('model_id')!r} reference version {data.get('reference_version')} "
+                f"{r.what}: model {model_id!r} reference version {version} "
                 f"restored with {schema.model_id!r} version {reference.version}"
             )
         try:
-            sketch = cls(schema, reference, sample_size=int(data["sample_size"]), seed=int(data["seed"]))
-            sketch._load(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"bad sketch snapshot for model {schema.model_id!r}: {exc!r}") from exc
+            sketch = cls(schema, reference, sample_size=r.integer("sample_size"), seed=r.integer("seed"))
+        except ValueError as exc:
+            raise StateError(f"{r.what}: {exc}") from exc
+        sketch._load(r)
         return sketch
 
-    def _load(self, data: dict[str, Any]) -> None:
+    def _load(self, r: StateReader) -> None:
         def ints(name: str, like: np.ndarray) -> np.ndarray:
-            return np.asarray(data[name], dtype=np.int64).reshape(like.shape)
+            return r.array(name, np.int64, shape=like.shape)
 
         def floats(name: str, like: np.ndarray) -> np.ndarray:
-            return np.asarray(data[name], dtype=np.float64).reshape(like.shape)
+            return r.array(name, np.float64, shape=like.shape)
 
-        self.n_events = int(data["n_events"])
-        self.ts_min = math.inf if data["ts_min"] is None else float(data["ts_min"])
-        self.ts_max = -math.inf if data["ts_max"] is None else float(data["ts_max"])
+        def split(array: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+            return np.split(array, np.cumsum(sizes)[:-1].tolist()) if len(sizes) else []
+
+        self.n_events = r.integer("n_events", min_value=0)
+        self.score_missing = r.integer("score_missing", min_value=0)
+        self.score_n = r.integer("score_n", min_value=0)
+        self.ts_min, self.ts_max, self.score_sum = r.array("floats", np.float64, shape=(3,)).tolist()
         self.numeric_counts = ints("numeric_counts", self.numeric_counts)
         self.numeric_missing = ints("numeric_missing", self.numeric_missing)
         self.numeric_below = ints("numeric_below", self.numeric_below)
@@ -522,43 +543,44 @@ class WindowSketch:
         self.numeric_n = ints("numeric_n", self.numeric_n)
         self.numeric_sum = floats("numeric_sum", self.numeric_sum)
         self.numeric_sumsq = floats("numeric_sumsq", self.numeric_sumsq)
-        priorities, values = data["numeric_sample_priority"], data["numeric_sample_values"]
-        if len(priorities) != len(self._numeric_priority) or len(values) != len(priorities):
-            raise ValueError("numeric sample count differs from the schema's numeric features")
-        self._numeric_priority = [np.asarray(p, dtype=np.uint64).reshape(-1) for p in priorities]
-        self._numeric_values = [np.asarray(v, dtype=np.float64).reshape(-1) for v in values]
-        if any(p.size != v.size for p, v in zip(self._numeric_priority, self._numeric_values, strict=True)):
-            raise ValueError("sample priorities and values differ in length")
-        counts = data["categorical_counts"]
-        if len(counts) != len(self.categorical_counts):
-            raise ValueError("categorical count lists differ from the schema's categorical features")
-        self.categorical_counts = [
-            np.asarray(c, dtype=np.int64).reshape(like.shape)
-            for c, like in zip(counts, self.categorical_counts, strict=True)
-        ]
+        sizes = r.array("numeric_sample_sizes", np.int64, shape=(len(self._numeric_priority),))
+        if sizes.size and (sizes.min() < 0 or sizes.max() > self.sample_size):
+            raise StateError(f"{r.what}: sample sizes {sizes.tolist()} above sample_size {self.sample_size}")
+        total = int(sizes.sum())
+        priorities = split(r.array("numeric_sample_priority", np.uint64, shape=(total,)), sizes.tolist())
+        self._numeric_priority = priorities
+        values = r.array("numeric_sample_values", np.float64, shape=(total,))
+        self._numeric_values = split(values, sizes.tolist())
+        widths = [c.size for c in self.categorical_counts]
+        counts = r.array("categorical_counts", np.int64, shape=(sum(widths),))
+        self.categorical_counts = split(counts, widths)
         self.categorical_missing = ints("categorical_missing", self.categorical_missing)
-        new = data["new_categories"]
-        if len(new) != len(self.new_categories):
-            raise ValueError("new category dicts differ from the schema's categorical features")
-        self.new_categories = [{str(k): int(v) for k, v in d.items()} for d in new]
+        new = r.json_list("new_categories", dict)
+        if len(new) != len(self.new_categories) or not all(
+            isinstance(k, str) and type(v) is int for d in new for k, v in d.items()
+        ):
+            raise StateError(f"{r.what}: new category counts do not fit the schema's categorical features")
+        self.new_categories = new
         self.new_category_overflow = ints("new_category_overflow", self.new_category_overflow)
         self.score_counts = ints("score_counts", self.score_counts)
-        self.score_missing = int(data["score_missing"])
-        self.score_n = int(data["score_n"])
-        self.score_sum = float(data["score_sum"])
-        self._score_priority = np.asarray(data["score_sample_priority"], dtype=np.uint64).reshape(-1)
-        self._score_values = np.asarray(data["score_sample_values"], dtype=np.float64).reshape(-1)
-        if self._score_priority.size != self._score_values.size:
-            raise ValueError("score sample priorities and values differ in length")
-        segments = data["segment_counts"]
-        if set(segments) != set(self.segment_counts):
-            raise ValueError("segment keys differ from the schema's")
-        self.segment_counts = {
-            key: {str(k): int(v) for k, v in segments[key].items()} for key in self.schema.segment_keys
-        }
+        score_priority = r.array("score_sample_priority", np.uint64, ndim=1)
+        self._score_priority = score_priority
+        self._score_values = r.array("score_sample_values", np.float64, shape=score_priority.shape)
+        if score_priority.size > self.sample_size or any(
+            np.any(p[1:] < p[:-1]) for p in [*priorities, score_priority]
+        ):
+            raise StateError(f"{r.what}: a sample is larger than sample_size or not in priority order")
+        segments = r.json_list("segment_counts", list)
+        if [pair[0] if len(pair) == 2 else None for pair in segments] != list(self.segment_counts) or not all(
+            isinstance(d, dict) and all(isinstance(k, str) and type(v) is int for k, v in d.items())
+            for _, d in segments
+        ):
+            raise StateError(f"{r.what}: segment counts do not fit the schema's segment keys")
+        self.segment_counts = {key: counts for key, counts in segments}
 
     def snapshot(self) -> bytes:
-        """The state as JSON bytes; :meth:`restore` with the same schema and reference rebuilds it.
+        """The state as bytes (:meth:`to_state` in the one state format); :meth:`restore` with the
+        same schema and reference rebuilds it.
 
         >>> from stream_monitor.core.reference import ReferenceProfile
         >>> from stream_monitor.core.schema import ModelSchema
@@ -568,7 +590,7 @@ class WindowSketch:
         >>> WindowSketch.restore(sketch.snapshot(), schema, reference).n_events
         4
         """
-        return orjson.dumps(self.to_dict())
+        return state_format.encode(self.to_state())
 
     @classmethod
     def restore(cls, data: bytes, schema: ModelSchema, reference: ReferenceProfile) -> Self:
@@ -579,13 +601,9 @@ class WindowSketch:
         >>> WindowSketch.restore(b"[]", ModelSchema("m", "regression", ()), ReferenceProfile(1, "m"))
         Traceback (most recent call last):
         ...
-        stream_monitor.errors.StateError: bad sketch snapshot: format 'list', expected 1
+        stream_monitor.errors.StateError: not stream-monitor state: JSON (from an older stream-monitor?)
         """
-        try:
-            decoded = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise StateError(f"bad sketch snapshot: not JSON ({exc})") from exc
-        return cls.from_dict(decoded, schema, reference)
+        return cls.from_state(state_format.decode(data), schema, reference)
 
 
 def merge_sketches(sketches: Sequence[WindowSketch]) -> WindowSketch:

@@ -35,18 +35,19 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import numpy as np
-import orjson
 
+from stream_monitor.core import state_format
 from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
 from stream_monitor.core.sketches import WindowSketch, merge_sketches
+from stream_monitor.core.state_format import StateReader
 from stream_monitor.errors import StateError
 
 if TYPE_CHECKING:
     from stream_monitor.core.events import PredictionBatch
 
 #: Version of the layout written by the windows' ``snapshot()``; bump on incompatible change.
-WINDOWS_FORMAT = 1
+WINDOWS_FORMAT = 2  # 1 was JSON
 
 _T = TypeVar("_T")
 
@@ -143,28 +144,21 @@ def take_batch(batch: PredictionBatch, positions: np.ndarray) -> PredictionBatch
     )
 
 
-def _load_json(data: bytes, kind: str) -> dict[str, Any]:
+def _pane_number(name: str) -> int | None:
     try:
-        decoded = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise StateError(f"bad {kind} snapshot: not JSON ({exc})") from exc
-    if (
-        not isinstance(decoded, dict)
-        or decoded.get("format") != WINDOWS_FORMAT
-        or decoded.get("kind") != kind
-    ):
-        raise StateError(f"bad {kind} snapshot: not a format {WINDOWS_FORMAT} {kind} snapshot")
-    return decoded
+        number = int(name)
+    except ValueError:
+        return None
+    return number if str(number) == name else None
 
 
 def _sketch_from(
-    state: Any, template: WindowSketch, schema: ModelSchema | None, reference: ReferenceProfile | None
+    state: StateReader, template: WindowSketch, schema: ModelSchema | None, reference: ReferenceProfile | None
 ) -> WindowSketch:
-    if isinstance(state, dict) and state.get("seed") != template.seed:
-        raise StateError(
-            f"window snapshot sampled with seed {state.get('seed')}, sketches now use {template.seed}"
-        )
-    return WindowSketch.from_dict(state, schema or template.schema, reference or template.reference)
+    seed = state.parts.get("seed")
+    if seed != template.seed:
+        raise StateError(f"{state.what}: sketch sampled with seed {seed}, sketches now use {template.seed}")
+    return WindowSketch.from_state(state, schema or template.schema, reference or template.reference)
 
 
 class CountWindows:
@@ -264,8 +258,52 @@ class CountWindows:
         self._emitted_since_reset = False
         return closed
 
+    def to_state(self) -> dict[str, Any]:
+        """The state (settings, counters and pane sketches) as a container of
+        :mod:`stream_monitor.core.state_format`."""
+        return state_format.tagged(
+            "count_windows",
+            WINDOWS_FORMAT,
+            size=self.size,
+            slide=self.slide,
+            open_count=self._open_count,
+            next_index=self._next_index,
+            emitted_since_reset=self._emitted_since_reset,
+            open=self._open.to_state(),
+            full=state_format.indexed([pane.to_state() for pane in self._full]),
+        )
+
+    @classmethod
+    @state_format.restoring
+    def from_state(
+        cls,
+        state: StateReader | dict[str, Any],
+        make_sketch: Callable[[], WindowSketch],
+        *,
+        schema: ModelSchema | None = None,
+        reference: ReferenceProfile | None = None,
+        what: str = "count windows",
+    ) -> Self:
+        """Inverse of :meth:`to_state` (see :meth:`restore`)."""
+        r = state if isinstance(state, StateReader) else StateReader(state, what)
+        r.expect("count_windows", WINDOWS_FORMAT)
+        try:
+            windows = cls(r.integer("size"), r.integer("slide"), make_sketch=make_sketch)
+        except ValueError as exc:
+            raise StateError(f"{r.what}: {exc}") from exc
+        template = windows._open
+        windows._open = _sketch_from(r.child("open"), template, schema, reference)
+        windows._open_count = r.integer("open_count")
+        full = r.children("full")
+        if len(full) > windows._panes_per_window - 1 or not 0 <= windows._open_count < windows.slide:
+            raise StateError(f"{r.what}: pane counts do not fit the window size")
+        windows._full.extend(_sketch_from(pane, template, schema, reference) for pane in full)
+        windows._next_index = r.integer("next_index", min_value=0)
+        windows._emitted_since_reset = r.flag("emitted_since_reset")
+        return windows
+
     def snapshot(self) -> bytes:
-        """The state (settings, counters and pane sketches) as JSON bytes.
+        """The state as bytes (:meth:`to_state` in the one state format).
 
         >>> from stream_monitor.core.reference import ReferenceProfile
         >>> from stream_monitor.core.schema import ModelSchema
@@ -274,19 +312,7 @@ class CountWindows:
         >>> CountWindows.restore(windows.snapshot(), windows.make_sketch).slide
         2
         """
-        return orjson.dumps(
-            {
-                "format": WINDOWS_FORMAT,
-                "kind": "count",
-                "size": self.size,
-                "slide": self.slide,
-                "open": self._open.to_dict(),
-                "open_count": self._open_count,
-                "full": [pane.to_dict() for pane in self._full],
-                "next_index": self._next_index,
-                "emitted_since_reset": self._emitted_since_reset,
-            }
-        )
+        return state_format.encode(self.to_state())
 
     @classmethod
     def restore(
@@ -302,26 +328,13 @@ class CountWindows:
         Pane sketches are restored against ``schema`` and ``reference`` when given, else against those
         of a ``make_sketch()`` sketch.
 
-        >>> CountWindows.restore(b"{}", make_sketch=lambda: None)
+        >>> from stream_monitor.core import state_format
+        >>> CountWindows.restore(state_format.encode({"kind": "x"}), make_sketch=lambda: None)
         Traceback (most recent call last):
         ...
-        stream_monitor.errors.StateError: bad count snapshot: not a format 1 count snapshot
+        stream_monitor.errors.StateError: count windows: expected 'count_windows' state, found 'x'
         """
-        state = _load_json(data, "count")
-        try:
-            windows = cls(int(state["size"]), int(state["slide"]), make_sketch=make_sketch)
-            template = windows._open
-            windows._open = _sketch_from(state["open"], template, schema, reference)
-            windows._open_count = int(state["open_count"])
-            full = state["full"]
-            if len(full) > windows._panes_per_window - 1 or not 0 <= windows._open_count < windows.slide:
-                raise ValueError("pane counts do not fit the window size")
-            windows._full.extend(_sketch_from(pane, template, schema, reference) for pane in full)
-            windows._next_index = int(state["next_index"])
-            windows._emitted_since_reset = bool(state["emitted_since_reset"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"bad count snapshot: {exc!r}") from exc
-        return windows
+        return cls.from_state(state_format.decode(data), make_sketch, schema=schema, reference=reference)
 
 
 class EventTimeWindows:
@@ -516,8 +529,55 @@ class EventTimeWindows:
         self._next_last_pane = last + self._panes_per_window
         return closed
 
+    def to_state(self) -> dict[str, Any]:
+        """The state (settings, watermark, counters and pane sketches) as a container of
+        :mod:`stream_monitor.core.state_format`; panes by name, oldest first."""
+        return state_format.tagged(
+            "event_time_windows",
+            WINDOWS_FORMAT,
+            next_last_pane=self._next_last_pane,
+            next_index=self._next_index,
+            late_events=self.late_events,
+            # max_ts is -inf before the first event: an array keeps it (and the settings) exactly.
+            floats=np.array([self.width, self.slide, self.allowed_lateness, self._max_ts], dtype=np.float64),
+            panes={str(name): sketch.to_state() for name, sketch in sorted(self._panes.items())},
+        )
+
+    @classmethod
+    @state_format.restoring
+    def from_state(
+        cls,
+        state: StateReader | dict[str, Any],
+        make_sketch: Callable[[], WindowSketch],
+        *,
+        schema: ModelSchema | None = None,
+        reference: ReferenceProfile | None = None,
+        what: str = "event-time windows",
+    ) -> Self:
+        """Inverse of :meth:`to_state` (see :meth:`restore`)."""
+        r = state if isinstance(state, StateReader) else StateReader(state, what)
+        r.expect("event_time_windows", WINDOWS_FORMAT)
+        width, slide, allowed_lateness, max_ts = r.array("floats", np.float64, shape=(4,)).tolist()
+        try:
+            windows = cls(width, slide, allowed_lateness, make_sketch=make_sketch)
+        except ValueError as exc:
+            raise StateError(f"{r.what}: {exc}") from exc
+        template = make_sketch()
+        panes = r.child("panes")
+        names = list(panes.parts)
+        numbers = [_pane_number(n) for n in names]
+        if None in numbers or names != [str(n) for n in sorted(n for n in numbers if n is not None)]:
+            raise StateError(f"{r.what}: pane names {names[:5]} are not integers in order")
+        windows._panes = {int(n): _sketch_from(panes.child(n), template, schema, reference) for n in names}
+        next_last_pane = r.parts.get("next_last_pane")
+        windows._next_last_pane = None if next_last_pane is None else r.integer("next_last_pane")
+        windows._max_ts = max_ts
+        windows._next_index = r.integer("next_index", min_value=0)
+        windows.late_events = r.integer("late_events", min_value=0)
+        return windows
+
     def snapshot(self) -> bytes:
-        """The state (settings, watermark, counters and pane sketches) as JSON bytes.
+        """The state as bytes (:meth:`to_state` in the one state format).
 
         >>> from stream_monitor.core.reference import ReferenceProfile
         >>> from stream_monitor.core.schema import ModelSchema
@@ -526,20 +586,7 @@ class EventTimeWindows:
         >>> EventTimeWindows.restore(windows.snapshot(), windows.make_sketch).allowed_lateness
         5.0
         """
-        return orjson.dumps(
-            {
-                "format": WINDOWS_FORMAT,
-                "kind": "event_time",
-                "width": self.width,
-                "slide": self.slide,
-                "allowed_lateness": self.allowed_lateness,
-                "panes": [[name, sketch.to_dict()] for name, sketch in sorted(self._panes.items())],
-                "next_last_pane": self._next_last_pane,
-                "max_ts": self._max_ts if math.isfinite(self._max_ts) else None,
-                "next_index": self._next_index,
-                "late_events": self.late_events,
-            }
-        )
+        return state_format.encode(self.to_state())
 
     @classmethod
     def restore(
@@ -558,26 +605,6 @@ class EventTimeWindows:
         >>> EventTimeWindows.restore(b'{"format": 1, "kind": "count"}', make_sketch=lambda: None)
         Traceback (most recent call last):
         ...
-        stream_monitor.errors.StateError: bad event_time snapshot: not a format 1 event_time snapshot
+        stream_monitor.errors.StateError: not stream-monitor state: JSON (from an older stream-monitor?)
         """
-        state = _load_json(data, "event_time")
-        try:
-            windows = cls(
-                float(state["width"]),
-                float(state["slide"]),
-                float(state["allowed_lateness"]),
-                make_sketch=make_sketch,
-            )
-            template = make_sketch()
-            windows._panes = {
-                int(name): _sketch_from(sketch, template, schema, reference)
-                for name, sketch in state["panes"]
-            }
-            next_last_pane = state["next_last_pane"]
-            windows._next_last_pane = None if next_last_pane is None else int(next_last_pane)
-            windows._max_ts = -math.inf if state["max_ts"] is None else float(state["max_ts"])
-            windows._next_index = int(state["next_index"])
-            windows.late_events = int(state["late_events"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"bad event_time snapshot: {exc!r}") from exc
-        return windows
+        return cls.from_state(state_format.decode(data), make_sketch, schema=schema, reference=reference)

@@ -19,15 +19,16 @@ b'42'
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream_monitor.core.triggers import Trigger
 from stream_monitor.errors import StreamMonitorError
 
 log = logging.getLogger("stream_monitor.kafka")
@@ -162,6 +163,7 @@ class OutputProducer:
         # State snapshots can exceed the 1 MB default (the label-join buffer); the state topic is
         # created with a matching max.message.bytes (see stream_monitor.kafka.state).
         settings.setdefault("message.max.bytes", str(STATE_MAX_MESSAGE_BYTES + 65536))
+        settings.setdefault("logger", LIBRDKAFKA_LOG)
         if error_cb is not None:
             settings["error_cb"] = error_cb
         if transactional_id is not None:
@@ -172,9 +174,9 @@ class OutputProducer:
         self.deliveries = DeliveryTracker()
         self.transactional = transactional_id is not None
 
-    def trigger(self, trigger: Mapping[str, Any]) -> None:
-        """A retrain trigger, keyed by model id (contract)."""
-        self._produce(self.triggers_topic, str(trigger["model_id"]).encode(), orjson.dumps(trigger))
+    def trigger(self, trigger: Trigger) -> None:
+        """A retrain trigger (emitted: ``emitted_at`` stamped), keyed by model id (contract)."""
+        self._produce(self.triggers_topic, trigger.model_id.encode(), trigger.to_json_bytes())
 
     def dead_letter(
         self,
@@ -240,6 +242,7 @@ def make_consumer(
 ) -> Consumer:
     """The group consumer; statistics feed readiness (broker states) when ``stats_cb`` is given."""
     settings: dict[str, Any] = dict(config)
+    settings.setdefault("logger", LIBRDKAFKA_LOG)
     if error_cb is not None:
         settings["error_cb"] = error_cb
     if stats_cb is not None:
@@ -248,12 +251,49 @@ def make_consumer(
     return Consumer(settings)
 
 
-def connection_config(bootstrap_servers: str, common: Mapping[str, str]) -> dict[str, str]:
-    """Settings every client needs to reach the cluster: the bootstrap list and ``kafka.common``."""
-    return {**dict(common), "bootstrap.servers": bootstrap_servers}
+class RepeatFilter(logging.Filter):
+    """Lets a librdkafka message through once per ``interval`` seconds per kind of message.
+
+    An unreachable broker makes librdkafka log every reconnect attempt ("Connect to ipv4#… failed:
+    Connection refused", hundreds a minute); one line per kind and interval says the same. Numbers
+    are blanked out to decide what counts as the same kind; suppressed repeats are counted in the
+    next line that gets through.
+    """
+
+    def __init__(self, interval: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = re.sub(r"\d+", "#", record.getMessage())[:200]
+        now = self.clock()
+        last, suppressed = self._last.get(kind, (-float("inf"), 0))
+        if now - last < self.interval:
+            self._last[kind] = (last, suppressed + 1)
+            return False
+        if len(self._last) > 1000:  # bounded: message kinds are few, but never trust that
+            self._last.clear()
+        self._last[kind] = (now, 0)
+        if suppressed:
+            record.msg = f"{record.getMessage()} ({suppressed} similar message(s) suppressed)"
+            record.args = ()
+        return True
 
 
-def admin_client(connection: Mapping[str, str]) -> AdminClient:
+#: librdkafka's own log lines (connection failures, ...) go here, rate-limited.
+LIBRDKAFKA_LOG = logging.getLogger("stream_monitor.librdkafka")
+LIBRDKAFKA_LOG.addFilter(RepeatFilter())
+
+
+def connection_config(bootstrap_servers: str, common: Mapping[str, str]) -> dict[str, Any]:
+    """Settings every client needs to reach the cluster: the bootstrap list and ``kafka.common``,
+    and librdkafka's log routed to :data:`LIBRDKAFKA_LOG` (rate-limited) instead of stderr."""
+    return {**dict(common), "bootstrap.servers": bootstrap_servers, "logger": LIBRDKAFKA_LOG}
+
+
+def admin_client(connection: Mapping[str, Any]) -> AdminClient:
     """An AdminClient on the connection settings (security included)."""
     return AdminClient(dict(connection))
 

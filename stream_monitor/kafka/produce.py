@@ -8,7 +8,7 @@ the same key, so with co-partitioned topics they land in the same partition numb
   in order; one member works on a model;
 - ``--key event_id``: a model spreads over all partitions (each partition-task monitors its share).
 
-The rate is a token bucket on predictions; a one-line progress bar goes to stderr.
+The rate is a token bucket on predictions; progress goes to stderr (:mod:`stream_monitor.progress`).
 
 >>> items = list(synthetic_events("m", ["x"], [], "regression", count=3, drift_after=None, seed=1))
 >>> [(role, ev["event_id"]) for role, ev in items][:3]
@@ -25,13 +25,14 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from stream_monitor.errors import StreamMonitorError
+from stream_monitor.progress import Progress
 
 Item = tuple[str, dict[str, Any] | bytes]  # (role, event dict or raw JSON line)
 START_TS = 1_735_689_600.0
@@ -120,18 +121,34 @@ def demo_events(stations: int = 20, days: int = 30) -> Iterator[Item]:
 
 
 def jsonl_events(path: str, labels_path: str | None = None) -> Iterator[Item]:
-    """Lines of a JSONL file as raw predictions (sent unchanged), then the labels file's lines."""
-    with Path(path).open("rb") as f:
-        for line in f:
-            line = line.rstrip(b"\r\n")
-            if line:
-                yield "predictions", line
+    """Lines of a JSONL file (``.gz`` too) as raw predictions, sent unchanged, merged with the labels
+    file's lines in event-time order (a label after the predictions of its instant), as they would
+    arrive in production: labels produced after every prediction would find their predictions long
+    expired. Each file is read in its own order; a line without a usable ``ts`` keeps its place."""
+    streams = [_timed_lines(path, 0, "predictions")]
     if labels_path:
-        with Path(labels_path).open("rb") as f:
-            for line in f:
-                line = line.rstrip(b"\r\n")
-                if line:
-                    yield "labels", line
+        streams.append(_timed_lines(labels_path, 1, "labels"))
+    for _, _, _, role, line in heapq.merge(*streams):
+        yield role, line
+
+
+def _timed_lines(path: str, rank: int, role: str) -> Iterator[tuple[float, int, int, str, bytes]]:
+    from stream_monitor.core.events import parse_ts
+    from stream_monitor.offline.replay import open_lines
+
+    clock = -float("inf")  # running maximum: heapq.merge needs each stream in key order
+    with open_lines(path) as f:
+        for number, raw in enumerate(f):
+            line = raw.rstrip(b"\r\n")
+            if not line:
+                continue
+            try:
+                ts = parse_ts(orjson.loads(line).get("ts"))
+            except (orjson.JSONDecodeError, AttributeError):
+                ts = None
+            if ts is not None:
+                clock = max(clock, ts)
+            yield clock, rank, number, role, line
 
 
 def message_key(event: dict[str, Any] | bytes, key_field: str) -> bytes | None:
@@ -172,32 +189,6 @@ class TokenBucket:
                 self.tokens -= 1.0
                 return
             time.sleep((1.0 - self.tokens) / self.rate)
-
-
-class Progress:
-    """A one-line progress bar on a text stream (stderr), redrawn at most 5 times a second."""
-
-    def __init__(self, total: int | None, out: TextIO | None = sys.stderr) -> None:
-        self.total = total
-        self.out = out
-        self.started = time.monotonic()
-        self.last = 0.0
-
-    def update(self, done: int, final: bool = False) -> None:
-        if self.out is None:
-            return
-        now = time.monotonic()
-        if not final and now - self.last < 0.2:
-            return
-        self.last = now
-        rate = done / max(now - self.started, 1e-9)
-        if self.total:
-            filled = int(30 * min(1.0, done / self.total))
-            bar = f"[{'#' * filled}{' ' * (30 - filled)}] {done}/{self.total}"
-        else:
-            bar = f"{done} events"
-        self.out.write(f"\r{bar}  {rate:,.0f}/s" + ("\n" if final else ""))
-        self.out.flush()
 
 
 def produce_items(
@@ -273,7 +264,13 @@ def produce_main(args: argparse.Namespace) -> int:
     elif args.source == "synthetic":
         if app is None or not args.model:
             raise StreamMonitorError("produce --source synthetic needs --config and --model")
-        schema = app.model(args.model).schema
+        try:
+            schema = app.model(args.model).schema
+        except KeyError:
+            known = ", ".join(m.schema.model_id for m in app.models)
+            raise StreamMonitorError(
+                f"produce: model {args.model!r} is not in {args.config} (models: {known})"
+            ) from None
         n = args.count or 100_000
         total = n
         items = synthetic_events(
@@ -286,6 +283,11 @@ def produce_main(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     else:
+        for path in (args.source, args.labels_file):
+            if path is not None and not Path(path).is_file():
+                raise StreamMonitorError(
+                    f"produce: --source is demo, synthetic or a JSONL file; {path!r} is not a file"
+                )
         items = jsonl_events(args.source, args.labels_file)
     progress = Progress(total, None if args.quiet else sys.stderr)
     producer = Producer(settings)

@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from stream_monitor.app import build_engine, load_references, start_observability
@@ -39,7 +40,7 @@ from stream_monitor.config import AppConfig, consumer_config, producer_config
 from stream_monitor.core.engine import EngineOutput, MonitoringEngine
 from stream_monitor.core.events import Rejection
 from stream_monitor.core.reference import ReferenceProfile
-from stream_monitor.errors import StreamMonitorError
+from stream_monitor.errors import StateError, StreamMonitorError
 from stream_monitor.kafka.checkpoint import CheckpointDeferred, Checkpointer, crash_point
 from stream_monitor.kafka.clients import (
     BROKER_DOWN_CODES,
@@ -54,7 +55,8 @@ from stream_monitor.kafka.clients import (
     make_consumer,
 )
 from stream_monitor.kafka.input_order import InputOrder
-from stream_monitor.kafka.state import StateRecord, digest, read_latest, state_key
+from stream_monitor.kafka.state import StateRecord, digest, read_latest, record_offsets, state_key
+from stream_monitor.kafka.topics import co_partitioning_problem, partition_counts
 from stream_monitor.web.metrics import ServiceMetrics
 from stream_monitor.web.server import HealthState
 
@@ -62,6 +64,8 @@ log = logging.getLogger("stream_monitor.kafka.service")
 
 ROLES = ("predictions", "labels")
 LAG_REFRESH_SECONDS = 1.0
+#: While the cluster cannot be reached at start-up, one log line per this many seconds.
+RETRY_LOG_SECONDS = 10.0
 #: Dead-letter reason of an input after which a partition-task's state could not be serialised.
 UNSTORABLE_STATE = "unstorable_state"
 
@@ -245,6 +249,14 @@ class Service:
         self.checkpoints = Counter(
             "stream_monitor_checkpoints", "Checkpoints by outcome", ["outcome"], registry=r
         )
+        self.co_partitioned = Gauge(
+            "stream_monitor_inputs_co_partitioned",
+            "1 when the predictions and labels topics have the same partition count and the assignor "
+            "keeps partition p of both on one member",
+            registry=r,
+        )
+        self.co_partitioning: str | None = None
+        self.admin: AdminClient | None = None
         for outcome in ("ok", "deferred", "unstorable"):
             self.checkpoints.labels(outcome)
         self.health = HealthState()
@@ -294,6 +306,7 @@ class Service:
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         started = time.perf_counter()
+        self._check_co_partitioning()
         self.restoring = True
         new = sorted({tp.partition for tp in partitions} - set(self.tasks))
         records = (
@@ -303,11 +316,8 @@ class Service:
         )
         restored = 0
         for p in new:
-            task = PartitionTask(p, self._new_engine(), self.topics, self._new_order())
-            raw = records.get(state_key(self.group, p))
-            if raw is not None:
-                task.restore(StateRecord.decode(raw))
-                restored += 1
+            task, was_restored = self._task_from_record(p, records.get(state_key(self.group, p)))
+            restored += was_restored
             self.tasks[p] = task
             for stream in ("predictions", "labels", "rejected"):
                 self.task_events.labels(str(p), stream).set(task.counts[stream])
@@ -338,6 +348,34 @@ class Service:
             {p: self.tasks[p].offsets for p in new},
             {p: self.tasks[p].restored_digest for p in new},
         )
+
+    def _task_from_record(self, p: int, raw: bytes | None) -> tuple[PartitionTask, bool]:
+        """A new task for partition ``p``, restored from its state record when there is one; and
+        whether it was.
+
+        A record that cannot be restored (written by an older stream-monitor, built against another
+        reference than the configured one, corrupt) is not fatal, or the member would crash-loop on
+        it: one error naming the partition, and the task starts with fresh state at the offsets the
+        record reflects (at the committed offsets when even those cannot be read)."""
+        task = PartitionTask(p, self._new_engine(), self.topics, self._new_order())
+        if raw is None:
+            return task, False
+        try:
+            task.restore(StateRecord.decode(raw))
+            return task, True
+        except StateError as exc:
+            offsets = record_offsets(raw)
+            log.error(
+                "partition-task %d: its state record on %s cannot be restored (%s); starting the task "
+                "with fresh state at %s",
+                p,
+                self.app.kafka.topics.state,
+                exc,
+                f"the offsets the record reflects {offsets}" if offsets else "the committed offsets",
+            )
+            task = PartitionTask(p, self._new_engine(), self.topics, self._new_order())
+            task.offsets = {r: (offsets or {}).get(r) for r in ROLES}
+            return task, False
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
@@ -567,9 +605,7 @@ class Service:
         self.checkpoints.labels("unstorable").inc()
         key = state_key(self.group, p)
         raw = read_latest(self.connection, self.app.kafka.topics.state, [key]).get(key)
-        fresh = PartitionTask(p, self._new_engine(), self.topics, self._new_order())
-        if raw is not None:
-            fresh.restore(StateRecord.decode(raw))
+        fresh, _ = self._task_from_record(p, raw)
         fresh.first_offsets = dict(task.first_offsets)
         fresh.careful_until = {r: off for r, off in task.offsets.items() if off is not None}
         fresh.careful_good = fresh.engine.snapshot()
@@ -597,17 +633,13 @@ class Service:
                 original_headers=headers_of(m),
             )
         emitted = time.time()
-        for trigger in out.triggers:
-            trigger["emitted_at"] = emitted
+        for decided in out.triggers:
+            trigger = decided.with_emitted_at(emitted)
             self.producer.trigger(trigger)
             if self.status_page is not None:
                 self.status_page.record(trigger)
             log.info(
-                "trigger %s: %s %s %s",
-                trigger["trigger_id"],
-                trigger["model_id"],
-                trigger["kind"],
-                trigger["severity"],
+                "trigger %s: %s %s %s", trigger.trigger_id, trigger.model_id, trigger.kind, trigger.severity
             )
             crash_point("after_trigger")
         self.metrics.observe(out, role)
@@ -672,6 +704,8 @@ class Service:
         # assigned once but owns no partition-task now (lost in a broker outage, revoked, or more
         # members than partitions) processes nothing: it is not ready, whatever assigned_once says.
         reasons = []
+        if self.co_partitioning is not None:
+            reasons.append(self.co_partitioning)
         if not self.tasks:
             reasons.append("no partitions assigned")
         if self.restoring:
@@ -690,6 +724,77 @@ class Service:
         }
         self.health.set(ready, detail)  # one swap: /readyz never pairs a status with another's reason
         self.metrics.service_ready.set(1.0 if ready else 0.0)
+
+    def _reach_cluster(self) -> AdminClient | None:
+        """Wait until the cluster answers; ``None`` when stopped or when ``kafka.startup_timeout_seconds``
+        passes first (the error names the bootstrap address). Meanwhile ``/readyz`` is 503 with the
+        reason and one line per ``RETRY_LOG_SECONDS`` is logged, not one per librdkafka attempt."""
+        k = self.app.kafka
+        address = k.bootstrap_servers
+        admin = admin_client(self.connection)
+        started = time.monotonic()
+        last_log = -float("inf")
+        while not self.stop_requested:
+            try:
+                admin.list_topics(timeout=1.0)  # short: a SIGTERM is seen within about a second
+                if time.monotonic() - started > 1.5:
+                    log.info("Kafka cluster at %s reachable", address)
+                return admin
+            except KafkaException as exc:
+                error = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+            admin.poll(0)  # serves librdkafka's (rate-limited) log lines
+            waited = time.monotonic() - started
+            reason = f"broker unreachable at {address}: {error}"
+            self.broker_up = False
+            self.health.set(False, {"assigned": [], "broker_up": False, "reason": reason})
+            self.metrics.service_ready.set(0.0)
+            if waited >= k.startup_timeout_seconds:
+                log.error(
+                    "giving up: no Kafka broker answered at %s within %.0fs "
+                    "(kafka.startup_timeout_seconds): %s",
+                    address,
+                    k.startup_timeout_seconds,
+                    error,
+                )
+                return None
+            if time.monotonic() - last_log >= RETRY_LOG_SECONDS:
+                last_log = time.monotonic()
+                log.warning(
+                    "cannot reach the Kafka cluster at %s (%s); retrying, giving up after %.0fs",
+                    address,
+                    error,
+                    k.startup_timeout_seconds,
+                )
+            deadline = time.monotonic() + 1.0
+            while not self.stop_requested and time.monotonic() < deadline:
+                time.sleep(0.1)  # pacing the retries; the signal handler sets stop_requested
+        return None
+
+    def _check_co_partitioning(self, admin: AdminClient | None = None) -> None:
+        """Check that the two input topics can be joined partition by partition (same partition count,
+        range assignor): a mismatch is logged as an error naming both topics and counts, exported as
+        ``stream_monitor_inputs_co_partitioned 0`` and keeps ``/readyz`` at 503. Run at start-up and on
+        every rebalance (a partition count changed by an operator triggers one)."""
+        k = self.app.kafka
+        try:
+            counts = partition_counts(
+                admin or self.admin or admin_client(self.connection),
+                [k.topics.predictions, k.topics.labels],
+                timeout=10.0,
+            )
+        except StreamMonitorError as exc:
+            log.warning("co-partitioning not checked: %s", exc)
+            return
+        problem = co_partitioning_problem(
+            k.topics.predictions, k.topics.labels, counts, k.assignment_strategy
+        )
+        if problem != self.co_partitioning:
+            if problem is not None:
+                log.error("inputs are not co-partitioned: %s", problem)
+            elif self.co_partitioning is not None:
+                log.info("inputs are co-partitioned again (%s)", counts)
+        self.co_partitioning = problem
+        self.co_partitioned.set(0.0 if problem else 1.0)
 
     def _busiest_monitors(self) -> dict[str, Any]:
         """Per model, the monitor of the partition-task that has seen most of its events (status page)."""
@@ -712,17 +817,8 @@ class Service:
     def run(self) -> int:
         """Consume until stopped; 0 on a clean stop, 1 on a fatal Kafka error."""
         k = self.app.kafka
-        big = {"max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
-        created = ensure_topics(
-            admin_client(self.connection),
-            {
-                k.topics.state: {"cleanup.policy": "compact", **big},
-                k.topics.dlq: big,
-                k.topics.triggers: {},
-            },
-        )
-        if created:
-            log.info("created topics %s", created)
+        # The HTTP side first: /healthz answers (and /readyz says why not ready) while the cluster is
+        # being reached, and SIGTERM is honoured during that wait.
         observability = start_observability(
             self.app,
             self._busiest_monitors,
@@ -735,20 +831,38 @@ class Service:
         log.info(
             "serving /metrics /healthz /readyz /state on %s:%d", self.app.metrics.host, observability.port
         )
-        transactional_id = f"stream-monitor-{self.group}-{uuid.uuid4().hex[:12]}" if k.exactly_once else None
-        self.producer = OutputProducer(
-            producer_config(self.app),
-            triggers_topic=k.topics.triggers,
-            dlq_topic=k.topics.dlq,
-            error_cb=self._on_error,
-            transactional_id=transactional_id,
-        )
-        self.consumer = make_consumer(
-            self.consumer_settings, error_cb=self._on_error, stats_cb=self._on_stats
-        )
-        self.checkpointer = Checkpointer(self.consumer, self.producer, self.group, k.topics.state)
         code = 0
         try:
+            admin = self.admin = self._reach_cluster()
+            if admin is None:
+                code = 0 if self.stop_requested else 1
+                return code
+            big = {"max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
+            created = ensure_topics(
+                admin,
+                {
+                    k.topics.state: {"cleanup.policy": "compact", **big},
+                    k.topics.dlq: big,
+                    k.topics.triggers: {},
+                },
+            )
+            if created:
+                log.info("created topics %s", created)
+            self._check_co_partitioning(admin)
+            transactional_id = (
+                f"stream-monitor-{self.group}-{uuid.uuid4().hex[:12]}" if k.exactly_once else None
+            )
+            self.producer = OutputProducer(
+                producer_config(self.app),
+                triggers_topic=k.topics.triggers,
+                dlq_topic=k.topics.dlq,
+                error_cb=self._on_error,
+                transactional_id=transactional_id,
+            )
+            self.consumer = make_consumer(
+                self.consumer_settings, error_cb=self._on_error, stats_cb=self._on_stats
+            )
+            self.checkpointer = Checkpointer(self.consumer, self.producer, self.group, k.topics.state)
             if k.exactly_once:
                 self.producer.producer.init_transactions(60)
                 self.producer.producer.begin_transaction()

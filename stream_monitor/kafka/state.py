@@ -7,8 +7,11 @@ exactly: a restored task resumes consuming at those offsets (which are never beh
 ones, because a checkpoint writes state before it commits). Replaying from there rebuilds the same
 state, so the state itself is exactly-once even though outputs are at-least-once.
 
-Record layout: one JSON header line (format, group, partition, offsets, counts, digest), ``\\n``, then
-the zlib-compressed engine snapshot.
+Record layout: the one state format (:mod:`stream_monitor.core.state_format`), a ``state_record``
+container of the group, partition, offsets, counts, digest and creation time, and the engine snapshot
+(itself in that format) zlib-compressed as a bytes part. Format 1 (a JSON header line and the
+compressed snapshot, whose parts were JSON, base64 and pickle) is refused with a :class:`StateError`;
+:func:`record_offsets` still reads its offsets, so the service can start such a task afresh there.
 
 >>> rec = StateRecord("g", 3, {"predictions": 120, "labels": None}, {"predictions": 118}, b"snap")
 >>> back = StateRecord.decode(rec.encode())
@@ -31,11 +34,16 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from stream_monitor.core import state_format
+from stream_monitor.core.state_format import StateReader
 from stream_monitor.errors import StateError
 
 log = logging.getLogger("stream_monitor.kafka.state")
 
-FORMAT = 1
+#: Layout version of a state record; 1 was a JSON header line and a zlib-compressed JSON snapshot.
+FORMAT = 2
+#: A snapshot decompresses to at most this many bytes (a hostile record cannot exhaust memory).
+MAX_SNAPSHOT_BYTES = 1 << 31
 
 
 def state_key(group: str, partition: int) -> bytes:
@@ -65,42 +73,92 @@ class StateRecord:
             self.digest = digest(self.snapshot)
 
     def encode(self) -> bytes:
-        """Header line + compressed snapshot."""
-        header = {
-            "format": FORMAT,
-            "group": self.group,
-            "partition": self.partition,
-            "offsets": self.offsets,
-            "counts": self.counts,
-            "digest": self.digest,
-            "created_at": self.created_at,
-        }
-        return orjson.dumps(header) + b"\n" + zlib.compress(self.snapshot, 1)
+        """The record in the one state format, the snapshot compressed."""
+        return state_format.encode(
+            state_format.tagged(
+                "state_record",
+                FORMAT,
+                group=self.group,
+                partition=self.partition,
+                offsets=self.offsets,
+                counts=self.counts,
+                digest=self.digest,
+                created_at=self.created_at,
+                snapshot=zlib.compress(self.snapshot, 1),
+            )
+        )
 
     @classmethod
+    @state_format.restoring
     def decode(cls, data: bytes) -> StateRecord:
-        """Parse a record; :class:`StateError` names what is wrong."""
-        head, sep, body = data.partition(b"\n")
-        if not sep:
-            raise StateError("state record has no header line")
+        """Parse a record; :class:`StateError` names what is wrong (an older format included).
+
+        >>> StateRecord.decode(b'{"format": 1, "group": "g"}\\n...')  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        stream_monitor.errors.StateError: state record of format 1 (JSON header): written by an older ...
+        """
+        if _old_header(data) is not None:
+            raise StateError(
+                "state record of format 1 (JSON header): written by an older stream-monitor, its state "
+                "cannot be restored by this one"
+            )
+        r = StateReader.of(state_format.decode(data), "state record", "state_record", FORMAT)
+        group, partition = r.text("group"), r.integer("partition", min_value=0)
+        name = f"state record of {group}/{partition}"
+        offsets, counts = _offsets(r.child("offsets").parts), dict(r.child("counts").parts)
+        if offsets is None or not all(type(v) is int for v in counts.values()):
+            raise StateError(f"{name}: offsets or counts are not integers")
+        decompressor = zlib.decompressobj()
         try:
-            h = orjson.loads(head)
-            snapshot = zlib.decompress(body)
-        except (orjson.JSONDecodeError, zlib.error) as exc:
-            raise StateError(f"corrupt state record: {exc}") from exc
-        if h.get("format") != FORMAT:
-            raise StateError(f"state record format {h.get('format')!r} is not {FORMAT}")
-        rec = cls(
-            group=h["group"],
-            partition=int(h["partition"]),
-            offsets=dict(h["offsets"]),
-            counts=dict(h["counts"]),
-            snapshot=snapshot,
-            created_at=float(h.get("created_at", 0.0)),
-        )
-        if rec.digest != h["digest"]:
-            raise StateError(f"state record of {h['group']}/{h['partition']} fails its digest check")
+            snapshot = decompressor.decompress(r.raw("snapshot"), MAX_SNAPSHOT_BYTES)
+        except zlib.error as exc:
+            raise StateError(f"{name}: corrupt snapshot: {exc}") from exc
+        if decompressor.unconsumed_tail or not decompressor.eof:
+            raise StateError(f"{name}: snapshot truncated or larger than {MAX_SNAPSHOT_BYTES} bytes")
+        rec = cls(group, partition, offsets, counts, snapshot, created_at=r.number("created_at"))
+        if rec.digest != r.text("digest"):
+            raise StateError(f"{name} fails its digest check")
         return rec
+
+
+def record_offsets(data: bytes) -> dict[str, int | None] | None:
+    """The input offsets a state record of any format reflects, None when they cannot be read.
+
+    For a record whose state cannot be restored: the task starts afresh where that state ended.
+
+    >>> record_offsets(b'{"format": 1, "offsets": {"predictions": 7, "labels": null}}\\n...')
+    {'predictions': 7, 'labels': None}
+    >>> record_offsets(b"garbage") is None
+    True
+    """
+    header = _old_header(data)
+    if header is not None:
+        return _offsets(header.get("offsets"))
+    try:
+        return _offsets(state_format.decode(data).get("offsets"))
+    except StateError:
+        return None
+
+
+def _old_header(data: bytes) -> dict[str, Any] | None:
+    """The JSON header of a format-1 record, None for anything else."""
+    if not data.startswith(b"{"):
+        return None
+    head, sep, _ = data.partition(b"\n")
+    try:
+        header = orjson.loads(head)
+    except orjson.JSONDecodeError:
+        return None
+    return header if sep and isinstance(header, dict) and header.get("format") == 1 else None
+
+
+def _offsets(value: Any) -> dict[str, int | None] | None:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and (v is None or type(v) is int) for k, v in value.items()
+    ):
+        return None
+    return dict(value)
 
 
 def read_latest(

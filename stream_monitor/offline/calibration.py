@@ -43,7 +43,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from stream_monitor.core.evaluation import PREDICTION, evaluate_window
+from stream_monitor.core.detectors.table import PREDICTION, CalibrationHook, spec_of, window_detectors
+from stream_monitor.core.evaluation import evaluate_window
 from stream_monitor.core.events import PredictionBatch
 from stream_monitor.core.reference import build_reference
 from stream_monitor.core.schema import ModelSchema
@@ -51,10 +52,7 @@ from stream_monitor.core.settings import ModelSettings
 from stream_monitor.core.sketches import WindowSketch
 from stream_monitor.core.windows import ClosedWindow, take_batch
 
-__all__ = ["FAMILIES", "Calibration", "calibrate", "gumbel_quantile"]
-
-#: Detector families that can start a trigger, each given an equal share of the budget.
-FAMILIES = ("psi_alarm", "ks_min_effect", "chi2_min_effect", "prediction_psi_alarm")
+__all__ = ["Calibration", "calibrate", "calibration_hooks", "gumbel_quantile"]
 _EULER_GAMMA = 0.5772156649015329
 
 
@@ -68,6 +66,16 @@ class Calibration:
     windows: int
     window_events: int
     null_maxima: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+
+def calibration_hooks() -> tuple[CalibrationHook, ...]:
+    """The thresholds to calibrate, each given an equal share of the budget: the calibration hooks of
+    the window detectors (:mod:`stream_monitor.core.detectors.table`), in table order.
+
+    >>> [hook.name for hook in calibration_hooks()]
+    ['psi_alarm', 'prediction_psi_alarm', 'chi2_min_effect', 'ks_min_effect']
+    """
+    return tuple(hook for spec in window_detectors() for hook in spec.calibration)
 
 
 def gumbel_quantile(maxima: np.ndarray, q: float) -> float:
@@ -122,12 +130,13 @@ def calibrate(
     if n < 4 or size < 2 or windows < 2:
         raise ValueError(f"model {schema.model_id}: need data and windows to calibrate (got {n} events)")
     budget_per_window = min(0.5, budget_per_million * size / 1e6)
-    tail = budget_per_window / len(FAMILIES)
+    hooks = calibration_hooks()
+    tail = budget_per_window / len(hooks)
     splits = splits or max(1, windows // 25)
     rng = np.random.default_rng(seed)
     d = settings.detectors
     key = set(schema.key_features) or set(f.name for f in schema.features)
-    maxima: dict[str, list[float]] = {name: [] for name in FAMILIES}
+    maxima: dict[str, list[float]] = {hook.name: [] for hook in hooks}
     per_split = [windows // splits + (1 if i < windows % splits else 0) for i in range(splits)]
     for count in per_split:
         order = rng.permutation(n)
@@ -151,50 +160,39 @@ def calibrate(
             sketch = WindowSketch(schema, reference, sample_size=d.window_sample, seed=w)
             sketch.update(window)
             results = evaluate_window(schema, reference, ClosedWindow(0.0, 1.0, w, sketch), d)
-            best = dict.fromkeys(FAMILIES, 0.0)
+            best = dict.fromkeys(maxima, 0.0)
             for r in results:
-                if r.feature == PREDICTION:
-                    if r.detector == "psi":
-                        best["prediction_psi_alarm"] = max(best["prediction_psi_alarm"], r.value)
-                    continue
-                if r.feature not in key:
-                    continue
-                if r.detector == "psi":
-                    best["psi_alarm"] = max(best["psi_alarm"], r.value)
-                elif r.detector == "ks" and r.effect_size is not None:
-                    best["ks_min_effect"] = max(best["ks_min_effect"], r.effect_size)
-                elif r.detector == "chi2" and r.effect_size is not None:
-                    best["chi2_min_effect"] = max(best["chi2_min_effect"], r.effect_size)
+                spec = spec_of(r.detector)
+                scope = "prediction" if r.feature == PREDICTION else "feature" if r.feature in key else None
+                for hook in spec.calibration if spec is not None else ():
+                    value = r.value if hook.statistic == "value" else r.effect_size
+                    if hook.scope == scope and value is not None:
+                        best[hook.name] = max(best[hook.name], value)
             for name, value in best.items():
                 maxima[name].append(value)
 
     arrays = {name: np.asarray(v, dtype=float) for name, v in maxima.items()}
-    thresholds = {name: _threshold(arrays[name], tail) * margin for name in FAMILIES}
-    # A family with no statistic (no categorical key feature, no score) keeps its configured threshold.
-    p, det = settings.policy, settings.detectors
-    psi_alarm = thresholds["psi_alarm"] if thresholds["psi_alarm"] > 0 else p.psi_alarm
-    pred_alarm = thresholds["prediction_psi_alarm"]
-    pred_alarm = pred_alarm if pred_alarm > 0 else p.prediction_psi_alarm
-    ks = thresholds["ks_min_effect"] if thresholds["ks_min_effect"] > 0 else det.ks_min_effect
-    chi2 = thresholds["chi2_min_effect"] if thresholds["chi2_min_effect"] > 0 else det.chi2_min_effect
-    thresholds = {
-        "psi_alarm": psi_alarm,
-        "ks_min_effect": ks,
-        "chi2_min_effect": chi2,
-        "prediction_psi_alarm": pred_alarm,
-    }
-    ratio = psi_alarm / p.psi_alarm
-    policy = replace(
-        p,
-        psi_alarm=psi_alarm,
-        # Warning and critical levels keep their proportions to the alarm level.
-        psi_warning=p.psi_warning * ratio,
-        psi_critical=max(p.psi_critical * ratio, psi_alarm),
-        prediction_psi_alarm=pred_alarm,
-    )
-    detectors = replace(det, ks_min_effect=ks, chi2_min_effect=chi2)
+    thresholds: dict[str, float] = {}
+    changes: dict[str, dict[str, float]] = {}  # settings section -> field -> calibrated threshold
+    for hook in hooks:
+        section, name = hook.setting.split(".")
+        value = _threshold(arrays[name], tail) * margin
+        # A family with no statistic (no categorical key feature, no score) keeps its configured threshold.
+        thresholds[name] = value if value > 0 else getattr(getattr(settings, section), name)
+        changes.setdefault(section, {})[name] = thresholds[name]
+    sections = {section: replace(getattr(settings, section), **values) for section, values in changes.items()}
+    p = settings.policy
+    if "psi_alarm" in changes.get("policy", {}):
+        # The PSI warning and critical levels keep their proportions to the alarm level.
+        psi_alarm = thresholds["psi_alarm"]
+        ratio = psi_alarm / p.psi_alarm
+        sections["policy"] = replace(
+            sections["policy"],
+            psi_warning=p.psi_warning * ratio,
+            psi_critical=max(p.psi_critical * ratio, psi_alarm),
+        )
     return Calibration(
-        settings=replace(settings, policy=policy, detectors=detectors),
+        settings=replace(settings, **sections),
         thresholds=thresholds,
         per_window_budget=budget_per_window,
         windows=windows,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from stream_monitor.core.insights.dna import DataDNA
+from stream_monitor.core.settings import PolicySettings
 from stream_monitor.errors import StreamMonitorError
 from stream_monitor.web.status import REGIME_COLOURS
 
@@ -68,8 +69,14 @@ def dna_heatmap_png(dna: DataDNA, path: str | Path, title: str) -> Path:
     return out
 
 
-def segments_png(segments: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path:
-    """Drift against traffic share per segment (seed 001): big and drifting is what matters."""
+def segments_png(
+    segments: Sequence[dict[str, Any]],
+    path: str | Path,
+    title: str,
+    psi_alarm: float = PolicySettings.psi_alarm,
+) -> Path:
+    """Drift against traffic share per segment (seed 001): big and drifting is what matters; the line
+    is the model's segment alarm."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     # A segment without data in the bucket has no drift value (None after JSON): nothing to place.
@@ -79,7 +86,7 @@ def segments_png(segments: Sequence[dict[str, Any]], path: str | Path, title: st
     ax.scatter(shares, drifts, s=[40 + 400 * x for x in shares], alpha=0.7, color="#4c78a8")
     for s, x, y in zip(segments, shares, drifts, strict=True):
         ax.annotate(s["segment"], (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
-    ax.axhline(0.15, color="#e45756", linestyle="--", linewidth=1, label="PSI alarm 0.15")
+    ax.axhline(psi_alarm, color="#e45756", linestyle="--", linewidth=1, label=f"PSI alarm {psi_alarm:g}")
     ax.set_xlabel("share of traffic")
     ax.set_ylabel("segment drift (weighted PSI vs reference)")
     ax.set_title(title)

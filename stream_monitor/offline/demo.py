@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,8 +19,9 @@ from stream_monitor.config import demo_config_path, load_config
 from stream_monitor.core.engine import EngineOutput
 from stream_monitor.core.events import decode_predictions
 from stream_monitor.core.reference import build_reference
+from stream_monitor.core.triggers import Trigger
 from stream_monitor.offline.demo_data import DAY, BikeStory, churn_events
-from stream_monitor.offline.replay import label_heap, replay
+from stream_monitor.offline.replay import label_heap, replay, write_triggers
 
 
 def _batches(lines: list[tuple[float, bytes]], size: int) -> Iterator[list[bytes]]:
@@ -34,7 +34,7 @@ class DetectionLog:
 
     def __init__(self) -> None:
         self.first: dict[tuple[str, str], float] = {}
-        self.triggers: list[dict[str, Any]] = []
+        self.triggers: list[Trigger] = []  # as emitted
 
     def _mark(self, model: str, what: str, ts: float) -> None:
         self.first.setdefault((model, what), ts)
@@ -49,7 +49,6 @@ class DetectionLog:
                         self._mark(model, r.detector, ev.end)
                 if o.score_drift:
                     self._mark(model, "adwin on prediction score", ev.end)
-            self.triggers += o.triggers
 
 
 def run_demo(
@@ -113,13 +112,15 @@ def run_demo(
         metrics.observe(o, stream)
         metrics.set_label_buffers(engine.label_buffers())
         log.observe(o, stream)
-        for t in o.triggers:
-            t["emitted_at"] = time.time()
+        emitted_at = time.time()
+        for decided in o.triggers:
+            t = decided.with_emitted_at(emitted_at)
+            log.triggers.append(t)
             status.record(t)
-            day = (t["event_time"] - story.drift_ts) / DAY
+            day = (t.event_time - story.drift_ts) / DAY
             print(
-                f"  TRIGGER {t['model_id']:<6} {t['kind']:<16} {t['severity']:<8} "
-                f"day {day:+.1f} from drift start -> {t['recommendation']['action']}"
+                f"  TRIGGER {t.model_id:<6} {t.kind:<16} {t.severity:<8} "
+                f"day {day:+.1f} from drift start -> {t.recommendation.action}"
             )
         day_now = int((engine.watermark - start) // DAY)
         if day_now > last_day[0]:
@@ -149,14 +150,15 @@ def run_demo(
         rel = (ts - story.drift_ts) / DAY
         verdict = "" if model != "bikes" or rel >= 0 else "  <- before the drift"
         print(f"  {model:<6} {what:<40} day {rel:+6.1f}{verdict}")
-    bikes_triggers = [t for t in log.triggers if t["model_id"] == "bikes"]
-    churn_triggers = [t for t in log.triggers if t["model_id"] == "churn"]
+    bikes_triggers = [t for t in log.triggers if t.model_id == "bikes"]
+    churn_triggers = [t for t in log.triggers if t.model_id == "churn"]
     print(f"\ntriggers: bikes {len(bikes_triggers)}, churn (control) {len(churn_triggers)}")
     if bikes_triggers:
         first = bikes_triggers[0]
-        print("first bikes trigger:\n" + orjson.dumps(first, option=orjson.OPT_INDENT_2).decode())
+        print("first bikes trigger:\n" + orjson.dumps(first.to_dict(), option=orjson.OPT_INDENT_2).decode())
     if out:
-        Path(out).write_bytes(b"".join(orjson.dumps(t) + b"\n" for t in log.triggers))
+        with open(out, "wb") as f:
+            write_triggers(f, log.triggers)
     if insights_dir:
         from stream_monitor.offline.insights_store import save_all_insights
 

@@ -43,7 +43,10 @@ def cmd_dna(args: argparse.Namespace) -> int:
     seg_png = None
     if segments:
         seg_png = segments_png(
-            segments, out / f"{args.model}_segments.png", f"segment drift vs size: {args.model}"
+            segments,
+            out / f"{args.model}_segments.png",
+            f"segment drift vs size: {args.model}",
+            psi_alarm=tracker.segments.psi_alarm,
         )
     doc = {
         "model_id": args.model,

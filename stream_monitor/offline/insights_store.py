@@ -2,12 +2,15 @@
 
 Edge module: it touches files. Layout of ``<folder>/<model_id>/``: ``schema.json`` (the model's
 features, task and segment keys), ``reference.json`` (the reference profile the bucket sketches are
-counted against) and ``insights.json`` (:meth:`InsightTracker.snapshot`). ``replay --insights-dir``
-and ``demo`` write it; ``stream-monitor insights dna`` reads it.
+counted against), ``settings.json`` (the model's insight settings: DNA metric and cut, incident
+thresholds…, so ``insights dna`` draws what the running model saw) and ``insights.state``
+(:meth:`InsightTracker.snapshot`, in the one state format). ``replay --insights-dir`` and ``demo``
+write it; ``stream-monitor insights dna`` reads it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from stream_monitor.core.engine import MonitoringEngine
 from stream_monitor.core.insights.tracker import InsightTracker
 from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.core.settings import IncidentSettings, InsightSettings, RecommendSettings, SegmentSettings
 from stream_monitor.errors import StreamMonitorError
 
 
@@ -63,16 +67,20 @@ def save_insights(folder: str | Path, tracker: InsightTracker) -> Path:
         orjson.dumps(schema_to_dict(tracker.schema), option=orjson.OPT_INDENT_2)
     )
     (out / "reference.json").write_bytes(tracker.reference.to_json())
-    (out / "insights.json").write_bytes(tracker.snapshot())
+    settings = dataclasses.asdict(tracker.settings)
+    (out / "settings.json").write_bytes(orjson.dumps(settings, option=orjson.OPT_INDENT_2))
+    (out / "insights.state").write_bytes(tracker.snapshot())
     return out
 
 
 def load_insights(folder: str | Path, model_id: str) -> InsightTracker:
     """Read what :func:`save_insights` wrote; a clear error when it is not there."""
     base = Path(folder) / model_id
-    if not (base / "insights.json").exists():
+    if not (base / "insights.state").exists():
         available = (
-            sorted(p.name for p in Path(folder).glob("*/insights.json")) if Path(folder).exists() else []
+            sorted(p.parent.name for p in Path(folder).glob("*/insights.state"))
+            if Path(folder).exists()
+            else []
         )
         raise StreamMonitorError(
             f"no saved insights for model {model_id!r} in {folder} "
@@ -81,7 +89,27 @@ def load_insights(folder: str | Path, model_id: str) -> InsightTracker:
         )
     schema = schema_from_dict(orjson.loads((base / "schema.json").read_bytes()))
     reference = ReferenceProfile.from_json((base / "reference.json").read_bytes())
-    return InsightTracker.restore((base / "insights.json").read_bytes(), schema, reference)
+    settings = None
+    if (base / "settings.json").exists():  # folders saved before settings were kept have defaults
+        settings = insight_settings_from_dict(orjson.loads((base / "settings.json").read_bytes()))
+    return InsightTracker.restore((base / "insights.state").read_bytes(), schema, reference, settings)
+
+
+def insight_settings_from_dict(d: dict[str, Any]) -> InsightSettings:
+    """Inverse of ``dataclasses.asdict`` on :class:`InsightSettings`.
+
+    >>> s = InsightSettings(dna_metric="js", segments=SegmentSettings(surge_ratio=4.0))
+    >>> insight_settings_from_dict(dataclasses.asdict(s)) == s
+    True
+    """
+    return InsightSettings(
+        **{
+            **d,
+            "incidents": IncidentSettings(**d["incidents"]),
+            "segments": SegmentSettings(**d["segments"]),
+            "recommend": RecommendSettings(**d["recommend"]),
+        }
+    )
 
 
 def save_all_insights(engine: MonitoringEngine, folder: str) -> None:

@@ -36,7 +36,6 @@ import csv
 import importlib
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stream_monitor.core.quality import binary_auc, mae
 from stream_monitor.errors import StreamMonitorError
+from stream_monitor.progress import Progress
 
 DAY = 86400.0
 
@@ -270,17 +271,6 @@ def load_factory(spec: str) -> Callable[[], Any]:
     return factory
 
 
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    pos = y > 0.5
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    ranks = rankdata(score)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 # -- experiments ----------------------------------------------------------------------------------
 @dataclass
 class LearningCurve:
@@ -389,10 +379,10 @@ class RetrainingPlanner:
     def _score(self, model: Any, rows: np.ndarray) -> float:
         X, y = self.data.X[rows], self.data.y[rows]
         if self.task == "regression":
-            return float(np.mean(np.abs(model.predict(X) - y)))
+            return mae(np.asarray(model.predict(X), dtype=np.float64) - y)
         if hasattr(model, "predict_proba"):
             proba = np.asarray(model.predict_proba(X))
-            return _auc(y, proba[:, -1] if proba.ndim == 2 else proba)
+            return binary_auc(proba[:, -1] if proba.ndim == 2 else proba, y > 0.5)
         return float(np.mean(np.asarray(model.predict(X)) == y))
 
     def _worse(self, score: float, ref: float) -> float:
@@ -662,28 +652,6 @@ Trained on one {unit}, scored on every later {unit}, from {len(dc.per_start)} st
     return path
 
 
-class ProgressBar:
-    """A one-line text progress bar on a stream (stderr), redrawn in place."""
-
-    def __init__(self, stream: Any = None, width: int = 30) -> None:
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.started = time.monotonic()
-        self._shown = -1
-
-    def __call__(self, done: int, total: int, what: str) -> None:
-        frac = min(done / total, 1.0) if total else 1.0
-        if int(frac * 100) == self._shown and done < total:
-            return  # redraw once per percent, not once per fit
-        self._shown = int(frac * 100)
-        bar = "#" * int(frac * self.width)
-        elapsed = time.monotonic() - self.started
-        self.stream.write(f"\r[{bar:<{self.width}}] {done}/{total} {what}s  {elapsed:5.1f}s")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 # -- CLI ------------------------------------------------------------------------------------------
 def demo_dataset(stations: int = 60, days: int = 40) -> Dataset:
     """The demo's bike-sharing story as a labelled table (features, demand, time)."""
@@ -743,7 +711,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         starts=args.starts,
         train_periods=args.train_periods,
-        progress=None if args.quiet else ProgressBar(),
+        progress=None if args.quiet else Progress(what="fit"),
     )
     plan = planner.run()
     report = write_report(plan, args.out)

@@ -31,6 +31,7 @@ import orjson
 from stream_monitor.core.events import PredictionBatch, parse_ts
 from stream_monitor.core.reference import ReferenceProfile, build_reference
 from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.settings import DetectorSettings
 from stream_monitor.errors import StreamMonitorError
 
 #: Top-level fields of a contract-form prediction event that are not features.
@@ -340,9 +341,9 @@ def build_reference_file(
     ts_column: str = "ts",
     prediction_column: str = "prediction",
     version: int = 1,
-    bins: int = 10,
-    top_k: int = 20,
-    sample_size: int = 5000,
+    bins: int = DetectorSettings.bins,
+    top_k: int = DetectorSettings.top_k,
+    sample_size: int = DetectorSettings.reference_sample,
     seed: int = 0,
     created_at: float | None = None,
 ) -> ReferenceProfile:

@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import orjson
 
 from stream_monitor.core.engine import EngineOutput, MonitoringEngine
 from stream_monitor.core.events import PredictionBatch, decode_predictions, parse_ts
+from stream_monitor.core.triggers import Trigger
 from stream_monitor.core.windows import take_batch
 
 
@@ -52,6 +53,12 @@ def read_batches(lines: Iterable[bytes], batch_size: int) -> Iterator[list[bytes
             batch = []
     if batch:
         yield batch
+
+
+def write_triggers(out: IO[bytes], triggers: Iterable[Trigger]) -> None:
+    """Write emitted triggers as JSON lines (``replay --out``, ``demo --out``): the service's bytes."""
+    for t in triggers:
+        out.write(t.to_json_bytes() + b"\n")
 
 
 def label_heap(lines: Iterable[bytes]) -> list[tuple[float, int, bytes]]:
@@ -106,7 +113,7 @@ class ReplaySummary:
     labels: int = 0
     rejected: int = 0
     windows: int = 0
-    triggers: list[dict[str, Any]] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)  # as decided (not stamped ``emitted_at``)
     seconds: float = 0.0
     rejections_by_reason: dict[str, int] = field(default_factory=dict)
 

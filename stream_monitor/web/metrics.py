@@ -13,10 +13,13 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from stream_monitor.core.detectors.base import DetectorResult
+from stream_monitor.core.detectors.table import PREDICTION, MetricSpec, spec_of, window_detectors
 from stream_monitor.core.engine import EngineOutput
 from stream_monitor.core.events import Rejection
 from stream_monitor.core.policy import WindowEvaluation
 from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.triggers import SEVERITIES, TRIGGER_KINDS
 
 PERFORMANCE_METRICS = (
     "auc",
@@ -29,9 +32,6 @@ PERFORMANCE_METRICS = (
     "rmse",
     "mean_error",
 )
-TRIGGER_KINDS = ("data_drift", "prediction_drift", "performance", "integrity", "combined")
-SEVERITIES = ("warning", "critical")
-PREDICTION = "__prediction__"
 
 
 def bounded_reason(reason: str, schemas: Mapping[str, ModelSchema]) -> str:
@@ -48,6 +48,15 @@ def bounded_reason(reason: str, schemas: Mapping[str, ModelSchema]) -> str:
     name = field.removeprefix("features.")
     known = any(s.feature(name) is not None for s in schemas.values())
     return reason if known else f"{head}:features.other"
+
+
+def _exported(r: DetectorResult, metric: MetricSpec) -> float | None:
+    """What ``metric`` exports of a result: its value, its p-value (None: not a test) or its flag."""
+    if metric.field == "p_value":
+        return r.p_value
+    if metric.field == "drift":
+        return float(r.drift)
+    return r.value
 
 
 class ServiceMetrics:
@@ -74,62 +83,23 @@ class ServiceMetrics:
             ["model"],
             registry=r,
         )
-        self.psi = Gauge(
-            p + "feature_psi",
-            "Population stability index of the last window",
-            ["model", "feature"],
-            registry=r,
-        )
-        self.ks = Gauge(
-            p + "feature_ks_statistic",
-            "KS statistic vs the reference sample",
-            ["model", "feature"],
-            registry=r,
-        )
-        self.ks_p = Gauge(
-            p + "feature_ks_pvalue",
-            "KS p-value (Holm-adjusted across the model's tests)",
-            ["model", "feature"],
-            registry=r,
-        )
-        self.js = Gauge(
-            p + "feature_js_divergence",
-            "Jensen-Shannon divergence (base 2)",
-            ["model", "feature"],
-            registry=r,
-        )
+        # One family per metric of the window detectors, as the table declares them.
+        self.detector_gauges: dict[str, Gauge] = {
+            metric.name: Gauge(metric.name, metric.help, list(metric.labels), registry=r)
+            for spec in window_detectors()
+            for metric in spec.metrics
+        }
         self.drift = Gauge(
             p + "feature_drift_detected",
             "1 when a drift detector fired on the feature",
             ["model", "feature"],
             registry=r,
         )
-        self.missing = Gauge(
-            p + "feature_missing_rate",
-            "Fraction of missing values in the window",
-            ["model", "feature"],
-            registry=r,
-        )
-        self.out_of_range = Gauge(
-            p + "feature_out_of_range_rate",
-            "Fraction outside the reference range",
-            ["model", "feature"],
-            registry=r,
-        )
-        self.pred_psi = Gauge(
-            p + "prediction_psi", "PSI of the prediction distribution", ["model"], registry=r
-        )
-        self.pred_drift = Gauge(
-            p + "prediction_drift_detected", "1 when prediction drift is detected", ["model"], registry=r
-        )
         self.stream_drift = Counter(
             p + "stream_drift_detections",
             "Streaming detector detections",
             ["model", "detector", "signal"],
             registry=r,
-        )
-        self.volume = Gauge(
-            p + "volume_ratio", "Window event rate over the reference rate", ["model"], registry=r
         )
         self.incident = Gauge(
             p + "integrity_incident", "1 when the last window is an integrity incident", ["model"], registry=r
@@ -204,12 +174,26 @@ class ServiceMetrics:
             self.triggers_init(m)
             for f in s.numeric_names + s.categorical_names:
                 self.drift.labels(m, f).set(0)
-            self.pred_drift.labels(m).set(0)
+            self._flags_init(m, s)
             self.incident.labels(m).set(0)
             self.labels_joined.labels(m)
             self.late.labels(m)
             for spec in s.features:
                 self.feature_info.labels(m, spec.name, spec.kind, "true" if spec.key else "false").set(1)
+
+    def _flags_init(self, model: str, schema: ModelSchema) -> None:
+        """Detector flags (``field="drift"`` metrics) start at 0, so "no drift" is a value, not a gap."""
+        for spec in window_detectors():
+            for metric in spec.metrics:
+                if metric.field != "drift":
+                    continue
+                gauge = self.detector_gauges[metric.name]
+                if metric.scope != "feature":
+                    gauge.labels(model).set(0)
+                    continue
+                for f in schema.features:
+                    if f.kind in spec.applies_to:
+                        gauge.labels(model, f.name).set(0)
 
     def triggers_init(self, model: str) -> None:
         for kind in TRIGGER_KINDS:
@@ -236,8 +220,8 @@ class ServiceMetrics:
             for ev in o.evaluations:
                 self.observe_window(ev)
             for t in o.triggers:
-                self.triggers.labels(m, t["kind"], t["severity"]).inc()
-                self.last_trigger.labels(m).set(t["event_time"])
+                self.triggers.labels(m, t.kind, t.severity).inc()
+                self.last_trigger.labels(m).set(t.event_time)
 
     def set_label_buffers(self, totals: Mapping[str, Mapping[str, int]]) -> None:
         """Set the label-join gauges: per model, the counts summed over every engine of this process.
@@ -250,6 +234,15 @@ class ServiceMetrics:
             self.labels_expired.labels(m).set(counts.get("expired", 0))
             self.labels_orphan.labels(m).set(counts.get("orphan", 0))
 
+    def rejections_by_reason(self) -> dict[str, float]:
+        """Messages rejected so far, by reason (for the status page; the counter is the truth)."""
+        return {
+            sample.labels["reason"]: sample.value
+            for metric in self.rejected.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        }
+
     def observe_rejection(self, r: Rejection) -> None:
         self.rejected.labels(bounded_reason(r.reason, self.schemas)).inc()
 
@@ -258,29 +251,20 @@ class ServiceMetrics:
         self.windows.labels(m).inc()
         flags: dict[str, bool] = {}
         for r in ev.results:
+            spec = spec_of(r.detector)
+            if spec is None:
+                continue
             f = r.feature
-            if f == PREDICTION:
-                if r.detector == "psi":
-                    self.pred_psi.labels(m).set(r.value)
-                    self.pred_drift.labels(m).set(float(r.drift))
-                continue
-            if r.detector == "integrity:volume":
-                self.volume.labels(m).set(r.value)
-                continue
-            if f is None:
-                continue
-            gauge = {
-                "psi": self.psi,
-                "ks": self.ks,
-                "js": self.js,
-                "integrity:missing_rate": self.missing,
-                "out_of_range": self.out_of_range,
-            }.get(r.detector)
-            if gauge is not None:
-                gauge.labels(m, f).set(r.value)
-            if r.detector == "ks" and r.p_value is not None:
-                self.ks_p.labels(m, f).set(r.p_value)
-            if r.detector in ("psi", "ks", "chi2"):
+            scope = "prediction" if f == PREDICTION else "model" if f is None else "feature"
+            for metric in spec.metrics:
+                if metric.scope != scope:
+                    continue
+                value = _exported(r, metric)
+                if value is None:
+                    continue
+                gauge = self.detector_gauges[metric.name]
+                (gauge.labels(m, f) if f is not None and scope == "feature" else gauge.labels(m)).set(value)
+            if f is not None and scope == "feature" and spec.flags_drift:
                 flags[f] = flags.get(f, False) or r.drift
         for f, flag in flags.items():
             self.drift.labels(m, f).set(float(flag))

@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from stream_monitor.core.detectors.table import spec_of, window_detectors
 from stream_monitor.core.insights.dna import DataDNA
+from stream_monitor.core.triggers import Trigger
 
 REGIME_COLOURS = {
     "normal": "#4c78a8",
@@ -45,9 +47,10 @@ class ModelView:
     ready: bool = False
     events: int = 0
     window: dict[str, Any] | None = None  # start, end, events
-    features: list[dict[str, Any]] = field(default_factory=list)  # feature, psi, ks, js, drift
+    # feature, drift, and the value of each detector with a status column (psi, ks, js…)
+    features: list[dict[str, Any]] = field(default_factory=list)
     performance: list[dict[str, Any]] = field(default_factory=list)  # metric, value, baseline
-    triggers: list[dict[str, Any]] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)
     dna: DataDNA | None = None
     current_regime: str | None = None
     incidents: list[dict[str, Any]] = field(default_factory=list)
@@ -115,40 +118,35 @@ def _label(dna: DataDNA, i: int) -> str:
     return dna.labels[i] if i < len(dna.labels) else str(int(dna.bucket_ids[i]))
 
 
-def _trigger_html(t: Mapping[str, Any]) -> str:
-    rec = t.get("recommendation", {})
+def _trigger_html(t: Trigger) -> str:
+    rec = t.recommendation
     reasons = "".join(
-        f"<li>{html.escape(str(r.get('detector')))} on "
-        f"{html.escape(str(r.get('feature') or r.get('statistic')))}: "
-        f"{_num(r.get('value'))} (threshold {_num(r.get('threshold'))})</li>"
-        for r in t.get("reasons", [])[:8]
+        f"<li>{html.escape(r.detector)} on {html.escape(str(r.feature or r.statistic))}: "
+        f"{_num(r.value)} (threshold {_num(r.threshold)})</li>"
+        for r in t.reasons[:8]
     )
     train = ", ".join(
-        f"{_iso(p['start'])[:10]} → {_iso(p['end'])[:10]} ({p.get('buckets', '?')} buckets)"
-        for p in rec.get("train_on", [])[:5]
+        f"{_iso(p.start)[:10]} → {_iso(p.end)[:10]}{'' if p.buckets is None else f' ({p.buckets} buckets)'}"
+        for p in (rec.train_on or ())[:5]
     )
     exclude = "".join(
-        f"<li>{_iso(p['start'])[:10]} → {_iso(p['end'])[:10]}: {html.escape(str(p.get('reason')))}"
-        f"{(' — ' + html.escape(str(p['detail']))) if p.get('detail') else ''}</li>"
-        for p in rec.get("exclude", [])[:8]
+        f"<li>{_iso(p.start)[:10]} → {_iso(p.end)[:10]}: {html.escape(p.reason)}"
+        f"{(' — ' + html.escape(p.detail)) if p.detail else ''}</li>"
+        for p in (rec.exclude or ())[:8]
     )
-    segments = ", ".join(html.escape(s) for s in rec.get("segments_needing_attention", [])) or "none"
-    labels = rec.get("labels") or {}
+    segments = ", ".join(html.escape(s) for s in rec.segments_needing_attention) or "none"
     label_line = ""
-    if labels:
-        when = (
-            "now"
-            if labels.get("enough")
-            else (_iso(labels.get("ready_at")) if labels.get("ready_at") else "unknown")
-        )
+    if rec.labels is not None:
+        outlook = rec.labels
+        when = "now" if outlook.enough else (_iso(outlook.ready_at) if outlook.ready_at else "unknown")
         label_line = (
-            f"<p>New labels: {_num(labels.get('new_labels'), 0)} of {labels.get('needed')} needed; "
+            f"<p>New labels: {_num(outlook.new_labels, 0)} of {outlook.needed} needed; "
             f"enough labels for a retrain: {when}.</p>"
         )
     return (
-        f'<div class="trigger {html.escape(str(t.get("severity")))}"><h4>{html.escape(str(t.get("kind")))} · '
-        f"{html.escape(str(t.get('severity')))} · event time {_iso(t.get('event_time'))}</h4>"
-        f'<p>Recommendation: <b class="action">{html.escape(str(rec.get("action")))}</b></p>'
+        f'<div class="trigger {html.escape(t.severity)}"><h4>{html.escape(t.kind)} · '
+        f"{html.escape(t.severity)} · event time {_iso(t.event_time)}</h4>"
+        f'<p>Recommendation: <b class="action">{html.escape(rec.action)}</b></p>'
         f'<ul class="reasons">{reasons}</ul>'
         f"<p>Train on: {train or 'the windows since the drift started'}</p>"
         + (f"<p>Exclude:</p><ul>{exclude}</ul>" if exclude else "")
@@ -178,15 +176,17 @@ def _model_html(m: ModelView) -> str:
         + "</p>",
     ]
     if m.features:
+        columns = [(spec.name, spec.status) for spec in window_detectors() if spec.status is not None]
         rows = "".join(
             f'<tr class="{"drift" if f.get("drift") else "ok"}"><td>{html.escape(f["feature"])}</td>'
-            f"<td>{_num(f.get('psi'))}</td><td>{_num(f.get('ks'))}</td><td>{_num(f.get('js'), 4)}</td>"
-            f"<td>{'DRIFT' if f.get('drift') else 'ok'}</td></tr>"
+            + "".join(f"<td>{_num(f.get(name), column.digits)}</td>" for name, column in columns)
+            + f"<td>{'DRIFT' if f.get('drift') else 'ok'}</td></tr>"
             for f in m.features
         )
+        heads = "".join(f"<th>{html.escape(column.title)}</th>" for _, column in columns)
         out.append(
-            '<h3>Drift per feature (last window)</h3><table class="features"><tr><th>feature</th><th>PSI</th>'
-            f"<th>KS</th><th>JS</th><th>status</th></tr>{rows}</table>"
+            '<h3>Drift per feature (last window)</h3><table class="features"><tr><th>feature</th>'
+            f"{heads}<th>status</th></tr>{rows}</table>"
         )
     if m.performance:
         rows = "".join(
@@ -224,7 +224,7 @@ def _model_html(m: ModelView) -> str:
     if m.segments:
         rows = "".join(
             f"<tr><td>{html.escape(s['segment'])}</td><td>{_num(s.get('share'))}</td><td>{_num(s.get('drift'))}</td>"
-            f"<td>{html.escape(str(s.get('top_feature')))}</td></tr>"
+            f"<td>{html.escape(str(s.get('top_feature') or '—'))}</td></tr>"
             for s in m.segments[:20]
         )
         out.append(
@@ -253,9 +253,33 @@ td:first-child,th:first-child{text-align:left}tr.drift td{background:#fde0dc}
 """
 
 
-def render_status(models: Sequence[ModelView], generated_at: float, title: str = "stream-monitor") -> bytes:
-    """The whole page for the given models."""
-    body = "".join(_model_html(m) for m in models) or "<p>No models configured.</p>"
+def _dead_letters_html(rejections: Mapping[str, float] | None) -> str:
+    if rejections is None:
+        return ""
+    total = sum(rejections.values())
+    if not total:
+        return "<h2>Dead letters</h2><p>No message rejected.</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(reason)}</td><td>{int(n):,}</td></tr>"
+        for reason, n in sorted(rejections.items(), key=lambda kv: (-kv[1], kv[0]))
+        if n
+    )
+    return (
+        f"<h2>Dead letters ({int(total):,})</h2>"
+        f'<table class="dead-letters"><tr><th>reason</th><th>messages</th></tr>{rows}</table>'
+    )
+
+
+def render_status(
+    models: Sequence[ModelView],
+    generated_at: float,
+    title: str = "stream-monitor",
+    rejections: Mapping[str, float] | None = None,
+) -> bytes:
+    """The whole page for the given models (and the dead-letter counts by reason, when given)."""
+    body = _dead_letters_html(rejections) + (
+        "".join(_model_html(m) for m in models) or "<p>No models configured.</p>"
+    )
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)} status</title>"
@@ -265,25 +289,26 @@ def render_status(models: Sequence[ModelView], generated_at: float, title: str =
     ).encode()
 
 
-def model_view(monitor: Any, triggers: Iterable[Mapping[str, Any]] = ()) -> ModelView:
+def model_view(monitor: Any, triggers: Iterable[Trigger] = ()) -> ModelView:
     """A :class:`ModelView` of a :class:`stream_monitor.core.monitor.ModelMonitor` (read-only)."""
     view = ModelView(
         monitor.schema.model_id,
         version=monitor.model_version,
         ready=bool(monitor.ready),
         events=int(monitor.events_total),
-        triggers=[dict(t) for t in triggers],
+        triggers=list(triggers),
     )
     ev = monitor.last_evaluation
     if ev is not None:
         view.window = {"start": ev.start, "end": ev.end, "events": ev.events}
         feats: dict[str, dict[str, Any]] = {}
         for r in ev.results:
-            if r.feature is None or r.detector not in ("psi", "ks", "js", "chi2"):
+            spec = spec_of(r.detector)
+            if r.feature is None or spec is None or not (spec.status or spec.flags_drift):
                 continue
             row = feats.setdefault(r.feature, {"feature": r.feature, "drift": False})
             row[r.detector] = r.value
-            row["drift"] = row["drift"] or (r.drift and r.detector in ("psi", "ks", "chi2"))
+            row["drift"] = row["drift"] or (r.drift and spec.flags_drift)
         view.features = list(feats.values())
         view.performance = [
             {"metric": k, "value": v, "baseline": ev.baseline.get(k)}
@@ -312,16 +337,17 @@ class StatusPage:
         monitors: Callable[[], Mapping[str, Any]],
         keep: int = 20,
         clock: Callable[[], float] = time.time,
+        rejections: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         self.monitors = monitors
+        self.rejections = rejections
         self.clock = clock
-        self._triggers: dict[str, deque[dict[str, Any]]] = {}
+        self._triggers: dict[str, deque[Trigger]] = {}
         self._keep = keep
 
-    def record(self, trigger: Mapping[str, Any]) -> None:
-        self._triggers.setdefault(str(trigger.get("model_id")), deque(maxlen=self._keep)).append(
-            dict(trigger)
-        )
+    def record(self, trigger: Trigger) -> None:
+        """Remember an emitted trigger for its model's "Recent triggers"."""
+        self._triggers.setdefault(trigger.model_id, deque(maxlen=self._keep)).append(trigger)
 
     def __call__(self) -> tuple[int, str, bytes]:
         views = []
@@ -330,4 +356,5 @@ class StatusPage:
                 views.append(model_view(monitor, self._triggers.get(model_id, ())))
             except Exception as exc:
                 views.append(ModelView(model_id, version=f"(state changing: {type(exc).__name__})"))
-        return 200, "text/html; charset=utf-8", render_status(views, self.clock())
+        rejections = None if self.rejections is None else self.rejections()
+        return 200, "text/html; charset=utf-8", render_status(views, self.clock(), rejections=rejections)

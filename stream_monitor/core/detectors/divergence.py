@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stream_monitor.core.detectors.psi import smoothed_proportions
+from stream_monitor.core.settings import DetectorSettings
 
 __all__ = ["js_divergence", "js_divergence_matrix", "kl_divergence"]
 
@@ -60,7 +61,9 @@ def js_divergence(p_counts: npt.ArrayLike, q_counts: npt.ArrayLike) -> float:
     return float(js_divergence_matrix(p[None, :], q[None, :])[0])
 
 
-def kl_divergence(p_counts: npt.ArrayLike, q_counts: npt.ArrayLike, eps: float = 1e-4) -> float:
+def kl_divergence(
+    p_counts: npt.ArrayLike, q_counts: npt.ArrayLike, eps: float = DetectorSettings.psi_epsilon
+) -> float:
     """Kullback–Leibler divergence ``KL(p || q)`` in nats, on smoothed proportions.
 
     Both count vectors become ``(c + eps) / (n + eps * B)`` (as for PSI) so an empty bin of ``q``

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from stream_monitor.core.detectors.base import DetectorResult
+from stream_monitor.core.settings import DetectorSettings
 
 __all__ = ["missing_rate_check", "new_category_check", "out_of_range_check", "volume_check"]
 
@@ -26,7 +27,7 @@ def missing_rate_check(
     reference_missing_rate: float,
     *,
     feature: str | None = None,
-    max_increase: float = 0.1,
+    max_increase: float = DetectorSettings.missing_rate_delta,
 ) -> DetectorResult:
     """Alarm when the window's missing rate exceeds the reference's by more than ``max_increase``.
 
@@ -60,7 +61,7 @@ def out_of_range_check(
     n_observed: int,
     *,
     feature: str | None = None,
-    max_rate: float = 0.05,
+    max_rate: float = DetectorSettings.out_of_range_rate,
 ) -> DetectorResult:
     """Alarm when more than ``max_rate`` of the window's non-missing values lie outside the reference range.
 
@@ -97,7 +98,7 @@ def new_category_check(
     n_observed: int,
     *,
     feature: str | None = None,
-    max_rate: float = 0.05,
+    max_rate: float = DetectorSettings.new_category_rate,
 ) -> DetectorResult:
     """Alarm when more than ``max_rate`` of the window's non-missing values are unseen categories.
 
@@ -128,8 +129,8 @@ def volume_check(
     window_seconds: float,
     reference_event_rate: float | None,
     *,
-    low_ratio: float = 0.5,
-    high_ratio: float = 2.0,
+    low_ratio: float = DetectorSettings.volume_ratio_low,
+    high_ratio: float = DetectorSettings.volume_ratio_high,
 ) -> DetectorResult:
     """Alarm when the window's event rate is below ``low_ratio`` or above ``high_ratio`` × the reference's.
 

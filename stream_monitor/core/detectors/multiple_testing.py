@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stream_monitor.core.detectors.base import DetectorResult
+from stream_monitor.core.settings import DetectorSettings
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -34,9 +35,9 @@ __all__ = [
 ]
 
 #: Family-wise error rate per model and window.
-DEFAULT_ALPHA = 0.01
+DEFAULT_ALPHA = DetectorSettings.alpha
 #: Smallest effect worth a drift flag: a KS statistic of 0.1 is a 10-point gap between the CDFs.
-DEFAULT_MIN_EFFECT = 0.1
+DEFAULT_MIN_EFFECT = DetectorSettings.ks_min_effect
 
 
 def _finite_order(p: np.ndarray) -> tuple[np.ndarray, int]:

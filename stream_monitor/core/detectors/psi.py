@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from stream_monitor.core.settings import DetectorSettings, PolicySettings
+
 __all__ = ["PSI_ALARM", "PSI_WARNING", "psi", "psi_matrix", "smoothed_proportions"]
 
 #: PSI above this is a warning ("some shift").
-PSI_WARNING = 0.1
+PSI_WARNING = PolicySettings.psi_warning
 #: PSI above this is an alarm ("red", seed 002).
-PSI_ALARM = 0.15
+PSI_ALARM = PolicySettings.psi_alarm
 
 
-def smoothed_proportions(counts: npt.ArrayLike, eps: float = 1e-4) -> np.ndarray:
+def smoothed_proportions(counts: npt.ArrayLike, eps: float = DetectorSettings.psi_epsilon) -> np.ndarray:
     """Proportions along the last axis with additive smoothing: ``p = (c + eps) / (n + eps * B)``.
 
     ``n`` is the row total and ``B`` the number of bins. Rows whose total is 0 give NaN: an empty
@@ -36,7 +38,9 @@ def smoothed_proportions(counts: npt.ArrayLike, eps: float = 1e-4) -> np.ndarray
     return np.where(n > 0, p, np.nan)
 
 
-def psi_matrix(expected_counts: npt.ArrayLike, actual_counts: npt.ArrayLike, eps: float = 1e-4) -> np.ndarray:
+def psi_matrix(
+    expected_counts: npt.ArrayLike, actual_counts: npt.ArrayLike, eps: float = DetectorSettings.psi_epsilon
+) -> np.ndarray:
     """PSI of every row (feature) at once: ``sum((a - e) * ln(a / e))`` over the bins of each row.
 
     ``expected_counts`` and ``actual_counts`` have shape ``(F, B)``: F features, B bins (numeric
@@ -59,7 +63,9 @@ def psi_matrix(expected_counts: npt.ArrayLike, actual_counts: npt.ArrayLike, eps
     return np.sum((a - e) * np.log(a / e), axis=1)
 
 
-def psi(expected_counts: npt.ArrayLike, actual_counts: npt.ArrayLike, eps: float = 1e-4) -> float:
+def psi(
+    expected_counts: npt.ArrayLike, actual_counts: npt.ArrayLike, eps: float = DetectorSettings.psi_epsilon
+) -> float:
     """Population Stability Index between reference (expected) and window (actual) counts.
 
     ``PSI = sum_b (a_b - e_b) * ln(a_b / e_b)`` with smoothed proportions

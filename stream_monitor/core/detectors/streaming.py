@@ -1,21 +1,27 @@
-"""Streaming drift detectors: river's ADWIN and a calibrated Page–Hinkley behind one small contract.
+"""Streaming drift detectors: ADWIN and a calibrated Page–Hinkley behind one small contract.
 
 Both take values in arrival order through ``update(values)`` and say whether drift was detected
 during that call. Feed them one number per event only for a single stream (the prediction score,
 an error); for many features feed per-window means or a sub-sample (see the performance budget).
+The algorithms are river's ``ADWIN`` and ``PageHinkley``, in our own modules
+(:mod:`~stream_monitor.core.detectors.adwin`, :mod:`~stream_monitor.core.detectors.page_hinkley`)
+so that their state is plain numbers: river's ADWIN can only be saved by pickle.
 """
 
 from __future__ import annotations
 
 import abc
 import inspect
-import pickle
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
-from river import drift
 
+from stream_monitor.core import state_format
+from stream_monitor.core.detectors.adwin import Adwin
+from stream_monitor.core.detectors.page_hinkley import PageHinkley
+from stream_monitor.core.settings import DetectorSettings
+from stream_monitor.core.state_format import StateReader
 from stream_monitor.errors import StateError
 
 __all__ = ["ADWINDetector", "PageHinkleyDetector", "StreamDriftDetector", "make_stream_detector"]
@@ -29,10 +35,9 @@ class StreamDriftDetector(abc.ABC):
     was detected during the call; the stream positions (0-based, counting every value ever passed,
     NaNs included — NaNs are skipped) of the detections of the last call are in
     :attr:`last_update_detections`. A detector starts afresh after a detection, as river's do.
-    ``snapshot()`` / ``restore()`` round-trip the whole state.
-
-    Snapshots are pickles (river's detectors are native objects); restore only bytes this
-    process family wrote to its own state topic, never bytes from outside.
+    ``snapshot()`` / ``restore()`` round-trip the whole state in the one state format
+    (:mod:`stream_monitor.core.state_format`): settings, counters and the learned numbers, no pickle,
+    so restoring bytes from a shared topic never runs code.
 
     Examples
     --------
@@ -44,7 +49,8 @@ class StreamDriftDetector(abc.ABC):
 
     #: ``DetectorResult.detector`` name of this detector.
     name: ClassVar[str]
-    _FORMAT_VERSION: ClassVar[int] = 1
+    #: Layout version of the ``stream_detector`` state (1 was a pickle).
+    _FORMAT_VERSION: ClassVar[int] = 2
 
     def __init__(self) -> None:
         self._n_seen = 0
@@ -98,8 +104,58 @@ class StreamDriftDetector(abc.ABC):
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
         return f"{type(self).__name__}({arguments})"
 
+    @abc.abstractmethod
+    def _learned_state(self) -> dict[str, Any]:
+        """What the detector has learned, as a state container."""
+
+    @abc.abstractmethod
+    def _load_learned(self, state: StateReader) -> None:
+        """Inverse of :meth:`_learned_state` on a detector just built from the same settings."""
+
+    def to_state(self) -> dict[str, Any]:
+        """The whole state as a container: which detector, its settings, counters, what it learned."""
+        return state_format.tagged(
+            "stream_detector",
+            self._FORMAT_VERSION,
+            detector=self.name,
+            settings=self.settings,
+            n_seen=self._n_seen,
+            n_detections=self._n_detections,
+            last_update_detections=list(self._last_update_detections),
+            learned=self._learned_state(),
+        )
+
+    @classmethod
+    @state_format.restoring
+    def from_state(cls, state: StateReader | dict[str, Any], what: str = "detector") -> Self:
+        """Rebuild from :meth:`to_state`; :class:`StateError` if it does not fit (see :meth:`restore`)."""
+        r = state if isinstance(state, StateReader) else StateReader(state, what)
+        r.expect("stream_detector", cls._FORMAT_VERSION)
+        name = r.text("detector")
+        target = {c.name: c for c in _DETECTOR_CLASSES.values()}.get(name)
+        if target is None or not issubclass(target, cls):
+            raise StateError(f"{r.what}: a {name} snapshot cannot restore a {cls.__name__}")
+        settings = dict(r.child("settings").parts)
+        parameters = inspect.signature(target.__init__).parameters
+        if set(settings) != set(parameters) - {"self"}:
+            raise StateError(f"{r.what}: settings {sorted(settings)} are not those of {target.__name__}")
+        for key, value in settings.items():
+            default = parameters[key].default
+            expected = (int, float) if isinstance(default, float) else type(default)
+            if not isinstance(value, expected) or isinstance(value, bool) != isinstance(default, bool):
+                raise StateError(f"{r.what}: setting {key}={value!r} is not a {type(default).__name__}")
+        try:
+            detector = target(**settings)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"{r.what}: {exc}") from exc
+        detector._n_seen = r.integer("n_seen", min_value=0)
+        detector._n_detections = r.integer("n_detections", min_value=0)
+        detector._last_update_detections = tuple(r.json_list("last_update_detections", int))
+        detector._load_learned(r.child("learned"))
+        return detector
+
     def snapshot(self) -> bytes:
-        """The whole state as bytes: a format version, the class name, and the pickled attributes.
+        """The whole state as bytes (:meth:`to_state` in the one state format).
 
         Examples
         --------
@@ -109,12 +165,7 @@ class StreamDriftDetector(abc.ABC):
         50
 
         """
-        record = {
-            "format_version": self._FORMAT_VERSION,
-            "class": type(self).__name__,
-            "state": self.__dict__,
-        }
-        return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+        return state_format.encode(self.to_state())
 
     @classmethod
     def restore(cls, data: bytes) -> Self:
@@ -130,30 +181,19 @@ class StreamDriftDetector(abc.ABC):
         >>> ADWINDetector.restore(PageHinkleyDetector().snapshot())
         Traceback (most recent call last):
         ...
-        stream_monitor.errors.StateError: snapshot of PageHinkleyDetector cannot restore a ADWINDetector
+        stream_monitor.errors.StateError: detector: a page_hinkley snapshot cannot restore a ADWINDetector
 
         """
-        try:
-            record = pickle.loads(data)
-        except Exception as exc:
-            raise StateError(f"corrupt {cls.__name__} snapshot: {exc}") from exc
-        if not isinstance(record, dict) or record.get("format_version") != cls._FORMAT_VERSION:
-            version = record.get("format_version") if isinstance(record, dict) else None
-            raise StateError(f"{cls.__name__} snapshot format {version!r}, expected {cls._FORMAT_VERSION}")
-        target = _DETECTOR_CLASSES.get(str(record.get("class")))
-        if target is None or not issubclass(target, cls):
-            raise StateError(f"snapshot of {record.get('class')} cannot restore a {cls.__name__}")
-        detector = target.__new__(target)
-        detector.__dict__.update(record["state"])
-        return detector
+        return cls.from_state(state_format.decode(data))
 
 
 class ADWINDetector(StreamDriftDetector):
-    """ADaptive WINdowing (river's ``drift.ADWIN``) over a stream of values.
+    """ADaptive WINdowing (river's ``drift.ADWIN`` algorithm, :class:`~.adwin.Adwin`) over a stream.
 
     ADWIN keeps a window whose mean is consistent and cuts it where two sub-windows' means differ
     by more than a Hoeffding-type bound at confidence ``delta``; it adapts to the data's scale on its
-    own, so its default ``delta = 0.002`` needs no calibration. The parameters are river's.
+    own, so its default ``delta = 0.002`` needs no calibration. The parameters are river's, and so
+    are the detections (tested against river).
 
     Examples
     --------
@@ -173,7 +213,7 @@ class ADWINDetector(StreamDriftDetector):
 
     def __init__(
         self,
-        delta: float = 0.002,
+        delta: float = DetectorSettings.adwin_delta,
         clock: int = 32,
         max_buckets: int = 5,
         min_window_length: int = 5,
@@ -185,7 +225,7 @@ class ADWINDetector(StreamDriftDetector):
         self.max_buckets = max_buckets
         self.min_window_length = min_window_length
         self.grace_period = grace_period
-        self._adwin = drift.ADWIN(
+        self._adwin = Adwin(
             delta=delta,
             clock=clock,
             max_buckets=max_buckets,
@@ -194,13 +234,18 @@ class ADWINDetector(StreamDriftDetector):
         )
 
     def _update_finite(self, values: list[float]) -> list[int]:
-        adwin = self._adwin
-        detections = []
-        for offset, value in enumerate(values):
-            adwin.update(value)
-            if adwin.drift_detected:
-                detections.append(offset)
-        return detections
+        return self._adwin.update_many(values)
+
+    def _learned_state(self) -> dict[str, Any]:
+        return {"adwin": self._adwin.to_state()}
+
+    def _load_learned(self, state: StateReader) -> None:
+        adwin = Adwin.from_state(state.child("adwin"))
+        settings = (adwin.delta, adwin.clock, adwin.max_buckets, adwin.min_window_length, adwin.grace_period)
+        mine = (self.delta, self.clock, self.max_buckets, self.min_window_length, self.grace_period)
+        if settings != mine:
+            raise StateError(f"{state.what}: ADWIN settings {settings} differ from the detector's {mine}")
+        self._adwin = adwin
 
     @property
     def estimation(self) -> float:
@@ -209,7 +254,7 @@ class ADWINDetector(StreamDriftDetector):
 
 
 class PageHinkleyDetector(StreamDriftDetector):
-    """Page–Hinkley mean-shift test (river's ``drift.PageHinkley``) calibrated in standard deviations.
+    """Page–Hinkley mean-shift test (river's ``drift.PageHinkley`` algorithm) calibrated in sigmas.
 
     River's defaults (absolute ``threshold=50``, ``delta=0.005``, forgetting ``alpha=0.9999``) raise
     hundreds of false alarms per million stationary values: with ``alpha < 1`` the cumulative sum is
@@ -260,7 +305,7 @@ class PageHinkleyDetector(StreamDriftDetector):
         self.mode = mode
         self._warmup_values: list[float] = []
         self._scale: float | None = None
-        self._page_hinkley: drift.PageHinkley | None = None
+        self._page_hinkley: PageHinkley | None = None
 
     @property
     def scale(self) -> float | None:
@@ -272,7 +317,7 @@ class PageHinkleyDetector(StreamDriftDetector):
         std = float(warmup.std(ddof=1))
         # A constant warmup: any later change is a drift; keep the division finite and meaningful.
         self._scale = std if std > 0 else max(abs(float(warmup.mean())) * 1e-9, 1e-12)
-        self._page_hinkley = drift.PageHinkley(
+        self._page_hinkley = PageHinkley(
             min_instances=self.min_instances,
             delta=self.delta,
             threshold=self.threshold,
@@ -297,6 +342,29 @@ class PageHinkleyDetector(StreamDriftDetector):
                 self._page_hinkley = None
                 self._scale = None
         return detections
+
+    def _learned_state(self) -> dict[str, Any]:
+        return {
+            "warmup_values": np.array(self._warmup_values, dtype=np.float64),
+            "scale": np.array([] if self._scale is None else [self._scale], dtype=np.float64),
+            "test": None if self._page_hinkley is None else self._page_hinkley.to_state(),
+        }
+
+    def _load_learned(self, state: StateReader) -> None:
+        warmup = state.array("warmup_values", np.float64, ndim=1)
+        scale = state.array("scale", np.float64, ndim=1)
+        test = state.optional_child("test")
+        testing = test is not None
+        if (
+            warmup.size >= self.warmup
+            or scale.size != int(testing)
+            or (testing and warmup.size)
+            or (scale <= 0).any()
+        ):
+            raise StateError(f"{state.what}: warm-up values, scale and test do not fit together")
+        self._warmup_values = warmup.tolist()
+        self._scale = float(scale[0]) if scale.size else None
+        self._page_hinkley = None if test is None else PageHinkley.from_state(test)
 
 
 _DETECTOR_CLASSES: dict[str, type[StreamDriftDetector]] = {

@@ -39,16 +39,18 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
-import orjson
 
+from stream_monitor.core import state_format
 from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.settings import InsightSettings
 from stream_monitor.core.sketches import WindowSketch, merge_sketches
+from stream_monitor.core.state_format import StateReader
 from stream_monitor.core.windows import ClosedWindow
 from stream_monitor.errors import StateError
 
-#: Version of the layout written by :meth:`TimeBucketProfiles.to_dict`.
-BUCKETS_FORMAT = 1
+#: Version of the layout written by :meth:`TimeBucketProfiles.to_state`.
+BUCKETS_FORMAT = 2  # 1 was JSON
 
 DAY = 86400.0
 
@@ -92,8 +94,8 @@ class TimeBucketProfiles:
         self,
         schema: ModelSchema,
         reference: ReferenceProfile,
-        bucket_seconds: float = DAY,
-        retention: int = 90,
+        bucket_seconds: float = InsightSettings.bucket_seconds,
+        retention: int = InsightSettings.retention,
         stride: int = 1,
         origin: float = 0.0,
     ) -> None:
@@ -170,69 +172,80 @@ class TimeBucketProfiles:
         return len(self._buckets)
 
     # -- state --------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready state: settings, watermark and every bucket's counts-only sketch."""
-        return {
-            "format": BUCKETS_FORMAT,
-            "model_id": self.schema.model_id,
-            "bucket_seconds": self.bucket_seconds,
-            "retention": self.retention,
-            "stride": self.stride,
-            "origin": self.origin,
-            "watermark": None if math.isinf(self._watermark) else self._watermark,
-            "buckets": [
-                {"index": b.index, "windows": b.windows, "sketch": b.sketch.to_dict()}
-                for b in (self._buckets[i] for i in sorted(self._buckets))
-            ],
-        }
+    def to_state(self) -> dict[str, Any]:
+        """Settings, watermark and every bucket's counts-only sketch, as a container of
+        :mod:`stream_monitor.core.state_format`."""
+        return state_format.tagged(
+            "time_buckets",
+            BUCKETS_FORMAT,
+            model_id=self.schema.model_id,
+            bucket_seconds=self.bucket_seconds,
+            retention=self.retention,
+            stride=self.stride,
+            origin=self.origin,
+            # -inf before the first window: an array keeps it exactly.
+            watermark=np.array([self._watermark], dtype=np.float64),
+            buckets=state_format.indexed(
+                [
+                    {"index": b.index, "windows": b.windows, "sketch": b.sketch.to_state()}
+                    for b in (self._buckets[i] for i in sorted(self._buckets))
+                ]
+            ),
+        )
 
     @classmethod
-    def from_dict(cls, data: Any, schema: ModelSchema, reference: ReferenceProfile) -> Self:
-        """Inverse of :meth:`to_dict`; :class:`StateError` on a foreign or broken state.
+    @state_format.restoring
+    def from_state(
+        cls,
+        state: StateReader | dict[str, Any],
+        schema: ModelSchema,
+        reference: ReferenceProfile,
+        what: str = "bucket profiles",
+    ) -> Self:
+        """Inverse of :meth:`to_state`; :class:`StateError` on a foreign or broken state.
 
         >>> from stream_monitor.core.reference import ReferenceProfile
         >>> from stream_monitor.core.schema import ModelSchema
         >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
-        >>> state = TimeBucketProfiles(schema, reference, retention=7).to_dict()
-        >>> TimeBucketProfiles.from_dict(state, schema, reference).retention
+        >>> state = TimeBucketProfiles(schema, reference, retention=7).to_state()
+        >>> TimeBucketProfiles.from_state(state, schema, reference).retention
         7
-        >>> TimeBucketProfiles.from_dict({"format": 99}, schema, reference)
+        >>> TimeBucketProfiles.from_state({"kind": "time_buckets", "format": 1}, schema, reference)
         Traceback (most recent call last):
         ...
-        stream_monitor.errors.StateError: bad bucket profiles: format 99, expected 1
+        stream_monitor.errors.StateError: bucket profiles: 'time_buckets' state of layout 1, expected 2
         """
-        if not isinstance(data, dict) or data.get("format") != BUCKETS_FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise StateError(f"bad bucket profiles: format {found!r}, expected {BUCKETS_FORMAT}")
-        if data.get("model_id") != schema.model_id:
-            raise StateError(
-                f"bucket profiles of model {data.get('model_id')!r} restored as {schema.model_id!r}"
-            )
+        r = state if isinstance(state, StateReader) else StateReader(state, what)
+        r.expect("time_buckets", BUCKETS_FORMAT)
+        model_id = r.text("model_id")
+        if model_id != schema.model_id:
+            raise StateError(f"{r.what}: of model {model_id!r}, restored as {schema.model_id!r}")
         try:
             profiles = cls(
                 schema,
                 reference,
-                bucket_seconds=float(data["bucket_seconds"]),
-                retention=int(data["retention"]),
-                stride=int(data["stride"]),
-                origin=float(data["origin"]),
+                bucket_seconds=r.number("bucket_seconds"),
+                retention=r.integer("retention"),
+                stride=r.integer("stride"),
+                origin=r.number("origin"),
             )
-            wm = data["watermark"]
-            profiles._watermark = -math.inf if wm is None else float(wm)
-            for b in data["buckets"]:
-                index = int(b["index"])
-                lo = profiles.origin + index * profiles.bucket_seconds
-                sketch = WindowSketch.from_dict(b["sketch"], schema, reference)
-                profiles._buckets[index] = Bucket(
-                    index, lo, lo + profiles.bucket_seconds, sketch, int(b["windows"])
-                )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"bad bucket profiles for model {schema.model_id!r}: {exc!r}") from exc
+        except ValueError as exc:
+            raise StateError(f"{r.what}: {exc}") from exc
+        (profiles._watermark,) = r.array("watermark", np.float64, shape=(1,)).tolist()
+        for b in r.children("buckets"):
+            index = b.integer("index")
+            lo = profiles.origin + index * profiles.bucket_seconds
+            sketch = WindowSketch.from_state(b.child("sketch"), schema, reference)
+            if index in profiles._buckets:
+                raise StateError(f"{b.what}: bucket {index} appears twice")
+            profiles._buckets[index] = Bucket(
+                index, lo, lo + profiles.bucket_seconds, sketch, b.integer("windows", min_value=0)
+            )
         return profiles
 
     def snapshot(self) -> bytes:
-        """:meth:`to_dict` as JSON bytes."""
-        return orjson.dumps(self.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+        """:meth:`to_state` as bytes (the one state format)."""
+        return state_format.encode(self.to_state())
 
     @classmethod
     def restore(cls, data: bytes, schema: ModelSchema, reference: ReferenceProfile) -> Self:
@@ -245,11 +258,7 @@ class TimeBucketProfiles:
         >>> TimeBucketProfiles.restore(p.snapshot(), schema, reference).bucket_seconds
         60.0
         """
-        try:
-            decoded = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise StateError(f"bad bucket profiles: not JSON ({exc})") from exc
-        return cls.from_dict(decoded, schema, reference)
+        return cls.from_state(state_format.decode(data), schema, reference)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ mean: the weight of a feature is its configured ``importance``, doubled for key 
 (``key_weight``) — drift in what the model leans on counts more.
 
 **Regimes.** Buckets are grouped by average-linkage hierarchical clustering (``scipy``) on the matrix,
-cut at ``cut`` (default 0.1 for PSI: the detectors' "warning" level — two days that differ by less
-than a drift warning are the same kind of day; for JS use about 0.1 / (8 ln 2) ≈ 0.018). Average
-linkage compares groups by their mean distance, so a slow trend is not chained into one group the way
-single linkage would. Each group is then named from where its buckets sit in time:
+cut at ``cut`` (default the model's ``policy.psi_warning``, 0.1: the detectors' "warning" level —
+two days that differ by less than a drift warning are the same kind of day; for JS it is divided by
+8 ln 2: 0.1 / (8 ln 2) ≈ 0.018). Average linkage compares groups by their mean distance, so a slow
+trend is not chained into one group the way single linkage would. Each group is then named from
+where its buckets sit in time:
 
 - ``normal``: the largest group (ties: the one with the most recent bucket);
 - ``recurring``: another group that comes back — its buckets form at least two separate runs
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -50,10 +51,18 @@ from scipy.spatial.distance import squareform
 
 from stream_monitor.core.insights.buckets import Bucket
 from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.settings import (
+    PSI_PER_JS,
+    DetectorSettings,
+    DnaMetric,
+    InsightSettings,
+    PolicySettings,
+)
 
-Metric = Literal["psi", "js"]
-#: Default regime cut per metric (see the module docstring for why).
-DEFAULT_CUT = {"psi": 0.1, "js": 0.1 / (8 * np.log(2))}
+Metric = DnaMetric
+#: Default regime cut per metric: the default PSI warning level (see the module docstring for why).
+#: A model's own cut follows its ``policy.psi_warning`` (``ModelSettings.resolved_insights``).
+DEFAULT_CUT = {"psi": PolicySettings.psi_warning, "js": PolicySettings.psi_warning / PSI_PER_JS}
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,7 @@ class DataDNA:
     groups: np.ndarray  # (B,) regime id per bucket, -1 = incident
     regimes: list[Regime]
     metric: str = "psi"
-    cut: float = 0.1
+    cut: float = DEFAULT_CUT["psi"]
     labels: list[str] = field(default_factory=list)
 
     def regime_of(self, bucket_id: int) -> Regime | None:
@@ -121,7 +130,9 @@ class DataDNA:
         }
 
 
-def feature_weights(schema: ModelSchema, key_weight: float = 2.0) -> tuple[tuple[str, ...], np.ndarray]:
+def feature_weights(
+    schema: ModelSchema, key_weight: float = InsightSettings.key_weight
+) -> tuple[tuple[str, ...], np.ndarray]:
     """Feature names in sketch order (numeric, then categorical) and their normalised weights.
 
     >>> from stream_monitor.core.schema import FeatureSpec, ModelSchema
@@ -162,7 +173,9 @@ def bucket_counts(buckets: Sequence[Bucket]) -> np.ndarray:
     return out
 
 
-def pairwise_divergence(counts: np.ndarray, metric: Metric = "psi", eps: float = 1e-4) -> np.ndarray:
+def pairwise_divergence(
+    counts: np.ndarray, metric: Metric = "psi", eps: float = DetectorSettings.psi_epsilon
+) -> np.ndarray:
     """``(F, B, B)`` PSI or JS between every pair of buckets, per feature, from ``(B, F, bins)`` counts.
 
     Zero-padded bins are dropped per feature (they are zero in every bucket), so the smoothing is the
@@ -307,7 +320,7 @@ def dna_from_buckets(
     *,
     metric: Metric = "psi",
     cut: float | None = None,
-    key_weight: float = 2.0,
+    key_weight: float = InsightSettings.key_weight,
     incidents: Sequence[int] = (),
 ) -> DataDNA:
     """:func:`data_dna` on closed :class:`Bucket` profiles, weights from the schema."""

@@ -42,19 +42,7 @@ import numpy as np
 
 from stream_monitor.core.insights.buckets import Bucket, BucketRates, bucket_rates
 from stream_monitor.core.reference import ReferenceProfile
-
-
-@dataclass(frozen=True)
-class IncidentSettings:
-    """Thresholds of the incident checks (see the module docstring)."""
-
-    missing_delta: float = 0.1
-    out_of_range_delta: float = 0.25
-    new_category_delta: float = 0.1
-    volume_low: float = 0.5
-    volume_high: float = 2.0
-    volume_history: int = 7
-    volume_min_history: int = 3
+from stream_monitor.core.settings import IncidentSettings
 
 
 @dataclass

@@ -17,29 +17,22 @@ Rules (seed 001's "data-driven retraining"):
 Pure.
 
 >>> periods([3, 4, 5, 9, 10], {b: (b * 10.0, b * 10.0 + 10) for b in range(11)})
-[{'start': 90.0, 'end': 110.0, 'buckets': 2}, {'start': 30.0, 'end': 60.0, 'buckets': 3}]
+(Period(start=90.0, end=110.0, buckets=2), Period(start=30.0, end=60.0, buckets=3))
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from stream_monitor.core.insights.buckets import Bucket
 from stream_monitor.core.insights.dna import DataDNA
 from stream_monitor.core.insights.incidents import Incident
 from stream_monitor.core.insights.segments import SegmentDrift
-
-
-@dataclass(frozen=True)
-class RecommendSettings:
-    """How a recommendation is made (see the module docstring)."""
-
-    recent_buckets: int = 7
-    min_new_labels: int = 2000
-    min_buckets: int = 3
+from stream_monitor.core.settings import RecommendSettings
+from stream_monitor.core.triggers import ExcludedPeriod, LabelOutlook, Period, Recommendation, RegimeSummary
 
 
 def plain(value: Any) -> Any:
@@ -58,24 +51,22 @@ def plain(value: Any) -> Any:
     return value
 
 
-def periods(bucket_ids: Sequence[int], bounds: Mapping[int, tuple[float, float]]) -> list[dict[str, Any]]:
-    """Consecutive bucket ids as ``{start, end, buckets}`` periods, the most recent first."""
+def periods(bucket_ids: Sequence[int], bounds: Mapping[int, tuple[float, float]]) -> tuple[Period, ...]:
+    """Consecutive bucket ids as periods (start, end, buckets), the most recent first."""
     runs: list[list[int]] = []
     for b in sorted(bucket_ids):
         if runs and b == runs[-1][-1] + 1:
             runs[-1].append(b)
         else:
             runs.append([b])
-    return [{"start": bounds[r[0]][0], "end": bounds[r[-1]][1], "buckets": len(r)} for r in reversed(runs)]
+    return tuple(Period(start=bounds[r[0]][0], end=bounds[r[-1]][1], buckets=len(r)) for r in reversed(runs))
 
 
-def label_outlook(
-    new_labels: float, arrival_rate: float, now: float, needed: int
-) -> dict[str, float | bool | None]:
+def label_outlook(new_labels: float, arrival_rate: float, now: float, needed: int) -> LabelOutlook:
     """When ``needed`` new labels will have joined, at ``arrival_rate`` labels per second.
 
     >>> outlook = label_outlook(500.0, 0.5, 1000.0, 2000)
-    >>> outlook["arrival_rate_per_hour"], outlook["enough"], outlook["ready_at"], outlook["hours_to_go"]
+    >>> outlook.arrival_rate_per_hour, outlook.enough, outlook.ready_at, outlook.hours_to_go
     (1800.0, False, 4000.0, 0.833)
     """
     enough = new_labels >= needed
@@ -86,18 +77,18 @@ def label_outlook(
         ready_at = now + (needed - new_labels) / arrival_rate
     else:
         ready_at = None
-    return {
-        "new_labels": float(new_labels),
-        "needed": needed,
-        "arrival_rate_per_hour": round(arrival_rate * 3600.0, 3) if math.isfinite(arrival_rate) else 0.0,
-        "enough": enough,
-        "ready_at": ready_at,
-        "hours_to_go": None if ready_at is None else round((ready_at - now) / 3600.0, 3),
-    }
+    return LabelOutlook(
+        new_labels=float(new_labels),
+        needed=needed,
+        arrival_rate_per_hour=round(arrival_rate * 3600.0, 3) if math.isfinite(arrival_rate) else 0.0,
+        enough=bool(enough),
+        ready_at=ready_at,
+        hours_to_go=None if ready_at is None else round((ready_at - now) / 3600.0, 3),
+    )
 
 
 def recommend(
-    base: Mapping[str, Any],
+    base: Recommendation,
     buckets: Sequence[Bucket],
     dna: DataDNA | None,
     incidents: Sequence[Incident],
@@ -105,28 +96,32 @@ def recommend(
     labels: Mapping[str, float] | None = None,
     now: float = 0.0,
     settings: RecommendSettings | None = None,
-) -> dict[str, Any]:
+) -> Recommendation:
     """The policy's recommendation ``base`` with bucket-based ``train_on``/``exclude`` and more.
 
     Until ``min_buckets`` buckets have closed, ``train_on``/``exclude`` stay the policy's window-based
     ones (``basis: "windows"``); the segment and label parts are always added.
     """
     s = settings or RecommendSettings()
-    out = dict(base)
     labels = labels or {}
-    out["segments_needing_attention"] = sorted(
-        set(base.get("segments_needing_attention", [])) | {r.segment for r in segments}
-    )
-    out["segments"] = [r.to_dict() for r in segments]
-    out["labels"] = label_outlook(
-        float(base.get("new_labels_since_last_trigger", 0.0)),
+    outlook = label_outlook(
+        float(base.new_labels_since_last_trigger),
         float(labels.get("arrival_rate", 0.0)),
         now,
         s.min_new_labels,
     )
+    out = dataclasses.replace(
+        base,
+        segments_needing_attention=tuple(
+            sorted(set(base.segments_needing_attention) | {r.segment for r in segments})
+        ),
+        segments=tuple(plain(r.to_dict()) for r in segments),
+        labels=outlook,
+        # One truth: the flag is the outlook's verdict (the policy used the same threshold).
+        enough_new_labels=outlook.enough if base.enough_new_labels is not None else None,
+    )
     if dna is None or len(buckets) < s.min_buckets:
-        out["basis"] = "windows"
-        return plain(out)  # type: ignore[no-any-return,unused-ignore]
+        return dataclasses.replace(out, basis="windows")
     bounds = {b.index: (b.start, b.end) for b in buckets}
     incident_of = {i.bucket: i for i in incidents}
     clean = [b.index for b in buckets if b.index not in incident_of]
@@ -142,24 +137,29 @@ def recommend(
         else:
             other.append(b)
     exclude = [
-        {"start": i.start, "end": i.end, "buckets": 1, "reason": "integrity_incident", "detail": i.reason}
+        ExcludedPeriod(start=i.start, end=i.end, buckets=1, reason="integrity_incident", detail=i.reason)
         for i in sorted(incidents, key=lambda i: -i.bucket)
         if i.bucket in bounds
     ]
-    exclude += [{**p, "reason": "one_off_regime"} for p in periods(one_off, bounds)]
-    exclude += [{**p, "reason": "regime_not_in_recent_production"} for p in periods(other, bounds)]
-    out["train_on"] = periods(train, bounds)
-    out["exclude"] = exclude
-    out["regimes"] = [
-        {
-            "id": r.id,
-            "kind": r.kind,
-            "buckets": len(r.buckets),
-            "recent": r.id in recent_regimes,
-            "period_buckets": r.period,
-        }
-        for r in dna.regimes
-    ]
-    out["train_on_buckets"] = len(train)
-    out["basis"] = "buckets"
-    return plain(out)  # type: ignore[no-any-return,unused-ignore]
+    for reason, ids in (("one_off_regime", one_off), ("regime_not_in_recent_production", other)):
+        exclude += [
+            ExcludedPeriod(start=p.start, end=p.end, buckets=p.buckets, reason=reason)
+            for p in periods(ids, bounds)
+        ]
+    return dataclasses.replace(
+        out,
+        train_on=periods(train, bounds),
+        exclude=tuple(exclude),
+        regimes=tuple(
+            RegimeSummary(
+                id=r.id,
+                kind=r.kind,
+                buckets=len(r.buckets),
+                recent=r.id in recent_regimes,
+                period_buckets=r.period,
+            )
+            for r in dna.regimes
+        ),
+        train_on_buckets=len(train),
+        basis="buckets",
+    )

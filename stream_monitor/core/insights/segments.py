@@ -12,7 +12,8 @@ the ``__other__`` one (label cardinality stays bounded).
   every batch, a segment whose share of the open bucket reaches ``surge_min_share`` and at least
   ``surge_ratio`` × its mean share over the last ``baseline_buckets`` closed buckets (0 for a new
   value) is checked at once, without waiting for the window to close: its counts are compared with
-  the reference, and the check *drifts* when a key feature's PSI reaches ``psi_alarm``. A surge needs
+  the reference, and the check *drifts* when a key feature's PSI reaches ``psi_alarm`` (the model's
+  ``policy.psi_alarm`` unless ``insights.segments.psi_alarm`` sets one for segments). A surge needs
   a baseline (one closed bucket) and ``surge_min_events`` events of the segment, so start-up is quiet.
 
 Pure: batches in, results out; time is the events' time.
@@ -44,21 +45,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import orjson
 
+from stream_monitor.core import state_format
 from stream_monitor.core.detectors.psi import psi_matrix
 from stream_monitor.core.insights.dna import feature_weights
 from stream_monitor.core.reference import OTHER, ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.settings import InsightSettings, PolicySettings, SegmentSettings
 from stream_monitor.core.sketches import MISSING_SEGMENT, WindowSketch
+from stream_monitor.core.state_format import StateReader
 from stream_monitor.core.windows import take_batch
 from stream_monitor.errors import StateError
 
 if TYPE_CHECKING:
     from stream_monitor.core.events import PredictionBatch
 
-SEGMENTS_FORMAT = 1
-DAY = 86400.0
+SEGMENTS_FORMAT = 2  # 1 was JSON
 
 
 def _rounded(value: float | None) -> float | None:
@@ -66,19 +68,6 @@ def _rounded(value: float | None) -> float | None:
     if value is None or not math.isfinite(float(value)):
         return None
     return round(float(value), 6)
-
-
-@dataclass(frozen=True)
-class SegmentSettings:
-    """Thresholds of segment drift and surge checks (see the module docstring)."""
-
-    min_events: int = 200
-    psi_alarm: float = 0.15
-    surge_min_share: float = 0.05
-    surge_ratio: float = 3.0
-    surge_min_events: int = 200
-    baseline_buckets: int = 7
-    key_weight: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -167,17 +156,22 @@ class SegmentTracker:
         schema: ModelSchema,
         reference: ReferenceProfile,
         settings: SegmentSettings | None = None,
-        bucket_seconds: float = DAY,
-        retention: int = 90,
+        bucket_seconds: float = InsightSettings.bucket_seconds,
+        retention: int = InsightSettings.retention,
         origin: float = 0.0,
+        key_weight: float = InsightSettings.key_weight,
     ) -> None:
         self.schema = schema
         self.reference = reference
         self.settings = settings or SegmentSettings()
+        # A segment drifts where the model does, unless its settings say otherwise.
+        self.psi_alarm = (
+            PolicySettings.psi_alarm if self.settings.psi_alarm is None else self.settings.psi_alarm
+        )
         self.bucket_seconds = float(bucket_seconds)
         self.retention = retention
         self.origin = float(origin)
-        names, weights = feature_weights(schema, self.settings.key_weight)
+        names, weights = feature_weights(schema, key_weight)
         self._weights = dict(zip(names, weights, strict=True))
         self._key_features = set(schema.key_features) or set(names)
         # bucket -> key -> value -> counts-only sketch (open buckets: at most the two newest)
@@ -309,13 +303,11 @@ class SegmentTracker:
         ]
 
     def needing_attention(self) -> list[SegmentDrift]:
-        """Segments of :meth:`latest` whose drift reaches ``psi_alarm``, by drift × share."""
+        """Segments of :meth:`latest` whose drift reaches :attr:`psi_alarm`, by drift × share."""
         return [
             r
             for r in self.latest()
-            if r.events >= self.settings.min_events
-            and not math.isnan(r.drift)
-            and r.drift >= self.settings.psi_alarm
+            if r.events >= self.settings.min_events and not math.isnan(r.drift) and r.drift >= self.psi_alarm
         ]
 
     def baseline_share(self, key: str, value: str, before: int) -> float | None:
@@ -352,57 +344,73 @@ class SegmentTracker:
                 if share - base < s.surge_min_share:
                     continue
                 result = self._segment_drift(key, value, b, sk, total)
-                drift = not math.isnan(result.key_psi) and result.key_psi >= s.psi_alarm
+                drift = not math.isnan(result.key_psi) and result.key_psi >= self.psi_alarm
                 checks.append(SurgeCheck(key, value, b, share, base, sk.n_events, drift, result, sk.ts_max))
         return checks
 
     # -- state --------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": SEGMENTS_FORMAT,
-            "model_id": self.schema.model_id,
-            "open": {
-                str(b): {k: {v: sk.to_dict() for v, sk in vals.items()} for k, vals in per_key.items()}
-                for b, per_key in self._open.items()
-            },
-            "open_events": {str(b): n for b, n in self._open_events.items()},
-            "history": {str(b): h for b, h in self.history.items()},
-        }
+    def to_state(self) -> dict[str, Any]:
+        """Open buckets' sketches, their event counts and the closed buckets' summaries, as a
+        container of :mod:`stream_monitor.core.state_format` (settings come from the constructor)."""
+        return state_format.tagged(
+            "segment_tracker",
+            SEGMENTS_FORMAT,
+            model_id=self.schema.model_id,
+            open_events=[[b, n] for b, n in self._open_events.items()],
+            history=[[b, h] for b, h in self.history.items()],
+            # Segment values are data (any length): they go in the items' JSON, not in part names.
+            # Per bucket and key, an item without value (the key, even without segments yet), then
+            # one item per segment value with its sketch.
+            open=state_format.indexed(self._open_items()),
+        )
 
-    def load_dict(self, data: Any) -> None:
-        """Load :meth:`to_dict` state into this tracker (settings come from the constructor)."""
-        if not isinstance(data, dict) or data.get("format") != SEGMENTS_FORMAT:
-            raise StateError("bad segment tracker state: unknown format")
-        if data.get("model_id") != self.schema.model_id:
-            raise StateError(
-                f"segment state of model {data.get('model_id')!r} restored as {self.schema.model_id!r}"
-            )
-        try:
-            self._open = {
-                int(b): {
-                    k: {v: WindowSketch.from_dict(sk, self.schema, self.reference) for v, sk in vals.items()}
-                    for k, vals in per_key.items()
-                }
-                for b, per_key in data["open"].items()
-            }
-            self._open_events = {int(b): int(n) for b, n in data["open_events"].items()}
-            self.history = {int(b): h for b, h in data["history"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise StateError(
-                f"bad segment tracker state for model {self.schema.model_id!r}: {exc!r}"
-            ) from exc
+    def _open_items(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for b, per_key in self._open.items():
+            for k, vals in per_key.items():
+                items.append({"bucket": b, "key": k, "value": None})
+                items += [
+                    {"bucket": b, "key": k, "value": v, "sketch": sk.to_state()} for v, sk in vals.items()
+                ]
+        return items
+
+    @state_format.restoring
+    def load_state(self, state: StateReader | dict[str, Any]) -> None:
+        """Load :meth:`to_state` state into this tracker; :class:`StateError` if it does not fit."""
+        r = state if isinstance(state, StateReader) else StateReader(state, "segment tracker")
+        r.expect("segment_tracker", SEGMENTS_FORMAT)
+        model_id = r.text("model_id")
+        if model_id != self.schema.model_id:
+            raise StateError(f"{r.what}: of model {model_id!r}, restored as {self.schema.model_id!r}")
+        open_: dict[int, dict[str, dict[str, WindowSketch]]] = {}
+        for item in r.children("open"):
+            b, key, value = item.integer("bucket"), item.text("key"), item.optional_text("value")
+            if key not in self.schema.segment_keys:
+                raise StateError(f"{item.what}: {key!r} is not a segment key of the schema")
+            per_key = open_.setdefault(b, {})
+            sketches = per_key.setdefault(key, {})
+            if value is not None:
+                sketches[value] = WindowSketch.from_state(item.child("sketch"), self.schema, self.reference)
+        pairs = r.json_list("open_events", list) + r.json_list("history", list)
+        if not all(len(p) == 2 and type(p[0]) is int for p in pairs):
+            raise StateError(f"{r.what}: bucket numbers are not integers")
+        open_events = {b: n for b, n in r.json_list("open_events", list)}
+        history = {b: h for b, h in r.json_list("history", list)}
+        if not all(type(n) is int for n in open_events.values()) or not all(
+            isinstance(h, dict) and isinstance(h.get("segments"), list) for h in history.values()
+        ):
+            raise StateError(f"{r.what}: open event counts or closed bucket summaries do not fit")
+        self._open, self._open_events, self.history = open_, open_events, history
 
     def snapshot(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        """:meth:`to_state` as bytes (the one state format)."""
+        return state_format.encode(self.to_state())
 
     @classmethod
     def restore(cls, data: bytes, schema: ModelSchema, reference: ReferenceProfile, **kwargs: Any) -> Self:
         """Rebuild from :meth:`snapshot` bytes; settings as keyword arguments of the constructor."""
         tracker = cls(schema, reference, **kwargs)
-        try:
-            tracker.load_dict(orjson.loads(data))
-        except orjson.JSONDecodeError as exc:
-            raise StateError(f"bad segment tracker state: not JSON ({exc})") from exc
+        tracker.load_state(state_format.decode(data))
         return tracker
 
 

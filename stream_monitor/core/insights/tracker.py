@@ -2,14 +2,15 @@
 
 :class:`InsightTracker` is what :class:`stream_monitor.core.monitor.ModelMonitor` holds next to its windows:
 
-- ``observe_batch(batch, now)``: segment counts; a segment surge with drift returns a trigger at once
+- ``observe_batch(batch)``: segment counts; a segment surge with drift returns a trigger at once
   (kind ``data_drift``, first reason ``segment_surge``), at most one per segment per ``cooldown``;
 - ``observe_window(window)``: the window's sketch goes into its time bucket; when buckets close, the
   incidents and the data DNA are recomputed (once per bucket, not per window);
-- ``enrich(trigger, labels)``: the trigger's ``recommendation`` gets the bucket-based advice of
+- ``enrich(trigger, labels)``: the trigger with its ``recommendation`` given the bucket-based advice of
   :mod:`stream_monitor.core.insights.recommend`.
 
-Everything snapshots to bytes with the monitor. Pure: event time from the events, ``now`` passed in.
+Everything snapshots to bytes with the monitor. Pure: event time from the events; triggers are
+built by :func:`stream_monitor.core.triggers.build_trigger`, like the policy's.
 
 >>> from types import SimpleNamespace
 >>> import numpy as np
@@ -21,63 +22,61 @@ Everything snapshots to bytes with the monitor. Pure: event time from the events
 >>> def batch(day, n, ch, loc):
 ...     x = rng.normal(loc, 1.0, n)
 ...     ids = [f"{day}-{ch}-{i}" for i in range(n)]
-...     return SimpleNamespace(event_id=ids, ts=np.full(n, day * DAY + 60),
+...     return SimpleNamespace(event_id=ids, ts=np.full(n, day * 86400.0 + 60),
 ...         numeric=x[None, :], categorical=[], score=x, pred_label=[None] * n, segments={"ch": [ch] * n})
 >>> tracker = InsightTracker(schema, ref)
->>> tracker.observe_batch(batch(0, 3000, "web", 0.0), now=0.0)
+>>> tracker.observe_batch(batch(0, 3000, "web", 0.0))
 []
->>> [t["reasons"][0]["feature"] for t in tracker.observe_batch(batch(1, 2000, "partner", 2.0), now=0.0)]
+>>> [t.reasons[0].feature for t in tracker.observe_batch(batch(1, 2000, "partner", 2.0))]
 ['segment:ch=partner']
->>> tracker.observe_batch(batch(1, 2000, "partner", 2.0), now=0.0)  # cooldown: once per segment
+>>> tracker.observe_batch(batch(1, 2000, "partner", 2.0))  # cooldown: once per segment
 []
 """
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import math
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
-import orjson
-
-from stream_monitor.core.insights.buckets import DAY, Bucket, TimeBucketProfiles
-from stream_monitor.core.insights.dna import DataDNA, Metric, dna_from_buckets
-from stream_monitor.core.insights.incidents import Incident, IncidentSettings, find_incidents
-from stream_monitor.core.insights.recommend import RecommendSettings, plain, recommend
-from stream_monitor.core.insights.segments import SegmentSettings, SegmentTracker, SurgeCheck
-from stream_monitor.core.policy import trigger_id
+from stream_monitor.core import state_format
+from stream_monitor.core.detectors.base import DetectorResult
+from stream_monitor.core.detectors.table import PSI
+from stream_monitor.core.insights.buckets import Bucket, TimeBucketProfiles
+from stream_monitor.core.insights.dna import DataDNA, dna_from_buckets
+from stream_monitor.core.insights.incidents import Incident, find_incidents
+from stream_monitor.core.insights.recommend import plain, recommend
+from stream_monitor.core.insights.segments import SegmentTracker, SurgeCheck
 from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.settings import InsightSettings, ModelSettings
+from stream_monitor.core.state_format import StateReader
+from stream_monitor.core.triggers import (
+    Recommendation,
+    SegmentSurgeEvidence,
+    Trigger,
+    Window,
+    build_trigger,
+)
 from stream_monitor.core.windows import ClosedWindow
 from stream_monitor.errors import StateError
 
 if TYPE_CHECKING:
     from stream_monitor.core.events import PredictionBatch
 
-_FORMAT = 1
+_FORMAT = 2  # 1 was JSON with the bucket profiles in base64
 REGIME_KINDS = ("normal", "recurring", "one_off", "emerging", "incident", "unknown")
 
 
-@dataclass(frozen=True)
-class InsightSettings:
-    """All insight settings of one model."""
-
-    bucket_seconds: float = DAY
-    retention: int = 90
-    stride: int = 1
-    dna_metric: Metric = "psi"
-    dna_cut: float | None = None
-    key_weight: float = 2.0
-    surge_cooldown_seconds: float = 6 * 3600.0
-    incidents: IncidentSettings = field(default_factory=IncidentSettings)
-    segments: SegmentSettings = field(default_factory=SegmentSettings)
-    recommend: RecommendSettings = field(default_factory=RecommendSettings)
-
-
 class InsightTracker:
-    """Bucket profiles, segment tracker, cached DNA and incidents of one model. See the module doc."""
+    """Bucket profiles, segment tracker, cached DNA and incidents of one model. See the module doc.
+
+    ``settings`` are the model's :class:`~stream_monitor.core.settings.InsightSettings` as
+    :meth:`~stream_monitor.core.settings.ModelSettings.resolved_insights` gives them (what is left to
+    the policy is taken from the default policy otherwise); ``stride`` is :func:`stride_for` the
+    model's windows.
+    """
 
     def __init__(
         self,
@@ -85,13 +84,20 @@ class InsightTracker:
         reference: ReferenceProfile,
         settings: InsightSettings | None = None,
         model_version: str | None = None,
+        *,
+        stride: int = 1,
     ) -> None:
         self.schema = schema
         self.reference = reference
-        self.settings = s = settings or InsightSettings()
+        s = settings or InsightSettings()
+        if s.dna_cut is None or s.segments.psi_alarm is None:
+            s = ModelSettings(insights=s).resolved_insights()
+        self.settings = s
         self.model_version = model_version
-        self.buckets = TimeBucketProfiles(schema, reference, s.bucket_seconds, s.retention, s.stride)
-        self.segments = SegmentTracker(schema, reference, s.segments, s.bucket_seconds, s.retention)
+        self.buckets = TimeBucketProfiles(schema, reference, s.bucket_seconds, s.retention, stride)
+        self.segments = SegmentTracker(
+            schema, reference, s.segments, s.bucket_seconds, s.retention, key_weight=s.key_weight
+        )
         self._surge_fired: dict[str, float] = {}
         self.surges: deque[dict[str, Any]] = deque(maxlen=50)
         self._dna: DataDNA | None = None
@@ -99,7 +105,7 @@ class InsightTracker:
         self.current_regime: tuple[int, str] = (-1, "unknown")
 
     # -- feeding ------------------------------------------------------------------------------
-    def observe_batch(self, batch: PredictionBatch, now: float) -> list[dict[str, Any]]:
+    def observe_batch(self, batch: PredictionBatch) -> list[Trigger]:
         """Segment counts and surge checks; returns the triggers of surges that drift."""
         checks = self.segments.update(batch)
         triggers = []
@@ -122,7 +128,7 @@ class InsightTracker:
             # drifts fires and then waits out the cooldown.
             if check.drift:
                 self._surge_fired[check.segment] = check.event_time
-                triggers.append(self._surge_trigger(check, now))
+                triggers.append(self._surge_trigger(check))
         return triggers
 
     def observe_window(self, window: ClosedWindow) -> list[int]:
@@ -166,7 +172,7 @@ class InsightTracker:
         return self._dna
 
     # -- recommendation -----------------------------------------------------------------------
-    def recommendation(self, base: dict[str, Any], labels: dict[str, float], now: float) -> dict[str, Any]:
+    def recommendation(self, base: Recommendation, labels: dict[str, float], now: float) -> Recommendation:
         """``base`` (the policy's recommendation) with the bucket-based advice added."""
         return recommend(
             base,
@@ -179,82 +185,101 @@ class InsightTracker:
             self.settings.recommend,
         )
 
-    def enrich(self, trigger: dict[str, Any], labels: dict[str, float]) -> dict[str, Any]:
-        """Replace a trigger's ``recommendation`` by :meth:`recommendation` (event time: the trigger's)."""
-        trigger["recommendation"] = self.recommendation(
-            trigger.get("recommendation", {}), labels, float(trigger["event_time"])
-        )
-        return trigger
+    def enrich(self, trigger: Trigger, labels: dict[str, float]) -> Trigger:
+        """The trigger with its ``recommendation`` replaced by :meth:`recommendation` (event time: the
+        trigger's)."""
+        advice = self.recommendation(trigger.recommendation, labels, trigger.event_time)
+        return dataclasses.replace(trigger, recommendation=advice)
 
-    def _surge_trigger(self, check: SurgeCheck, now: float) -> dict[str, Any]:
+    def _surge_trigger(self, check: SurgeCheck) -> Trigger:
         r = check.result
+        seg = self.settings.segments
         lo = self.segments.origin + check.bucket * self.settings.bucket_seconds
-        window = {"start": lo, "end": check.event_time, "events": check.events}
-        reasons = [
-            {
-                "detector": "segment_surge",
-                "feature": f"segment:{check.segment}",
-                "statistic": "share",
-                "value": round(check.share, 6),
-                "threshold": round(
-                    max(
-                        self.settings.segments.surge_min_share,
-                        self.settings.segments.surge_ratio * check.baseline_share,
-                    ),
-                    6,
-                ),
-                "p_value": None,
-                "window": window,
-            },
-            {
-                "detector": "psi",
-                "feature": f"segment:{check.segment}/{r.top_feature}",
-                "statistic": "psi",
-                "value": round(r.key_psi, 6),
-                "threshold": self.settings.segments.psi_alarm,
-                "p_value": None,
-                "window": window,
-            },
+        share_threshold = max(seg.surge_min_share, seg.surge_ratio * check.baseline_share)
+        results = [
+            DetectorResult(
+                "segment_surge",
+                f"segment:{check.segment}",
+                "share",
+                round(check.share, 6),
+                round(share_threshold, 6),
+                drift=True,
+            ),
+            DetectorResult(
+                PSI.name,
+                f"segment:{check.segment}/{r.top_feature}",
+                PSI.statistic,
+                round(r.key_psi, 6),
+                self.segments.psi_alarm,
+                drift=True,
+            ),
         ]
-        return plain(
-            {
-                "trigger_id": trigger_id(
-                    self.schema.model_id, f"segment_surge:{check.segment}", check.bucket, lo
-                ),
-                "model_id": self.schema.model_id,
-                "model_version": self.model_version,
-                "emitted_at": now,
-                "event_time": check.event_time,
-                "severity": "critical" if check.share >= 0.2 else "warning",
-                "kind": "data_drift",
-                "reasons": reasons,
-                "evidence": {
-                    "events_in_window": check.events,
-                    "segment_share": round(check.share, 6),
-                    "segment_baseline_share": round(check.baseline_share, 6),
-                    "segment_drift": r.to_dict(),
-                },
-                "recommendation": {
-                    "action": "investigate",
-                    "segments_needing_attention": [check.segment],
-                    "new_labels_since_last_trigger": 0.0,
-                },
-            }
+        return build_trigger(
+            model_id=self.schema.model_id,
+            model_version=self.model_version,
+            kind="data_drift",
+            severity="critical" if check.share >= 0.2 else "warning",
+            decision=f"segment_surge:{check.segment}",
+            index=check.bucket,
+            at=lo,
+            event_time=check.event_time,
+            window=Window(start=lo, end=check.event_time, events=check.events),
+            results=results,
+            evidence=SegmentSurgeEvidence(
+                events_in_window=check.events,
+                segment_share=round(check.share, 6),
+                segment_baseline_share=round(check.baseline_share, 6),
+                segment_drift=plain(r.to_dict()),
+            ),
+            recommendation=Recommendation(action="investigate", segments_needing_attention=(check.segment,)),
         )
 
     # -- state --------------------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        """Bucket profiles, segment state and surge cooldowns as bytes (DNA is recomputed on restore)."""
-        return orjson.dumps(
-            {
-                "format": _FORMAT,
-                "model_id": self.schema.model_id,
-                "buckets": base64.b64encode(self.buckets.snapshot()).decode(),
-                "segments": self.segments.to_dict(),
-                "surge_fired": self._surge_fired,
-                "surges": list(self.surges),
-            }
+    def to_state(self) -> dict[str, Any]:
+        """Bucket profiles, segment state and surge cooldowns as a container of
+        :mod:`stream_monitor.core.state_format` (DNA and incidents are recomputed on restore)."""
+        return state_format.tagged(
+            "insight_tracker",
+            _FORMAT,
+            model_id=self.schema.model_id,
+            surge_fired=[[segment, t] for segment, t in self._surge_fired.items()],
+            surges=list(self.surges),
+            buckets=self.buckets.to_state(),
+            segments=self.segments.to_state(),
         )
+
+    @classmethod
+    @state_format.restoring
+    def from_state(
+        cls,
+        state: StateReader | dict[str, Any],
+        schema: ModelSchema,
+        reference: ReferenceProfile,
+        settings: InsightSettings | None = None,
+        model_version: str | None = None,
+        what: str = "insights",
+    ) -> Self:
+        """Inverse of :meth:`to_state` (same schema and reference); :class:`StateError` if it does not fit."""
+        r = state if isinstance(state, StateReader) else StateReader(state, what)
+        r.expect("insight_tracker", _FORMAT)
+        model_id = r.text("model_id")
+        if model_id != schema.model_id:
+            raise StateError(f"{r.what}: insight state of model {model_id!r}, not {schema.model_id!r}")
+        tracker = cls(schema, reference, settings, model_version)
+        tracker.buckets = TimeBucketProfiles.from_state(r.child("buckets"), schema, reference)
+        tracker.segments.load_state(r.child("segments"))
+        fired = r.json_list("surge_fired", list)
+        if not all(len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int | float) for p in fired):
+            raise StateError(f"{r.what}: surge cooldowns do not fit")
+        tracker._surge_fired = {segment: float(t) for segment, t in fired}
+        tracker.surges.extend(r.json_list("surges", dict))
+        if tracker.buckets.closed():
+            tracker._refresh()
+        return tracker
+
+    def snapshot(self) -> bytes:
+        """:meth:`to_state` as bytes (the one state format)."""
+        return state_format.encode(self.to_state())
 
     @classmethod
     def restore(
@@ -266,20 +291,7 @@ class InsightTracker:
         model_version: str | None = None,
     ) -> Self:
         """Rebuild from :meth:`snapshot` bytes (same schema and reference)."""
-        try:
-            d = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise StateError(f"bad insight state: not JSON ({exc})") from exc
-        if not isinstance(d, dict) or d.get("format") != _FORMAT or d.get("model_id") != schema.model_id:
-            raise StateError(f"bad insight state for model {schema.model_id!r}")
-        tracker = cls(schema, reference, settings, model_version)
-        tracker.buckets = TimeBucketProfiles.restore(base64.b64decode(d["buckets"]), schema, reference)
-        tracker.segments.load_dict(d["segments"])
-        tracker._surge_fired = {str(k): float(v) for k, v in d["surge_fired"].items()}
-        tracker.surges.extend(d["surges"])
-        if tracker.buckets.closed():
-            tracker._refresh()
-        return tracker
+        return cls.from_state(state_format.decode(data), schema, reference, settings, model_version)
 
 
 def stride_for(kind: str, size: float, slide: float | None) -> int:
