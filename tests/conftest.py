@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from kafka_fixtures import (  # noqa: F401  (fixtures are found by name)
@@ -15,6 +18,9 @@ from kafka_fixtures import (  # noqa: F401  (fixtures are found by name)
     producer_factory,
     topic_factory,
 )
+
+if TYPE_CHECKING:
+    from service_fixtures import ServiceProcess
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -51,3 +57,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # A module failed at collection does not always count as a failed test: fail the session.
     if _SKIPPED_UNDER_CI and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def services() -> Iterator[Callable[..., ServiceProcess]]:
+    """Start ``stream-monitor run`` subprocesses; every one still running is stopped at teardown."""
+    from service_fixtures import ServiceProcess
+
+    started: list[ServiceProcess] = []
+
+    def start(config: Path, port: int, log: Path, env: dict[str, str] | None = None) -> ServiceProcess:
+        svc = ServiceProcess(config, port, log, env).start()
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()

@@ -34,20 +34,6 @@ pytestmark = pytest.mark.kafka
 PATIENT = {"sync_max_idle_seconds": 120}
 
 
-@pytest.fixture
-def services() -> Any:
-    started: list[ServiceProcess] = []
-
-    def start(config: Path, port: int, log: Path) -> ServiceProcess:
-        svc = ServiceProcess(config, port, log).start()
-        started.append(svc)
-        return svc
-
-    yield start
-    for svc in started:
-        svc.stop()
-
-
 def _outputs(topics: ServiceTopics, run: str) -> ServiceTopics:
     """The same input topics, with this run's own output topics."""
     return dataclasses.replace(

@@ -45,20 +45,6 @@ pytestmark = pytest.mark.kafka
 TRIGGER_FIELDS = {f.name for f in fields(Trigger)}
 
 
-@pytest.fixture
-def services() -> Any:
-    started: list[ServiceProcess] = []
-
-    def start(config: Path, port: int, log: Path, env: dict[str, str] | None = None) -> ServiceProcess:
-        svc = ServiceProcess(config, port, log, env).start()
-        started.append(svc)
-        return svc
-
-    yield start
-    for svc in started:
-        svc.stop()
-
-
 def _processed_all(svc: ServiceProcess, n: int) -> bool:
     done = svc.processed()
     return done["predictions"] + done["rejected"] >= n and done["labels"] >= n
