@@ -62,13 +62,15 @@ class InputOrder(Generic[_M]):
         self.chunk = max(1, int(chunk))
         self.max_idle_seconds = max_idle_seconds
         self._key = key
-        self.buffers: dict[str, deque[_M]] = {role: deque() for role in ROLES}
+        # Each entry: (timestamp tick, offset, record), the key computed once when the record arrives.
+        self.buffers: dict[str, deque[tuple[int, int, _M]]] = {role: deque() for role in ROLES}
         # Monotonic time since which a buffered input has been held back (the bounded wait).
         self.blocked_since: float | None = None
         self.forced_releases = 0
 
     def add(self, role: str, messages: Iterable[_M]) -> None:
-        self.buffers[role].extend(messages)
+        key, tick = self._key, self.tick_ms
+        self.buffers[role].extend((ts_ms // tick, offset, m) for m in messages for ts_ms, offset in (key(m),))
 
     def buffered(self, role: str) -> int:
         return len(self.buffers[role])
@@ -77,10 +79,6 @@ class InputOrder(Generic[_M]):
         for buffer in self.buffers.values():
             buffer.clear()
         self.blocked_since = None
-
-    def _merge_key(self, role: str, message: _M) -> tuple[int, int, int]:
-        ts_ms, offset = self._key(message)
-        return (ts_ms // self.tick_ms, _RANK[role], offset)
 
     def release(self, now: float, caught_up: Callable[[str], bool]) -> list[tuple[str, list[_M]]]:
         """The runs whose order and extent are settled, in processing order; the rest stays buffered."""
@@ -102,10 +100,11 @@ class InputOrder(Generic[_M]):
 
     def _next_run(self, caught_up: Callable[[str], bool], forced: bool) -> tuple[str, list[_M]] | None:
         predictions, labels = self.buffers["predictions"], self.buffers["labels"]
+        # Merge key: (tick, rank, offset), predictions (rank 0) before labels (rank 1) within a tick.
         limit: tuple[int, int, int] | None = None
         if predictions and labels:
-            head_p = self._merge_key("predictions", predictions[0])
-            head_l = self._merge_key("labels", labels[0])
+            head_p = (predictions[0][0], 0, predictions[0][1])
+            head_l = (labels[0][0], 1, labels[0][1])
             role, limit = ("predictions", head_l) if head_p < head_l else ("labels", head_p)
         elif predictions or labels:
             role = "predictions" if predictions else "labels"
@@ -115,21 +114,17 @@ class InputOrder(Generic[_M]):
                 return None
         else:
             return None
-        buffer = self.buffers[role]
-        first_chunk = self._key(buffer[0])[1] // self.chunk
+        buffer, chunk, rank = self.buffers[role], self.chunk, _RANK[role]
+        first_chunk = buffer[0][1] // chunk
         size = 0
         complete = False
-        for message in buffer:
-            offset = self._key(message)[1]
-            if offset // self.chunk != first_chunk or (
-                limit is not None and self._merge_key(role, message) > limit
-            ):
+        for tick, offset, _ in buffer:
+            if offset // chunk != first_chunk or (limit is not None and (tick, rank, offset) > limit):
                 complete = True
                 break
             size += 1
         else:
-            last_offset = self._key(buffer[-1])[1]
-            complete = (last_offset + 1) % self.chunk == 0 or forced or caught_up(role)
+            complete = (buffer[-1][1] + 1) % chunk == 0 or forced or caught_up(role)
         if not complete or size == 0:
             return None
-        return role, [buffer.popleft() for _ in range(size)]
+        return role, [buffer.popleft()[2] for _ in range(size)]
