@@ -82,8 +82,10 @@ def test_psi_warning_level_alone_never_triggers() -> None:
 
 
 def test_drift_on_a_non_key_feature_does_not_trigger() -> None:
+    # One of three features drifts, and it is not a key feature: below the dataset rule's share.
     p = policy(consecutive_windows=1)
-    assert run(p, psi_stream([0.5] * 5, feature="other")) == []
+    evs = [window(i, psi_result("x", 0.01), psi_result("a", 0.5), psi_result("b", 0.01)) for i in range(5)]
+    assert run(p, evs) == []
 
 
 def test_without_key_features_every_feature_counts() -> None:
@@ -163,7 +165,8 @@ def test_data_drift_and_performance_in_the_same_window_are_one_combined_trigger(
     assert [t.kind for t in triggers] == ["combined"]
     (t,) = triggers
     assert t.severity == "critical"
-    assert {r.detector for r in t.reasons} == {"psi", "performance"}
+    # x is the only feature, so the dataset rule (all features drift) holds too.
+    assert {r.detector for r in t.reasons} == {"psi", "performance", "dataset_drift"}
     assert t.recommendation.action == "retrain"
 
 
@@ -173,7 +176,7 @@ def test_prediction_drift_is_folded_into_data_drift() -> None:
     evs = [window(i, psi_result("x", v), pred) for i, v in enumerate([0.2, 0.2, 0.2])]
     triggers = [t for ev in evs for t in p.decide(ev)]
     assert [t.kind for t in triggers] == ["data_drift"]
-    assert {r.feature for r in triggers[0].reasons} == {"x", "__prediction__"}
+    assert {r.feature for r in triggers[0].reasons} == {"x", "__prediction__", None}  # None: dataset rule
     # Folded prediction drift does not raise the severity (one feature, PSI below psi_critical).
     assert triggers[0].severity == "warning"
 
@@ -401,7 +404,8 @@ def test_every_contract_field_is_present() -> None:
     assert decided.emitted_at is None  # the core has no wall clock: the front end stamps it
     emitted = decided.with_emitted_at(42.0)
     t = emitted.to_dict()  # the event as it goes out
-    assert set(t) == TRIGGER_FIELDS
+    # supersedes and escalation are only on an escalation (tested below)
+    assert set(t) == TRIGGER_FIELDS - {"supersedes", "escalation"}
     assert t["model_id"] == "m" and t["model_version"] == "v1"
     assert t["emitted_at"] == 42.0 and t["event_time"] == HOUR
     assert t["severity"] in ("warning", "critical")

@@ -98,6 +98,51 @@ def window_inputs(schema: ModelSchema, reference: ReferenceProfile, sk: WindowSk
     return inputs
 
 
+#: A partial window that covered less than this share of its width gives no volume verdict: a rate
+#: measured over a few minutes of a day-long window says more about chance than about the stream.
+MIN_VOLUME_COVERAGE = 0.25
+
+
+def window_covered_seconds(window: ClosedWindow, *, partial_start: bool, partial_end: bool) -> float:
+    """The event time a window actually covered: what its event rate (the volume check) is measured over.
+
+    An event-time window covers its width, except where the stream did not run through it: the first
+    window after a start or a restore, or the first after a gap (a whole window width without any
+    event), begins at its first event (``partial_start``); the window before a gap, or the one flushed
+    at the end of a replay, ends at its last event (``partial_end``). Each partial side adds half the
+    window's mean gap between events, so evenly spaced events give the same rate as in a full
+    window. A count window (bounds = its first and last event, as the reference's rate) is never
+    partial. 0 (no volume verdict) when the window covered less than :data:`MIN_VOLUME_COVERAGE` of
+    its width or its events leave the rate unknown.
+
+    >>> from types import SimpleNamespace as NS
+    >>> w = NS(start=0.0, end=100.0, sketch=NS(n_events=11, ts_min=50.0, ts_max=90.0))
+    >>> window_covered_seconds(w, partial_start=False, partial_end=False)
+    100.0
+    >>> window_covered_seconds(w, partial_start=True, partial_end=False)  # 50 s + half a 4 s gap
+    52.0
+    >>> window_covered_seconds(w, partial_start=True, partial_end=True)
+    44.0
+    >>> window_covered_seconds(NS(start=0.0, end=100.0, sketch=NS(n_events=3, ts_min=1.0, ts_max=9.0)),
+    ...                        partial_start=True, partial_end=True)
+    0.0
+    """
+    sk = window.sketch
+    width = float(window.end - window.start)
+    span = float(sk.ts_max - sk.ts_min) if sk.n_events >= 2 else 0.0
+    if width <= 0:  # a count window whose events share one time
+        return span
+    if not (partial_start or partial_end):
+        return width
+    if span <= 0:
+        return 0.0
+    half_gap = span / (sk.n_events - 1) / 2
+    begin = sk.ts_min - half_gap if partial_start else float(window.start)
+    finish = sk.ts_max + half_gap if partial_end else float(window.end)
+    covered = min(finish, float(window.end)) - max(begin, float(window.start))
+    return covered if covered >= MIN_VOLUME_COVERAGE * width else 0.0
+
+
 def evaluate_window(
     schema: ModelSchema,
     reference: ReferenceProfile,
@@ -105,17 +150,20 @@ def evaluate_window(
     settings: DetectorSettings,
     psi_warning: float = PolicySettings.psi_warning,
     psi_alarm: float = PolicySettings.psi_alarm,
+    *,
+    covered_seconds: float | None = None,
 ) -> list[DetectorResult]:
     """All window detector results for one window: drift, prediction drift and integrity.
 
     In table order per input (inputs in schema order, the prediction last), then the family tests
-    after Holm's correction, then the model-level detectors.
+    after Holm's correction, then the model-level detectors. ``covered_seconds`` is the event time the
+    window actually covered (:func:`window_covered_seconds`); by default its whole width.
     """
     sk = window.sketch
     inputs = window_inputs(schema, reference, sk)
-    # Event-time windows have a duration; count windows span their first to last event.
-    seconds = float(window.end - window.start) or float(sk.ts_max - sk.ts_min)
-    ctx = WindowContext(sk.n_events, seconds, reference.event_rate, settings, psi_warning, psi_alarm)
+    if covered_seconds is None:
+        covered_seconds = window_covered_seconds(window, partial_start=False, partial_end=False)
+    ctx = WindowContext(sk.n_events, covered_seconds, reference.event_rate, settings, psi_warning, psi_alarm)
     position = {inp.name: k for k, inp in enumerate(inputs)}
     per_input: list[tuple[int, int, DetectorResult]] = []
     tests: list[DetectorResult] = []

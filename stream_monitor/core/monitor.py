@@ -37,7 +37,7 @@ import numpy as np
 
 from stream_monitor.core import state_format
 from stream_monitor.core.detectors import StreamDriftDetector, make_stream_detector
-from stream_monitor.core.evaluation import evaluate_window
+from stream_monitor.core.evaluation import evaluate_window, window_covered_seconds
 from stream_monitor.core.events import LabelBatch, PredictionBatch
 from stream_monitor.core.insights.tracker import InsightTracker, stride_for
 from stream_monitor.core.labels import LabelJoinBuffer
@@ -110,6 +110,7 @@ class ModelMonitor:
             schema.key_features,
             self.settings.policy,
             model_version,
+            feature_weights={f.name: f.importance for f in schema.features},
             positive_class=schema.positive_class,
             min_new_labels=self.settings.insights.recommend.min_new_labels,
         )
@@ -118,6 +119,9 @@ class ModelMonitor:
         self.events_total = 0
         self.learned_baseline: dict[str, float] | None = None
         self.last_evaluation: WindowEvaluation | None = None
+        # Latest event time of the windows this process closed: a window whose first event comes a
+        # whole width after it (or the first after a start or restore) covered only part of its width.
+        self._previous_window_ts: float | None = None
         # Retraining insight (time buckets, data DNA, segments): see stream_monitor.insights.
         self.insights: InsightTracker | None = None
         if reference is not None:
@@ -217,14 +221,33 @@ class ModelMonitor:
         out = MonitorOutput()
         if self.windows is not None:
             for window in self.windows.flush():
-                self._close(window, now, out)
+                self._close(window, now, out, flushed=True)
         return out
 
-    def _close(self, window: Any, now: float, out: MonitorOutput) -> None:
+    def _close(self, window: Any, now: float, out: MonitorOutput, *, flushed: bool = False) -> None:
         assert self.reference is not None
         p = self.settings.policy
+        # The stream ran through the whole window unless it started, or resumed after a gap, inside
+        # it, or stopped inside it (a gap follows, or the replay ended): see window_covered_seconds.
+        sk, width = window.sketch, float(window.end - window.start)
+        previous_ts, self._previous_window_ts = (
+            self._previous_window_ts,
+            max(sk.ts_max, self._previous_window_ts if self._previous_window_ts is not None else -math.inf),
+        )
+        timed = self.settings.window.kind == "time"  # a count window is never partial
+        covered = window_covered_seconds(
+            window,
+            partial_start=timed and (previous_ts is None or sk.ts_min - previous_ts >= width),
+            partial_end=timed and (flushed or window.closed_by_ts - sk.ts_max >= width),
+        )
         results = evaluate_window(
-            self.schema, self.reference, window, self.settings.detectors, p.psi_warning, p.psi_alarm
+            self.schema,
+            self.reference,
+            window,
+            self.settings.detectors,
+            p.psi_warning,
+            p.psi_alarm,
+            covered_seconds=covered,
         )
         perf = self.performance.metrics()
         if self.schema.task == "binary" and len(self.performance):
@@ -242,6 +265,7 @@ class ModelMonitor:
             baseline=self._baseline(),
             labels=self.label_stats(now),
             segments={k: dict(v) for k, v in window.sketch.segment_counts.items()},
+            covered_seconds=covered,
         )
         self.last_evaluation = ev
         out.evaluations.append(ev)

@@ -1,12 +1,20 @@
 """Trigger policy: turns per-window detector results into retrain-trigger events.
 
 Only sustained conditions trigger (seed 002): data drift on a key feature for ``consecutive_windows``
-windows, a performance drop for ``performance_windows`` windows, prediction drift while labels are
-delayed, or an integrity incident. New data arriving never triggers by itself. A fired condition stays
-latched until its statistic falls below ``hysteresis × threshold`` (no flapping), and a kind does not
-fire again within ``cooldown_seconds`` of event time (no alert storms). Time is event time from the
-windows, never the wall clock, so a replay or a restored monitor makes the same decisions and the
-same deterministic ``trigger_id``.
+windows (or the importance-weighted share ``dataset_drift_share`` of all features drifting), a
+performance drop for ``performance_windows`` windows, prediction drift while labels are delayed, or an
+integrity incident. New data arriving never triggers by itself. A fired condition stays latched until
+its statistic falls below ``hysteresis × threshold`` (no flapping), and a kind does not fire again
+within ``cooldown_seconds`` of event time (no alert storms).
+
+A latched condition does not go silent: it fires again, with ``supersedes`` naming its previous
+trigger and ``escalation`` saying why, when the evidence escalates — a feature or metric that was not
+among the previous trigger's reasons holds for the condition's windows (``new:<feature or metric>``),
+a statistic reaches ``escalation_factor`` × the value that fired (``stronger:<statistic>:<feature>``;
+for performance, the drop or rise from the baseline), the severity rises (``severity``) — or as a
+``reminder`` after ``renotify_after_seconds`` of event time while it still holds. Time is event time
+from the windows, never the wall clock, so a replay or a restored monitor makes the same decisions
+and the same deterministic ``trigger_id``.
 
 >>> from stream_monitor.core.detectors.base import DetectorResult
 >>> policy = TriggerPolicy("bikes", key_features=("temp",), settings=PolicySettings(consecutive_windows=2))
@@ -31,6 +39,7 @@ from stream_monitor.core.detectors.table import PREDICTION, PSI, spec_of
 from stream_monitor.core.settings import PolicySettings, RecommendSettings
 from stream_monitor.core.state_format import StateReader
 from stream_monitor.core.triggers import (
+    SEVERITIES,
     Action,
     ExcludedPeriod,
     Period,
@@ -44,7 +53,7 @@ from stream_monitor.core.triggers import (
 )
 from stream_monitor.errors import StateError
 
-_FORMAT = 2  # 1 was JSON
+_FORMAT = 3  # 1 was JSON; 2 had no escalation state (read with its defaults)
 _HISTORY = 500
 # A condition's verdict on one window: the reasons it holds (none: it does not), and whether it cleared.
 _Verdict = tuple[list[DetectorResult], bool]
@@ -64,6 +73,8 @@ class WindowEvaluation:
     baseline: dict[str, float] = field(default_factory=dict)
     labels: dict[str, float] = field(default_factory=dict)
     segments: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The event time the window covered (its width unless partial): what its volume check measured.
+    covered_seconds: float | None = None
 
     @property
     def integrity_incident(self) -> bool:
@@ -133,8 +144,89 @@ def mae_standard_error(perf: dict[str, float]) -> float:
 class _Condition:
     streak: int = 0
     latched: bool = False
+    # End of the window of the last trigger (first or escalation): cooldown and reminders count from it.
     last_fired_end: float = -math.inf
     started_at: float | None = None
+    # What the condition's triggers so far said, to tell escalation from more of the same: the last
+    # trigger's id and severity, and the magnitude each statistic (:func:`_magnitude`) fired with.
+    fired_id: str | None = None
+    fired_severity: Severity | None = None
+    fired_magnitudes: dict[str, float] = field(default_factory=dict)
+    fired_evidence: list[str] = field(default_factory=list)
+    # Each piece of evidence (:func:`_evidence`) now present: [consecutive windows, start of the first].
+    evidence: dict[str, list[float]] = field(default_factory=dict)
+
+    def fields(self) -> list[Any]:
+        """The condition as JSON values (the state format's ``conditions`` part)."""
+        return [
+            self.streak,
+            self.latched,
+            None if math.isinf(self.last_fired_end) else self.last_fired_end,
+            self.started_at,
+            self.fired_id,
+            self.fired_severity,
+            self.fired_magnitudes,
+            self.fired_evidence,
+            self.evidence,
+        ]
+
+
+def _load_condition(conditions: StateReader, kind: str, fields: int) -> _Condition:
+    """One condition from its :meth:`_Condition.fields` (the first 4 in layout 2); StateError if malformed."""
+    c = conditions.json_list(kind)
+    if len(c) != fields:
+        raise StateError(f"{conditions.what}: condition {kind!r} has {len(c)} fields, not {fields}")
+    streak, latched, last, started = c[:4]
+    fired_id, severity, magnitudes, fired_evidence, evidence = (
+        c[4:] if len(c) == 9 else (None, None, {}, [], {})
+    )
+    if (
+        type(streak) is not int
+        or not isinstance(latched, bool)
+        or not isinstance(last, int | float | None)
+        or not isinstance(started, int | float | None)
+        or not isinstance(fired_id, str | None)
+        or severity not in (None, *SEVERITIES)
+        or not isinstance(magnitudes, dict)
+        or not all(isinstance(v, int | float) for v in magnitudes.values())
+        or not isinstance(fired_evidence, list)
+        or not all(isinstance(e, str) for e in fired_evidence)
+        or not isinstance(evidence, dict)
+        or not all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, int | float) for x in v)
+            for v in evidence.values()
+        )
+    ):
+        raise StateError(f"{conditions.what}: condition {kind!r} has fields of the wrong types")
+    return _Condition(
+        streak,
+        latched,
+        -math.inf if last is None else float(last),
+        started,
+        fired_id,
+        severity,
+        {str(k): float(v) for k, v in magnitudes.items()},
+        list(fired_evidence),
+        {str(k): [int(v[0]), float(v[1])] for k, v in evidence.items()},
+    )
+
+
+def _evidence(r: DetectorResult) -> str:
+    """What a reason is evidence of: its feature, or for a model-level reason its statistic
+    (``auc``, ``drift_share``): a new one while latched is escalation."""
+    return r.feature if r.feature is not None else r.statistic
+
+
+def _statistic(r: DetectorResult) -> str:
+    return f"{r.statistic}:{r.feature}" if r.feature is not None else r.statistic
+
+
+def _magnitude(r: DetectorResult, baseline: dict[str, float]) -> float:
+    """How strong a reason is: a drift statistic itself; a performance metric's distance from its
+    baseline (an AUC drop, an MAE rise)."""
+    if r.detector == "performance":
+        return abs(r.value - baseline.get(r.statistic, r.threshold))
+    return r.value
 
 
 class TriggerPolicy:
@@ -149,6 +241,7 @@ class TriggerPolicy:
         settings: PolicySettings | None = None,
         model_version: str | None = None,
         *,
+        feature_weights: dict[str, float] | None = None,
         positive_class: str = "1",
         min_new_labels: int = RecommendSettings.min_new_labels,
     ) -> None:
@@ -157,6 +250,8 @@ class TriggerPolicy:
         # recommendation.enough_new_labels and recommendation.labels.enough.
         self.min_new_labels = min_new_labels
         self.key_features = key_features
+        # Importance of each input feature in the dataset-level share (1 when not given).
+        self.feature_weights = dict(feature_weights or {})
         self.settings = settings or PolicySettings()
         self.model_version = model_version
         self.positive_class = positive_class
@@ -173,23 +268,44 @@ class TriggerPolicy:
         return not self.key_features or feature in self.key_features
 
     def _data_drift(self, ev: WindowEvaluation) -> tuple[list[DetectorResult], bool]:
-        """Reasons for data drift on key features, and whether it has cleared.
+        """Reasons for data drift, and whether it has cleared.
 
-        The detectors that flag drift (the table's ``flags_drift``) count. A statistic clears below
-        ``hysteresis`` × its threshold; a p-value test clears when it no longer fires.
+        Two rules, on the detectors that flag drift (the table's ``flags_drift``): any key feature
+        drifting, and the dataset rule — the importance-weighted share of all input features (not the
+        prediction, not segments) with a drifting detector reaching ``dataset_drift_share``; its reasons
+        are a ``dataset_drift`` result (statistic ``drift_share``) and the drifting non-key features. A
+        statistic clears below ``hysteresis`` × its threshold; a p-value test clears when it no
+        longer fires; the share below ``hysteresis`` × its threshold.
         """
+        s = self.settings
         reasons: list[DetectorResult] = []
+        others: list[DetectorResult] = []
         clear = True
+        evaluated: set[str] = set()
+        drifting: set[str] = set()
         for r in ev.results:
             flags, test = _flags_drift(r)
-            if not flags or not self._is_key(r.feature):
+            feature = r.feature
+            if not flags or feature is None or feature.startswith(("__", "segment:")):
+                continue
+            evaluated.add(feature)
+            if r.drift:
+                drifting.add(feature)
+            if not self._is_key(feature):
+                if r.drift:
+                    others.append(r)
                 continue
             if r.drift:
                 reasons.append(r)
             # A p-value test holds while it fires; a statistic until it is below hysteresis × threshold.
-            holds = r.drift if test else not r.value < self.settings.hysteresis * r.threshold
+            holds = r.drift if test else not r.value < s.hysteresis * r.threshold
             clear = clear and not holds
-        return reasons, clear
+        total = sum(self.feature_weights.get(f, 1.0) for f in evaluated)
+        share = sum(self.feature_weights.get(f, 1.0) for f in drifting) / total if total > 0 else 0.0
+        if share >= s.dataset_drift_share:
+            rule = DetectorResult("dataset_drift", None, "drift_share", share, s.dataset_drift_share, True)
+            reasons += [rule, *others]
+        return reasons, clear and share < s.hysteresis * s.dataset_drift_share
 
     def _performance(self, ev: WindowEvaluation) -> tuple[list[DetectorResult], bool]:
         s = self.settings
@@ -311,6 +427,8 @@ class TriggerPolicy:
             "prediction_drift": (self._prediction_drift, s.consecutive_windows),
             "integrity": (self._integrity, s.integrity_windows),
         }
+        escalations: dict[TriggerKind, list[str]] = {}
+        escalate = (s.escalation_factor, s.renotify_after_seconds)
         for kind, (check, needed) in checks.items():
             if kind == "prediction_drift" and fresh:
                 # Labels are flowing: performance itself speaks, prediction drift is only a proxy.
@@ -319,6 +437,11 @@ class TriggerPolicy:
             else:
                 reasons, clear = check(ev)
             cond = self._conditions[kind]
+            present = {_evidence(r) for r in reasons}
+            cond.evidence = {
+                e: [cond.evidence[e][0] + 1, cond.evidence[e][1]] if e in cond.evidence else [1, ev.start]
+                for e in sorted(present)
+            }
             if reasons:
                 cond.streak += 1
                 if cond.started_at is None:
@@ -328,18 +451,29 @@ class TriggerPolicy:
                 if clear:
                     cond.latched = False
                     cond.started_at = None
-            if (
-                cond.streak >= needed
-                and not cond.latched
-                and ev.end - cond.last_fired_end >= s.cooldown_seconds
-            ):
+                    cond.fired_id, cond.fired_severity = None, None
+                    cond.fired_magnitudes, cond.fired_evidence = {}, []
+            if cond.streak < needed or ev.end - cond.last_fired_end < s.cooldown_seconds:
+                continue
+            if not cond.latched:
                 fired[kind] = reasons
+            elif why := self._escalation(kind, cond, reasons, ev, needed, escalate):
+                fired[kind] = reasons
+                escalations[kind] = why
         if not fired:
             return []
-        for kind in fired:
+        for kind, reasons in fired.items():
             c = self._conditions[kind]
             c.latched = True
             c.last_fired_end = ev.end
+            magnitudes = {_statistic(r): _magnitude(r, ev.baseline) for r in reasons}
+            c.fired_magnitudes.update({k: v for k, v in magnitudes.items() if math.isfinite(v)})
+            c.fired_evidence = sorted(set(c.fired_evidence) | {_evidence(r) for r in reasons})
+            c.fired_severity = max(
+                (c.fired_severity, self._severity(kind, reasons)), key=lambda v: v == "critical"
+            )
+        # The previous trigger of each fired kind: what an escalation supersedes.
+        previous = {kind: self._conditions[kind].fired_id for kind in fired}
         # Performance + data drift in the same window is one decision, not two pages.
         if "data_drift" in fired and "performance" in fired:
             fired = {"combined": fired.pop("performance") + fired.pop("data_drift"), **fired}
@@ -351,9 +485,62 @@ class TriggerPolicy:
             "combined": ("data_drift", "performance", "prediction_drift"),
             "data_drift": ("data_drift", "prediction_drift"),
         }
-        return [
-            self._trigger(kind, reasons, ev, causes.get(kind, (kind,))) for kind, reasons in fired.items()
-        ]
+        triggers = []
+        for kind, reasons in fired.items():
+            kinds = [k for k in causes.get(kind, (kind,)) if k in previous]
+            why = [w for k in kinds for w in escalations.get(k, [])]
+            # A trigger escalates when one of its conditions escalated; a condition firing afresh
+            # alongside it does not make it new.
+            escalated = [k for k in kinds if k in escalations]
+            supersedes = previous[escalated[0]] if escalated else None
+            # Evidence that is new tells a new story: it started when that evidence started.
+            new_since = [
+                self._conditions[k].evidence[w[4:]][1]
+                for k in escalated
+                for w in escalations[k]
+                if w.startswith("new:") and w[4:] in self._conditions[k].evidence
+            ]
+            trigger = self._trigger(
+                kind,
+                reasons,
+                ev,
+                causes.get(kind, (kind,)),
+                supersedes=supersedes,
+                escalation=tuple(why) or None,
+                started_at=min(new_since, default=None),
+            )
+            for k in kinds:
+                self._conditions[k].fired_id = trigger.trigger_id
+            triggers.append(trigger)
+        return triggers
+
+    def _escalation(
+        self,
+        kind: TriggerKind,
+        cond: _Condition,
+        reasons: list[DetectorResult],
+        ev: WindowEvaluation,
+        needed: int,
+        escalate: tuple[float, float],
+    ) -> list[str]:
+        """Why a latched condition fires again (empty: it does not). See the module docstring.
+
+        Only evidence that has held for the condition's ``needed`` windows escalates, as it would fire.
+        ``escalate`` is ``(escalation_factor, renotify_after_seconds)``.
+        """
+        factor, renotify_after = escalate
+        sustained = [r for r in reasons if cond.evidence[_evidence(r)][0] >= needed]
+        why: list[str] = []
+        if self._severity(kind, sustained) == "critical" and cond.fired_severity != "critical":
+            why.append("severity")
+        why += [f"new:{e}" for e in sorted({_evidence(r) for r in sustained} - set(cond.fired_evidence))]
+        for r in sustained:
+            fired_with = cond.fired_magnitudes.get(_statistic(r))
+            if fired_with and _magnitude(r, ev.baseline) >= factor * fired_with:
+                why.append(f"stronger:{_statistic(r)}")
+        if not why and renotify_after > 0 and ev.end - cond.last_fired_end >= renotify_after:
+            why.append("reminder")
+        return why
 
     def _severity(self, kind: TriggerKind, reasons: list[DetectorResult]) -> Severity:
         if kind in ("performance", "combined"):
@@ -369,7 +556,11 @@ class TriggerPolicy:
         return "warning"
 
     def _recommendation(
-        self, kind: TriggerKind, ev: WindowEvaluation, causes: tuple[TriggerKind, ...]
+        self,
+        kind: TriggerKind,
+        ev: WindowEvaluation,
+        causes: tuple[TriggerKind, ...],
+        started_at: float | None = None,
     ) -> Recommendation:
         new_labels = ev.labels.get("joined_total", 0.0) - self._labels_at_last_trigger
         enough_labels = new_labels >= self.min_new_labels
@@ -385,6 +576,8 @@ class TriggerPolicy:
         # The drift started when the earliest of the conditions behind this trigger started to hold.
         starts = [self._conditions[c].started_at for c in causes]
         started = min((t for t in starts if t is not None), default=ev.start)
+        if started_at is not None:  # an escalation on new evidence: the new drift's start
+            started = started_at
         exclude = tuple(
             ExcludedPeriod(start=h["start"], end=h["end"], reason="integrity_incident")
             for h in self._history
@@ -414,8 +607,12 @@ class TriggerPolicy:
         reasons: list[DetectorResult],
         ev: WindowEvaluation,
         causes: tuple[TriggerKind, ...],
+        *,
+        supersedes: str | None = None,
+        escalation: tuple[str, ...] | None = None,
+        started_at: float | None = None,
     ) -> Trigger:
-        recommendation = self._recommendation(kind, ev, causes)
+        recommendation = self._recommendation(kind, ev, causes, started_at)
         self._labels_at_last_trigger = ev.labels.get("joined_total", 0.0)
         self._triggers_emitted += 1
         return build_trigger(
@@ -439,6 +636,8 @@ class TriggerPolicy:
                 baseline=ev.baseline,
             ),
             recommendation=recommendation,
+            supersedes=supersedes,
+            escalation=escalation,
         )
 
     # -- state --------------------------------------------------------------------------------
@@ -448,15 +647,7 @@ class TriggerPolicy:
         return state_format.tagged(
             "trigger_policy",
             _FORMAT,
-            conditions={
-                k: [
-                    c.streak,
-                    c.latched,
-                    None if math.isinf(c.last_fired_end) else c.last_fired_end,
-                    c.started_at,
-                ]
-                for k, c in self._conditions.items()
-            },
+            conditions={k: c.fields() for k, c in self._conditions.items()},
             history=list(self._history),
             labels_at_last_trigger=self._labels_at_last_trigger,
             labels_at_last_window=self._labels_at_last_window,
@@ -467,22 +658,15 @@ class TriggerPolicy:
     def load_state(self, state: StateReader | dict[str, Any]) -> None:
         """Load state written by :meth:`to_state` into this policy; :class:`StateError` if it does not fit."""
         r = state if isinstance(state, StateReader) else StateReader(state, f"model {self.model_id}: policy")
-        r.expect("trigger_policy", _FORMAT)
+        # Layout 2 (no escalation state) restores with none: the next escalation compares with nothing.
+        layout = r.parts.get("format")
+        r.expect("trigger_policy", 2 if layout == 2 else _FORMAT)
         conditions = r.child("conditions")
-        loaded = {}
-        for k in conditions.parts:
-            c = conditions.json_list(k)
-            if k not in self._conditions or len(c) != 4:
-                raise StateError(f"{conditions.what}: unknown condition {k!r} or not 4 fields")
-            streak, latched, last, started = c
-            if (
-                type(streak) is not int
-                or not isinstance(latched, bool)
-                or not isinstance(last, int | float | None)
-                or not isinstance(started, int | float | None)
-            ):
-                raise StateError(f"{conditions.what}: condition {k!r} has fields of the wrong types")
-            loaded[k] = _Condition(streak, latched, -math.inf if last is None else float(last), started)
+        fields = 4 if layout == 2 else 9
+        loaded = {k: _load_condition(conditions, k, fields) for k in conditions.parts}
+        unknown = set(loaded) - set(self._conditions)
+        if unknown:
+            raise StateError(f"{conditions.what}: unknown conditions {sorted(unknown)}")
         history = r.json_list("history", dict)
         if not all({"index", "start", "end", "incident"} <= set(h) for h in history):
             raise StateError(f"{r.what}: history entries lack index, start, end or incident")

@@ -88,6 +88,16 @@ class PolicySettings:
     # An integrity incident (missing-rate jump, new categories, volume collapse) pages at once.
     integrity_windows: int = 1
     key_class: str | None = None
+    # Dataset-level drift: the importance-weighted share of all input features that drift (Evidently's
+    # default share, 0.5). A warning-level data_drift trigger unless a key feature also drifts.
+    dataset_drift_share: float = 0.5
+    # While a condition is latched, a statistic that reaches this multiple of the value that fired
+    # (for performance: of the drop or rise from the baseline) is escalation: a new trigger.
+    escalation_factor: float = 2.0
+    # A reminder (a new trigger superseding the last) after this much event time while a latched
+    # condition still holds; 0: never. A week: long enough for a retrain to be trained, validated
+    # and deployed, so a reminder says the retrain did not happen or did not help.
+    renotify_after_seconds: float = 7 * 86400.0
 
 
 @dataclass(frozen=True)

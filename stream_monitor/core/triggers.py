@@ -26,6 +26,9 @@ The JSON object (README, "The contract"), field by field:
   before any label joined), ``performance`` and ``baseline`` (metric → value, ``null`` when unknown);
   for a segment surge (:class:`SegmentSurgeEvidence`): ``events_in_window``, ``segment_share``,
   ``segment_baseline_share`` and ``segment_drift`` (the segment's drift summary);
+- ``supersedes`` and ``escalation`` — only on a trigger that escalates a latched condition (see
+  :mod:`stream_monitor.core.policy`): the ``trigger_id`` it supersedes and why, a list of
+  ``new:<feature or metric>``, ``stronger:<statistic>[:<feature>]``, ``severity`` or ``reminder``;
 - ``recommendation`` (:class:`Recommendation`) — ``action`` (``retrain``/``investigate``/
   ``wait_for_labels``), ``drift_started_at``, ``train_on`` periods, ``exclude`` periods with their
   ``reason`` (and ``detail``), ``segments_needing_attention``, ``new_labels_since_last_trigger``,
@@ -369,6 +372,9 @@ class Trigger:
     reasons: tuple[Reason, ...]
     evidence: WindowEvidence | SegmentSurgeEvidence
     recommendation: Recommendation
+    # An escalation of a latched condition: the trigger it supersedes and why (see core/policy.py).
+    supersedes: str | None = field(default=None, metadata=_OPTIONAL)
+    escalation: tuple[str, ...] | None = field(default=None, metadata=_OPTIONAL)
 
     def with_emitted_at(self, emitted_at: float) -> Trigger:
         """This trigger as emitted at ``emitted_at`` (wall clock): the front end's last step."""
@@ -401,6 +407,8 @@ class Trigger:
             if surge
             else WindowEvidence.from_dict(evidence),
             recommendation=Recommendation.from_dict(d["recommendation"]),
+            supersedes=d.get("supersedes"),
+            escalation=None if d.get("escalation") is None else tuple(d["escalation"]),
         )
 
 
@@ -432,6 +440,8 @@ def build_trigger(
     results: Iterable[DetectorResult],
     evidence: WindowEvidence | SegmentSurgeEvidence,
     recommendation: Recommendation,
+    supersedes: str | None = None,
+    escalation: tuple[str, ...] | None = None,
 ) -> Trigger:
     """The one way a trigger is made: id from the decision, one :class:`Reason` per detector result.
 
@@ -450,4 +460,6 @@ def build_trigger(
         reasons=tuple(Reason.from_result(r, window) for r in results),
         evidence=evidence,
         recommendation=recommendation,
+        supersedes=supersedes,
+        escalation=escalation,
     )

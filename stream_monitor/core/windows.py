@@ -70,6 +70,10 @@ class ClosedWindow:
     end: float
     index: int
     sketch: WindowSketch
+    # The event time that closed an event-time window (the watermark, lateness included, that passed
+    # its end); infinite when nothing did (flushed at the end of a replay). With the sketch's last
+    # event it tells whether the stream stopped after the window (a gap): see core/evaluation.py.
+    closed_by_ts: float = math.inf
 
 
 def _replace(batch: PredictionBatch, **changes: Any) -> PredictionBatch:
@@ -448,7 +452,8 @@ class EventTimeWindows:
         for start, stop in pairwise(bounds):
             self._add_run(batch, pane, late, start, stop)
             after = int(last_pane_before[stop]) if stop < n else final_last_pane
-            closed.extend(self._close_until(after))
+            closed_by = float(max_before[stop]) if stop < n else self._max_ts
+            closed.extend(self._close_until(after, closed_by))
         return closed
 
     def _add_run(
@@ -480,7 +485,7 @@ class EventTimeWindows:
             sketch = self._panes[name] = self.make_sketch()
         return sketch
 
-    def _close_until(self, last_pane: int) -> list[ClosedWindow]:
+    def _close_until(self, last_pane: int, closed_by_ts: float = math.inf) -> list[ClosedWindow]:
         """Close every window whose last pane is before ``last_pane``; drop panes no open window needs."""
         assert self._next_last_pane is not None
         m = self._panes_per_window
@@ -500,7 +505,7 @@ class EventTimeWindows:
             parts = [self._panes[p] for p in range(end - m + 1, end + 1) if p in self._panes]
             sketch = parts[0] if m == 1 else merge_sketches(parts)
             start = (end - m + 1) * self.slide
-            closed.append(ClosedWindow(start, (end + 1) * self.slide, self._next_index, sketch))
+            closed.append(ClosedWindow(start, (end + 1) * self.slide, self._next_index, sketch, closed_by_ts))
             self._next_index += 1
         self._next_last_pane = last_pane
         oldest_needed = last_pane - m + 1
