@@ -16,7 +16,7 @@ from stream_monitor.core.triggers import Reason, Trigger, trigger_id
 from stream_monitor.errors import StateError
 
 HOUR = 3600.0
-TRIGGER_FIELDS = {f.name for f in fields(Trigger)}
+TRIGGER_FIELDS = {f.name for f in fields(Trigger)}  # with the escalation fields
 REASON_FIELDS = {f.name for f in fields(Reason)}
 
 
@@ -165,8 +165,7 @@ def test_data_drift_and_performance_in_the_same_window_are_one_combined_trigger(
     assert [t.kind for t in triggers] == ["combined"]
     (t,) = triggers
     assert t.severity == "critical"
-    # x is the only feature, so the dataset rule (all features drift) holds too.
-    assert {r.detector for r in t.reasons} == {"psi", "performance", "dataset_drift"}
+    assert {r.detector for r in t.reasons} == {"psi", "performance"}
     assert t.recommendation.action == "retrain"
 
 
@@ -176,7 +175,7 @@ def test_prediction_drift_is_folded_into_data_drift() -> None:
     evs = [window(i, psi_result("x", v), pred) for i, v in enumerate([0.2, 0.2, 0.2])]
     triggers = [t for ev in evs for t in p.decide(ev)]
     assert [t.kind for t in triggers] == ["data_drift"]
-    assert {r.feature for r in triggers[0].reasons} == {"x", "__prediction__", None}  # None: dataset rule
+    assert {r.feature for r in triggers[0].reasons} == {"x", "__prediction__"}
     # Folded prediction drift does not raise the severity (one feature, PSI below psi_critical).
     assert triggers[0].severity == "warning"
 

@@ -273,7 +273,8 @@ class TriggerPolicy:
         Two rules, on the detectors that flag drift (the table's ``flags_drift``): any key feature
         drifting, and the dataset rule — the importance-weighted share of all input features (not the
         prediction, not segments) with a drifting detector reaching ``dataset_drift_share``; its reasons
-        are a ``dataset_drift`` result (statistic ``drift_share``) and the drifting non-key features. A
+        are a ``dataset_drift`` result (statistic ``drift_share``) and the drifting non-key features
+        (none when every drifting feature is a key feature: the key-feature rule already says it all). A
         statistic clears below ``hysteresis`` × its threshold; a p-value test clears when it no
         longer fires; the share below ``hysteresis`` × its threshold.
         """
@@ -302,7 +303,8 @@ class TriggerPolicy:
             clear = clear and not holds
         total = sum(self.feature_weights.get(f, 1.0) for f in evaluated)
         share = sum(self.feature_weights.get(f, 1.0) for f in drifting) / total if total > 0 else 0.0
-        if share >= s.dataset_drift_share:
+        # The rule speaks when it adds something: drifting features the key-feature rule does not count.
+        if share >= s.dataset_drift_share and (others or not reasons):
             rule = DetectorResult("dataset_drift", None, "drift_share", share, s.dataset_drift_share, True)
             reasons += [rule, *others]
         return reasons, clear and share < s.hysteresis * s.dataset_drift_share
