@@ -202,7 +202,12 @@ def test_duplicate_model_ids_are_rejected_case_insensitively() -> None:
 
 
 def test_missing_bootstrap_servers_and_models() -> None:
-    assert error_of({"models": base()["models"]}).key == "kafka.bootstrap_servers"
+    # Without a kafka section the offline commands work; whatever talks to Kafka names the key.
+    offline = parse({"models": base()["models"]})
+    with pytest.raises(ConfigError) as info:
+        offline.require_kafka()
+    assert info.value.key == "kafka.bootstrap_servers"
+    assert error_of({"kafka": {"group_id": "g"}, "models": base()["models"]}).key == "kafka.bootstrap_servers"
     assert error_of({"kafka": {"bootstrap_servers": "b:1"}}).key == "models"
 
 

@@ -215,6 +215,7 @@ def test_prediction_forms(model_id: str, prediction: Any, score: float, pred_lab
         ({"model_version": None, "segment": {"channel": None, "junk": [1]}}, None, None, None),
         ({"segment": None, "features": {"country": 7, "channel": "web"}}, None, "7", "web"),
         ({"features": {"country": 1.5}}, None, "1.5", None),
+        ({"features": {"country": 2.0}, "segment": {"channel": " App "}}, None, "2", "App"),
         ({"features": {"country": [1]}}, None, None, None),
     ],
 )
@@ -317,7 +318,7 @@ def test_size_is_checked_before_parsing() -> None:
         ({"features": {"age": "30"}}, "bad_type:features.age"),
         ({"features": {"age": 1, "temp": [1]}}, "bad_type:features.temp"),
         ({"features": {"temp": {}, "age": "x"}}, "bad_type:features.age"),  # schema order decides
-        ({"features": {"plan": 1.5}}, "bad_type:features.plan"),
+        ({"features": {"plan": [1.5]}}, "bad_type:features.plan"),
         ({"features": {"channel": {"a": 1}}}, "bad_type:features.channel"),
         ({"prediction": _ABSENT}, "missing_field:prediction"),
         ({"prediction": None}, "missing_field:prediction"),
@@ -331,7 +332,7 @@ def test_size_is_checked_before_parsing() -> None:
         ({"model_id": "bikes", "prediction": {"label": "high"}}, "missing_field:prediction.score"),
         ({"model_version": 1.5}, "bad_type:model_version"),
         ({"segment": "de"}, "bad_type:segment"),
-        ({"segment": {"country": 1.5}}, "bad_type:segment.country"),
+        ({"segment": {"country": [1.5]}}, "bad_type:segment.country"),
         # a bad value under a name the schema does not know is never a reason
         ({"features": {"age": 1, "surprise": "x", "nested": {"a": [1]}}}, None),
         ({"segment": {"unknown_key": [1]}}, None),
@@ -438,7 +439,7 @@ def test_fast_path_rows_get_the_same_reasons_as_the_full_checks() -> None:
         event(3, age=math.inf, temp={}),  # a bad type comes before an infinite value
         event(4, temp=math.inf),
         event(5, age=None, plan=None),
-        event(6, channel=1.5),  # not a fast-path event: the full checks reject it
+        event(6, channel=[1.5]),  # not a fast-path event: the full checks reject it
         event(7, age=True),
     ]
     batches, rejections = decode_predictions(raws, SCHEMAS)

@@ -47,9 +47,10 @@ rejects that event as ``malformed_json`` rather than raising: the consumer must 
 
 Conversions: a required field that is ``null`` counts as missing. Numeric features take int, float
 or bool (1/0); ``null`` or absent is missing (NaN). Categorical features and segment values take str,
-int or bool (``"true"``/``"false"``); ``null`` or absent is missing (``None``). A binary model's
-labels and ``prediction.label`` may also be ``true``/``false``/``1``/``0``: the positive and the
-negative class.
+bool or a finite number, each in its one spelling (:func:`~stream_monitor.core.categories.normalize_category`,
+shared with training files: ``true``, ``"True"`` → ``"true"``; ``1``, ``1.0``, ``"1.0"`` → ``"1"``;
+whitespace stripped); ``null``, absent or empty is missing (``None``). A binary model's labels and
+``prediction.label`` may also be ``true``/``false``/``1``/``0``: the positive and the negative class.
 
 Every string of an accepted event is valid Unicode, so whatever is accepted can be serialised into
 the state and restored.
@@ -86,6 +87,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from stream_monitor.core.categories import NotACategory, normalize_category
 from stream_monitor.core.schema import ModelSchema
 
 __all__ = [
@@ -309,19 +311,25 @@ def possible_reasons(schema: ModelSchema, stream: Literal["predictions", "labels
 # --- timestamps -----------------------------------------------------------------------------------
 
 # [0-9], not \d: \d also matches non-ASCII digits, which int() would happily accept.
+# RFC 3339, with the time and the zone optional: parse_ts decides which forms a caller accepts.
 _RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
-    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?)?"
+    r"([Zz]|([+-])([0-9]{2}):([0-9]{2}))?"
 )
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 
 
-def parse_ts(value: Any) -> float | None:
+def parse_ts(value: Any, naive_tz: _dt.tzinfo | None = None) -> float | None:
     """Event time as epoch seconds, from an epoch number or an RFC 3339 string; ``None`` if invalid.
 
     Numbers (not bools) must be finite and within years 1–9999; strings need a ``Z`` or ``±hh:mm``
     offset (a zone-less time would have to be read in the local zone, which pure code must not know).
     A leap second (``:60``) counts as the first second of the next minute.
+
+    Training files (``naive_tz`` given: the zone their times are written in) may also hold what pandas
+    writes: a zone-less ``2011-01-01 00:00:00`` (fractions too) or a bare date (midnight), read as
+    wall-clock time in ``naive_tz`` (an ambiguous time in a DST change is read as the earlier one).
+    The contract's events never do: their ``ts`` must say its offset.
 
     >>> parse_ts(1717200000.5)
     1717200000.5
@@ -329,6 +337,11 @@ def parse_ts(value: Any) -> float | None:
     (1717200000.25, 1717200000.0)
     >>> parse_ts(float("inf")), parse_ts(1717200000000), parse_ts("2024-06-01T00:00:00"), parse_ts(True)
     (None, None, None, None)
+    >>> utc = _dt.timezone.utc
+    >>> parse_ts("2024-06-01 00:00:00.000", utc), parse_ts("2024-06-01", utc), parse_ts("2024-06-01Z", utc)
+    (1717200000.0, 1717200000.0, None)
+    >>> parse_ts("2024-06-01 02:00:00", _dt.timezone(_dt.timedelta(hours=2)))
+    1717200000.0
     """
     kind = type(value)
     if kind is float or kind is int:
@@ -340,8 +353,17 @@ def parse_ts(value: Any) -> float | None:
     match = _RFC3339.fullmatch(value)
     if match is None:
         return None
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction, sign, offset_hours, offset_minutes = match.groups()[6:]
+    groups = match.groups()
+    zone, sign, offset_hours, offset_minutes = groups[7:]
+    if groups[3] is None:  # a bare date
+        if zone is not None or naive_tz is None:
+            return None
+        hour = minute = second = 0
+    else:
+        hour, minute, second = int(groups[3]), int(groups[4]), int(groups[5])
+    if zone is None and naive_tz is None:
+        return None
+    year, month, day = int(groups[0]), int(groups[1]), int(groups[2])
     if hour > 23 or minute > 59 or second > 60:
         return None
     try:
@@ -354,6 +376,11 @@ def parse_ts(value: Any) -> float | None:
             return None
         offset = int(offset_hours) * 3600 + int(offset_minutes) * 60
         seconds += -offset if sign == "+" else offset
+    elif zone is None and naive_tz is not None:
+        wall = _dt.datetime(year, month, day, hour, minute, min(second, 59))
+        utc_offset = naive_tz.utcoffset(wall)
+        seconds -= int(utc_offset.total_seconds()) if utc_offset is not None else 0
+    fraction = groups[6]
     epoch = seconds + (float(fraction) if fraction else 0.0)
     return epoch if MIN_TS <= epoch < MAX_TS else None
 
@@ -604,11 +631,12 @@ def _identity(obj: dict[str, Any], max_event_id_length: int) -> tuple[str, str] 
     return event_id, model_id
 
 
-class _NotACategory(TypeError):
-    """A value that cannot be a category string (float, list, object)."""
+def _class_text(value: Any) -> str | None:
+    """A predicted class as sent: a string as is, an integer or boolean as text; raises TypeError.
 
-
-def _category(value: Any) -> str | None:
+    Not :func:`normalize_category`: a class is matched against the model's configured class names
+    exactly, as labels are (``decode_labels``).
+    """
     kind = type(value)
     if kind is str:
         return value
@@ -618,7 +646,25 @@ def _category(value: Any) -> str | None:
         return "true" if value else "false"
     if kind is int:
         return str(value)
-    raise _NotACategory
+    raise TypeError
+
+
+def _spelled(flat: list[str | None]) -> list[str | None]:
+    """``flat`` with every string in its one spelling (:func:`normalize_category`).
+
+    The fast path appends strings as they came; they are normalised here once per distinct value of
+    the batch (categories repeat), and the list is rebuilt only when one of them changes.
+    """
+    spelling: dict[str | None, str | None] = {}
+    for value in set(flat):
+        if value is not None:
+            normal = normalize_category(value)
+            if normal != value:
+                spelling[value] = normal
+    if not spelling:
+        return flat
+    get = spelling.get
+    return [get(value, value) for value in flat]
 
 
 def _finite_number(value: Any) -> float | None:
@@ -756,8 +802,8 @@ class _PredictionColumns:
             converted: list[str | None] = []
             for name, value in zip(self.categorical_names, categorical, strict=True):
                 try:
-                    converted.append(_category(value))
-                except _NotACategory:
+                    converted.append(normalize_category(value))
+                except NotACategory:
                     return f"bad_type:features.{name}"
             categorical = converted
 
@@ -850,8 +896,8 @@ class _PredictionColumns:
             pred_label = self.positive_class if raw_label else self.negative_class
         else:
             try:
-                pred_label = _category(raw_label)
-            except _NotACategory:
+                pred_label = _class_text(raw_label)
+            except TypeError:
                 return "bad_type:prediction.label"
             if pred_label is not None and self.classes is not None and pred_label not in self.classes:
                 return "unknown_class:prediction.label"
@@ -894,8 +940,8 @@ class _PredictionColumns:
         for key in self.segment_keys:
             if key in segment:
                 try:
-                    values.append(_category(segment[key]))
-                except _NotACategory:
+                    values.append(normalize_category(segment[key]))
+                except NotACategory:
                     return f"bad_type:segment.{key}"
             else:
                 values.append(_segment_from_feature(features.get(key)))
@@ -928,6 +974,8 @@ class _PredictionColumns:
             kept = None
         if n == 0:
             return None
+        categorical_flat = _spelled(self.categorical_flat)
+        segment_flat = _spelled(self.segment_flat)
         return PredictionBatch(
             model_id=self.schema.model_id,
             index=np.array(self.index, dtype=np.int64),
@@ -935,11 +983,11 @@ class _PredictionColumns:
             ts=np.array(self.ts, dtype=np.float64),
             model_version=self.model_version,
             numeric=np.ascontiguousarray(numeric.T),
-            categorical=_columns(self.categorical_flat, len(self.categorical_names), kept),
+            categorical=_columns(categorical_flat, len(self.categorical_names), kept),
             score=np.array(self.score, dtype=np.float64),
             pred_label=self.pred_label,
             segments=dict(
-                zip(self.segment_keys, _columns(self.segment_flat, len(self.segment_keys), kept), strict=True)
+                zip(self.segment_keys, _columns(segment_flat, len(self.segment_keys), kept), strict=True)
             ),
             unknown_features=self.unknown_features,
         )
@@ -964,14 +1012,11 @@ def _columns(flat: list[str | None], width: int, kept: list[int] | None) -> list
 
 
 def _segment_from_feature(value: Any) -> str | None:
-    """A feature value used as a segment: any scalar as text; anything else is just missing."""
+    """A feature value used as a segment: any scalar in its one spelling; anything else is missing."""
     try:
-        return _category(value)
-    except _NotACategory:
-        pass
-    if type(value) is float and math.isfinite(value):
-        return repr(value)
-    return None
+        return normalize_category(value)
+    except NotACategory:
+        return None
 
 
 def _float_or_inf(value: Any) -> float:

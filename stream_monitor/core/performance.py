@@ -16,7 +16,7 @@ import numpy as np
 
 from stream_monitor.core import state_format
 from stream_monitor.core.detectors.adwin import Adwin
-from stream_monitor.core.quality import binary_auc, f1_from_counts, mae, per_class_f1, rmse
+from stream_monitor.core.quality import binary_auc, binary_decisions, f1_from_counts, mae, per_class_f1, rmse
 from stream_monitor.core.settings import DetectorSettings, ModelSettings
 from stream_monitor.core.state_format import StateReader
 from stream_monitor.errors import StateError
@@ -51,9 +51,11 @@ class RollingPerformance:
 
     Metrics by task (``n`` = labels in the window for all):
 
-    * ``binary`` — ``auc`` (rank-based, NaN when one class is absent), and at the decision ``pred_class ==
-      positive_class`` (or ``score >= 0.5`` when the prediction has no class) ``accuracy``, ``precision``,
-      ``recall``, ``f1`` of the positive class (NaN when undefined: no predicted / actual positives);
+    * ``binary`` — ``auc`` (rank-based, NaN when one class is absent), and at the decision
+      (:func:`~stream_monitor.core.quality.binary_decisions`: ``pred_class == positive_class``, or
+      ``score >= 0.5`` when the prediction has no class; the reference baseline decides the same way)
+      ``accuracy``, ``precision``, ``recall``, ``f1`` of the positive class (NaN when undefined: no
+      predicted / actual positives);
     * ``multiclass`` — ``accuracy``, ``macro_f1`` over the classes seen in labels or predictions of the
       window, and ``f1:<class>`` per class (at most ``max_classes`` distinct classes are tracked; later
       ones share ``__other__``, so metric names stay bounded);
@@ -175,12 +177,8 @@ class RollingPerformance:
             error = (pred != truth).astype(np.float64)
         elif self.task == "binary":
             truth = (label > 0.5).astype(np.int32)
-            by_score = score >= 0.5
-            if pred_class is not None:
-                by_class = np.array([c == self.positive_class for c in pred_class], dtype=bool)
-                has_class = np.array([c is not None for c in pred_class], dtype=bool)
-                by_score = np.where(has_class, by_class, by_score)
-            pred = by_score.astype(np.int32)
+            positive, _ = binary_decisions(score, pred_class, self.positive_class)
+            pred = positive.astype(np.int32)
             error = np.abs(label - score)
         else:
             pred = truth = np.full(k, -1, dtype=np.int32)

@@ -1,8 +1,9 @@
-"""Model-quality metrics, one implementation each: AUC, F1, MAE and RMSE.
+"""Model-quality metrics, one implementation each: AUC, F1, MAE and RMSE, and a binary model's decision.
 
 The rolling performance (:mod:`stream_monitor.core.performance`), the reference baseline
 (:mod:`stream_monitor.core.reference`) and the offline planner (:mod:`stream_monitor.offline.planner`)
 all call these, so a live AUC and its training baseline are the same statistic computed the same way.
+Accuracy and F1 also need the same decision on both sides: :func:`binary_decisions` is the one rule.
 Pure numpy; ``tests/test_quality.py`` checks them against scikit-learn when it is installed, else
 against scipy (``mannwhitneyu`` for the AUC).
 """
@@ -10,11 +11,56 @@ against scipy (``mannwhitneyu`` for the AUC).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["binary_auc", "f1_from_counts", "mae", "per_class_f1", "rmse"]
+__all__ = [
+    "DECISION_THRESHOLD",
+    "binary_auc",
+    "binary_decisions",
+    "f1_from_counts",
+    "mae",
+    "per_class_f1",
+    "rmse",
+    "wape",
+]
+
+#: A binary score at or above this is a positive decision, when the prediction names no class. Not a
+#: setting: live metrics and the reference baseline must decide alike, and both read it from here.
+DECISION_THRESHOLD = 0.5
+
+
+def binary_decisions(
+    score: npt.ArrayLike,
+    pred_class: Sequence[str | None] | None,
+    positive_class: str,
+    threshold: float = DECISION_THRESHOLD,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A binary model's decision per event: ``(positive, decided)``, two bool arrays.
+
+    The predicted class decides where the event names one (it is the model's own decision, whatever
+    threshold the model used); otherwise the score at ``threshold``. An event with neither is not
+    decided (``positive`` is False there). The live F1/accuracy
+    (:class:`~stream_monitor.core.performance.RollingPerformance`) and the reference baseline
+    (:func:`~stream_monitor.core.reference.build_reference`) both decide with this.
+
+    >>> positive, decided = binary_decisions(
+    ...     np.array([0.9, 0.2, 0.7, np.nan, np.nan]), ["0", None, None, "1", None], "1")
+    >>> positive.tolist(), decided.tolist()
+    ([False, False, True, True, False], [True, True, True, True, False])
+    """
+    s = np.asarray(score, dtype=np.float64)
+    by_score = s >= threshold  # NaN compares False
+    decided = ~np.isnan(s)
+    if pred_class is None:
+        return by_score, decided
+    if len(pred_class) != s.size:
+        raise ValueError(f"{len(pred_class)} predicted classes for {s.size} scores")
+    has_class = np.fromiter((c is not None for c in pred_class), dtype=bool, count=s.size)
+    by_class = np.fromiter((c == positive_class for c in pred_class), dtype=bool, count=s.size)
+    return np.where(has_class, by_class, by_score), decided | has_class
 
 
 def binary_auc(score: npt.ArrayLike, positive: npt.ArrayLike) -> float:
@@ -91,3 +137,16 @@ def rmse(error: np.ndarray) -> float:
     2.23606797749979
     """
     return float(np.sqrt(np.mean(error * error))) if len(error) else math.nan
+
+
+def wape(error: np.ndarray, label: np.ndarray) -> float:
+    """MAE relative to the level of the target: ``mean |prediction − label| / mean |label|`` (WAPE).
+
+    A scale-aware error: when the target's level moves (demand tripling over a season), the MAE grows
+    with it although the model is no worse; WAPE does not. NaN when empty or every label is 0.
+
+    >>> wape(np.array([1.0, -3.0]), np.array([10.0, 30.0]))
+    0.1
+    """
+    level = float(np.mean(np.abs(label))) if len(label) else 0.0
+    return mae(error) / level if level > 0 else math.nan

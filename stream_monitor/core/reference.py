@@ -27,7 +27,8 @@ import numpy as np
 import orjson
 
 from stream_monitor.core import state_format
-from stream_monitor.core.quality import binary_auc, f1_from_counts, mae, per_class_f1, rmse
+from stream_monitor.core.categories import normalize_category
+from stream_monitor.core.quality import binary_auc, binary_decisions, f1_from_counts, mae, per_class_f1, rmse
 from stream_monitor.core.schema import FeatureSpec, ModelSchema
 from stream_monitor.core.settings import DetectorSettings
 from stream_monitor.core.state_format import StateReader
@@ -43,6 +44,10 @@ STATE_FORMAT = 2  # the warm-up's 1 was JSON
 
 #: Name of the implicit last bucket of a categorical profile: every value outside the top-K.
 OTHER = "__other__"
+
+#: How a binary reference's accuracy/F1 baseline decided its rows (``ReferenceProfile.baseline_decision``):
+#: by the predicted class its data gave, or by the score alone (no predicted class in the data).
+BASELINE_DECISIONS = ("predicted_class", "score")
 
 
 def _float_or_nan(value: Any) -> float:
@@ -236,6 +241,40 @@ class CategoricalProfile:
         missing_rate = (len(values) - n_present) / len(values) if len(values) else 0.0
         return cls(categories=categories, counts=counts, missing_rate=missing_rate)
 
+    def respelled(self) -> CategoricalProfile:
+        """The profile with its categories in their one spelling (:mod:`stream_monitor.core.categories`).
+
+        Profiles written before values were normalised may hold ``"True"`` or ``"1.0"``, which live
+        events now spell ``"true"`` and ``"1"``: categories that now spell alike are merged (re-ranked
+        by count), and one that is now empty counts as missing. ``self`` when nothing changes.
+
+        >>> p = CategoricalProfile(["True", "true", " ", "1.0"], np.array([4, 3, 2, 1, 5]), 0.0)
+        >>> q = p.respelled()
+        >>> q.categories, q.counts.tolist(), round(q.missing_rate, 3)
+        (['true', '1'], [7, 1, 5], 0.133)
+        """
+        counts = self.counts.tolist()
+        merged: dict[str, int] = {}
+        now_missing = 0
+        for name, count in zip(self.categories, counts, strict=False):
+            spelled = normalize_category(name)
+            if spelled is None:
+                now_missing += count
+            else:
+                merged[spelled] = merged.get(spelled, 0) + count
+        if not now_missing and list(merged) == self.categories:
+            return self
+        ranked = sorted(merged.items(), key=lambda item: (-item[1], item[0]))
+        present = sum(counts)
+        # The events behind the profile: its present values are the (1 - missing_rate) share of them.
+        total = present / (1.0 - self.missing_rate) if self.missing_rate < 1.0 else float(present)
+        missing_rate = (self.missing_rate * total + now_missing) / total if total else self.missing_rate
+        return CategoricalProfile(
+            categories=[name for name, _ in ranked],
+            counts=np.array([*(count for _, count in ranked), counts[-1]], dtype=np.int64),
+            missing_rate=missing_rate,
+        )
+
     def bucket_indices(self, values: Sequence[str | None]) -> np.ndarray:
         """Bucket of each value: its category's position, K for ``__other__``, -1 for missing.
 
@@ -352,7 +391,9 @@ class ReferenceProfile:
     :class:`CategoricalProfile` of predicted classes (multiclass), None when the reference had no
     predictions. ``baseline`` holds the reference performance when labels were given: ``auc``,
     ``accuracy``, ``f1`` (binary); ``accuracy``, ``f1`` (macro, multiclass); ``mae``, ``rmse``,
-    ``mean_error`` (regression). ``event_rate`` is events per second of event time, None when the
+    ``mean_error`` (regression). ``baseline_decision`` says how a binary baseline's accuracy and F1
+    decided (one of :data:`BASELINE_DECISIONS`; None without such a baseline, or in a profile written
+    before it was recorded). ``event_rate`` is events per second of event time, None when the
     reference has no time span.
 
     >>> r = ReferenceProfile(1, "m", n_events=2, baseline={"mae": 0.5}, event_rate=None)
@@ -369,6 +410,7 @@ class ReferenceProfile:
     prediction: NumericProfile | CategoricalProfile | None = None
     baseline: dict[str, float] = field(default_factory=dict)
     event_rate: float | None = None
+    baseline_decision: str | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ReferenceProfile):
@@ -383,6 +425,7 @@ class ReferenceProfile:
             and self.prediction == other.prediction
             and self.baseline == other.baseline
             and self.event_rate == other.event_rate
+            and self.baseline_decision == other.baseline_decision
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -391,7 +434,7 @@ class ReferenceProfile:
         >>> ReferenceProfile(1, "m").to_dict()["format"]
         1
         """
-        return {
+        data = {
             "format": PROFILE_FORMAT,
             "version": self.version,
             "model_id": self.model_id,
@@ -403,6 +446,10 @@ class ReferenceProfile:
             "baseline": dict(self.baseline),
             "event_rate": self.event_rate,
         }
+        # Only when known: a profile without it reads and digests exactly as before.
+        if self.baseline_decision is not None:
+            data["baseline_decision"] = self.baseline_decision
+        return data
 
     def to_json(self) -> bytes:
         """Serialize to UTF-8 JSON bytes (orjson); :meth:`from_json` restores it exactly.
@@ -416,6 +463,9 @@ class ReferenceProfile:
     def from_dict(cls, data: Any) -> Self:
         """Inverse of :meth:`to_dict`; raises :class:`StateError` on a malformed or newer-format dict.
 
+        Feature categories are read in their one spelling (:meth:`CategoricalProfile.respelled`), so a
+        profile built before values were normalised still matches live events.
+
         >>> ReferenceProfile.from_dict(ReferenceProfile(3, "m").to_dict()).version
         3
         """
@@ -425,13 +475,18 @@ class ReferenceProfile:
             raise StateError(f"bad profile: format {data.get('format')!r}, expected {PROFILE_FORMAT}")
         try:
             numeric = {str(k): NumericProfile.from_dict(v) for k, v in data["numeric"].items()}
-            categorical = {str(k): CategoricalProfile.from_dict(v) for k, v in data["categorical"].items()}
+            categorical = {
+                str(k): CategoricalProfile.from_dict(v).respelled() for k, v in data["categorical"].items()
+            }
             prediction = None if data["prediction"] is None else _column_from_dict(data["prediction"])
             baseline = {str(k): float(v) for k, v in data["baseline"].items()}
             event_rate = data["event_rate"]
             model_id = data["model_id"]
             if not isinstance(model_id, str):
                 raise TypeError("model_id must be a string")
+            decision = data.get("baseline_decision")
+            if decision is not None and decision not in BASELINE_DECISIONS:
+                raise ValueError(f"baseline_decision {decision!r} is not one of {BASELINE_DECISIONS}")
             return cls(
                 model_id=model_id,
                 version=int(data["version"]),
@@ -442,6 +497,7 @@ class ReferenceProfile:
                 prediction=prediction,
                 baseline=baseline,
                 event_rate=None if event_rate is None else float(event_rate),
+                baseline_decision=decision,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"bad profile: {exc!r}") from exc
@@ -481,6 +537,8 @@ class ReferenceProfile:
         >>> ReferenceProfile.from_state(r.to_state()) == r
         True
         """
+        # baseline_decision only when known, so the state of a profile without it is as before.
+        decision = {} if self.baseline_decision is None else {"baseline_decision": self.baseline_decision}
         return state_format.tagged(
             "reference_profile",
             STATE_FORMAT,
@@ -494,6 +552,7 @@ class ReferenceProfile:
             numeric={name: _column_state(p) for name, p in self.numeric.items()},
             categorical={name: _column_state(p) for name, p in self.categorical.items()},
             prediction=None if self.prediction is None else _column_state(self.prediction),
+            **decision,
         )
 
     @classmethod
@@ -510,6 +569,9 @@ class ReferenceProfile:
             name: _column_from_state(categorical_parts.child(name)) for name in categorical_parts.parts
         }
         prediction_state = r.optional_child("prediction")
+        decision = r.text("baseline_decision") if r.has("baseline_decision") else None
+        if decision is not None and decision not in BASELINE_DECISIONS:
+            raise StateError(f"{r.what}: baseline_decision {decision!r} is not one of {BASELINE_DECISIONS}")
         if not all(isinstance(p, NumericProfile) for p in numeric.values()) or not all(
             isinstance(p, CategoricalProfile) for p in categorical.values()
         ):
@@ -524,13 +586,15 @@ class ReferenceProfile:
             prediction=None if prediction_state is None else _column_from_state(prediction_state),
             baseline=dict(zip(names, values.tolist(), strict=True)),
             event_rate=r.optional_number("event_rate"),
+            baseline_decision=decision,
         )
 
 
 def _binary_baseline(
     score: np.ndarray, predicted_positive: np.ndarray, label: np.ndarray
 ) -> dict[str, float]:
-    """AUC from scores (ties get average ranks), accuracy and F1 from the 0.5-thresholded decision."""
+    """AUC from scores (ties get average ranks), accuracy and F1 from the decisions given
+    (:func:`~stream_monitor.core.quality.binary_decisions`, as the live metrics decide)."""
     baseline: dict[str, float] = {}
     truth = label == 1.0
     if truth.size:
@@ -613,6 +677,7 @@ def _build(
 
     prediction: NumericProfile | CategoricalProfile | None = None
     baseline: dict[str, float] = {}
+    baseline_decision: str | None = None
     if schema.task == "multiclass":
         if any(p is not None for p in pred_label):
             prediction = CategoricalProfile.from_values(pred_label, top_k=top_k)
@@ -633,12 +698,14 @@ def _build(
             if schema.task == "regression":
                 baseline = _regression_baseline(score, label_values)
             else:
-                # A binary prediction given only as a class label still has a decision, not a score.
-                from_label = np.array([p == schema.positive_class for p in pred_label], dtype=bool)
-                decided = ~np.isnan(score) | np.array([p is not None for p in pred_label], dtype=bool)
+                # The live rule, row by row: the predicted class where the data gives one (the model's
+                # own decision), else the score at the threshold; rows with neither are not decided.
+                predicted_positive, decided = binary_decisions(score, pred_label, schema.positive_class)
                 keep = decided & ~np.isnan(label_values)
-                predicted_positive = np.where(np.isnan(score), from_label, score >= 0.5)
                 baseline = _binary_baseline(score[keep], predicted_positive[keep], label_values[keep])
+                if "accuracy" in baseline:
+                    by_class = any(p is not None for p, k in zip(pred_label, keep.tolist(), strict=True) if k)
+                    baseline_decision = "predicted_class" if by_class else "score"
 
     return ReferenceProfile(
         version=1,
@@ -650,6 +717,7 @@ def _build(
         prediction=prediction,
         baseline=baseline,
         event_rate=_event_rate(ts),
+        baseline_decision=baseline_decision,
     )
 
 
@@ -668,7 +736,9 @@ def build_reference(
 
     ``labels`` (aligned with the batch, NaN/None = unknown) add the baseline performance: float 1.0/0.0
     for binary (1.0 = the schema's positive class), class strings for multiclass, values for
-    regression. Binary decisions threshold the score at 0.5.
+    regression. A binary row is decided as live events are
+    (:func:`~stream_monitor.core.quality.binary_decisions`): by its predicted class (``pred_label``)
+    when it has one, else by its score at 0.5.
 
     >>> from types import SimpleNamespace
     >>> from stream_monitor.core.schema import FeatureSpec, ModelSchema
