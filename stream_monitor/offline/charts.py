@@ -7,9 +7,10 @@ so the service never loads it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from stream_monitor.core.insights.dna import DataDNA
 from stream_monitor.core.settings import PolicySettings
 from stream_monitor.errors import StreamMonitorError
 from stream_monitor.web.status import REGIME_COLOURS
+
+if TYPE_CHECKING:
+    from stream_monitor.offline.planner import Plan
 
 
 def pyplot() -> Any:
@@ -96,3 +100,214 @@ def segments_png(
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+# -- the retraining planner's charts --------------------------------------------------------------
+BLUE, RED, ORANGE, GREEN, GREY = "#4c78a8", "#e45756", "#f58518", "#54a24b", "#9d9d9d"
+
+
+def plan_charts(plan: Plan, out: Path) -> list[str]:
+    """The planner's four charts in ``out``: learning curve, training window, decay, cadence (file
+    names in that order). Each says in its caption what was trained on what and tested on what; the
+    spread across draws, test periods, starts or phases is drawn; loss axes include zero."""
+    plt = pyplot()
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
+
+    from stream_monitor.offline.planner import MIN_STARTS_PER_LAG, count, periods_holding
+
+    u = plan.unit
+    lc, wd, dc, cd = plan.learning_curve, plan.window, plan.decay, plan.cadence
+    percent = PercentFormatter(1.0, decimals=0)
+
+    def chart(name: str, title: str, caption: str, draw: Callable[..., None], panels: int = 1) -> str:
+        fig, axes = plt.subplots(1, panels, figsize=(7.5 + 4.5 * (panels - 1), 5.2), squeeze=False)
+        draw(*axes[0])
+        for ax in axes[0]:
+            ax.grid(alpha=0.3)
+        if panels == 1:
+            axes[0][0].set_title(title)
+        else:
+            fig.suptitle(title)
+        lines = textwrap.wrap(caption, 105 + 60 * (panels - 1))
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=7.5, va="bottom", ha="left", color="#333333")
+        fig.tight_layout(rect=(0, 0.035 * len(lines) + 0.01, 1, 1))
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        return name
+
+    def loss_axis(ax: Any, values: Sequence[float], label: str) -> None:
+        finite = [v for v in values if v == v]
+        ax.set_ylim(min(0.0, *finite) * 1.1 if finite else 0.0, max(0.0, *finite) * 1.1 + 0.01)
+        ax.yaxis.set_major_formatter(percent)
+        ax.axhline(0, color="#555555", linewidth=0.8)
+        ax.set_ylabel(label)
+
+    def draw_lc(ax: Any) -> None:
+        ax.plot(lc.sizes, lc.scores, marker="o", color=BLUE, label=f"mean of {lc.repeats} random draws")
+        ax.vlines(lc.sizes, lc.low, lc.high, color=BLUE, alpha=0.6, label="min – max of the draws")
+        ax.axvline(
+            lc.suggested_size,
+            color=RED,
+            linestyle="--",
+            label=f"enough: {lc.suggested_size:,} rows (within {plan.tolerance / 4:.1%} of all)",
+        )
+        ax.set_xscale("log")
+        if plan.metric == "auc":
+            ax.set_ylim(0.5, 1.0)  # 0.5 is chance
+        else:
+            ax.set_ylim(0, max(lc.high) * 1.1)
+            if plan.metric == "wape":
+                ax.yaxis.set_major_formatter(percent)
+        better = "higher is better" if plan.higher_is_better else "lower is better"
+        ax.set(xlabel="training rows (log scale)", ylabel=f"{plan.metric_label()}, {better}")
+        ax.legend(fontsize=8)
+
+    def draw_window(ax: Any) -> None:
+        ax.plot(
+            wd.periods,
+            wd.loss,
+            marker="o",
+            color=BLUE,
+            label=f"mean over the {len(wd.test_periods)} test {u}s",
+        )
+        ax.vlines(wd.periods, wd.loss_q25, wd.loss_q75, color=BLUE, alpha=0.6, label="interquartile range")
+        need = periods_holding(lc.suggested_size, plan.data.rows_per_period if plan.data else 1.0)
+        ax.axvline(need, color=GREEN, linestyle=":", label=f"learning curve's need: {count(need, u)}")
+        ax.axvline(
+            plan.advice.window,
+            color=RED,
+            linestyle="--",
+            label=f"plan: the last {count(plan.advice.window, u)}",
+        )
+        ax.axhline(
+            plan.tolerance / 4,
+            color=GREY,
+            linestyle="--",
+            linewidth=1,
+            label=f"{plan.tolerance / 4:.1%} (tolerance / 4)",
+        )
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(wd.periods))
+        ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_minor_locator(NullLocator())
+        loss_axis(
+            ax, [*wd.loss_q25, *wd.loss_q75, *wd.loss], f"{plan.metric.upper()} worse than the best window"
+        )
+        ax.set_xlabel(f"train on the last … {u}s (log scale)")
+        ax.legend(fontsize=8)
+
+    def draw_decay(whole: Any, zoom: Any) -> None:
+        near = min(max(dc.lags), 2 * dc.horizon + 2)  # the zoom: the lags around the horizon
+        for ax in (whole, zoom):
+            ax.fill_between(
+                dc.lags,
+                dc.loss_q25,
+                dc.loss_q75,
+                color=BLUE,
+                alpha=0.25,
+                label="interquartile range over starts",
+            )
+            ax.plot(dc.lags, dc.loss, marker="o", markersize=4, color=BLUE, label="median over starts")
+            ax.axhline(
+                plan.tolerance, color=RED, linestyle="--", label=f"tolerance: {plan.tolerance:.0%} worse"
+            )
+            horizon = f"decay horizon: {count(dc.horizon, u)}" + ("" if dc.bounded else " or more")
+            ax.axvline(dc.horizon + 0.5, color=ORANGE, linestyle=":", linewidth=2, label=horizon)
+            if dc.limit < dc.horizon:
+                ax.plot(
+                    dc.lags,
+                    dc.loss_recent,
+                    color=ORANGE,
+                    linewidth=1.2,
+                    label=f"median of the latest starts (from {u} {dc.recent_from})",
+                )
+                ax.axvline(
+                    dc.limit + 0.5,
+                    color=RED,
+                    linestyle=":",
+                    linewidth=2,
+                    label=f"their horizon: {count(dc.limit, u)}",
+                )
+            ax.set_xlabel(f"{u}s since the end of training (1 = the fresh model)")
+        label = f"{plan.metric.upper()} worse than a fresh model, same {u}"
+        loss_axis(whole, [*dc.loss_q25, *dc.loss_q75], label)
+        whole.set_xlim(0.5, max(dc.lags) + 0.5)
+        whole.set_title(f"all lags measured on at least {MIN_STARTS_PER_LAG} starts", fontsize=10)
+        shown = [v for v in dc.loss_q25[:near] if v == v]
+        zoom.set_ylim(min(0.0, *shown) * 1.1 if shown else 0.0, 4 * plan.tolerance)
+        zoom.yaxis.set_major_formatter(percent)
+        zoom.axhline(0, color="#555555", linewidth=0.8)
+        zoom.set_xlim(0.5, near + 0.5)
+        zoom.set_title(f"zoom: the first {count(near, u)}, up to {4 * plan.tolerance:.0%}", fontsize=10)
+        zoom.xaxis.set_major_locator(MaxNLocator(integer=True))
+        whole.legend(fontsize=8, loc="upper left")
+
+    def draw_cadence(ax: Any) -> None:
+        colours = [RED if k == plan.advice.cadence else (GREY if k > dc.limit else BLUE) for k in cd.every]
+        ax.bar(cd.every, cd.loss, color=colours, width=0.8)
+        ax.vlines(cd.every, cd.low, cd.high, color="black", linewidth=1)
+        ax.axhline(plan.tolerance / 2, color=RED, linestyle="--", linewidth=1)
+        handles = [
+            Patch(color=RED, label=f"plan: every {count(plan.advice.cadence, u)}"),
+            Patch(color=BLUE, label=f"within the decay horizon ({count(dc.limit, u)})"),
+            Patch(color=GREY, label="beyond the decay horizon"),
+            plt.Line2D([], [], color="black", label="best – worst phase"),
+            plt.Line2D(
+                [], [], color=RED, linestyle="--", label=f"half the tolerance ({plan.tolerance / 2:.0%})"
+            ),
+        ]
+        loss_axis(
+            ax,
+            [*cd.low, *cd.high, plan.tolerance / 2],
+            f"{plan.metric.upper()} worse than retraining every {u}",
+        )
+        ax.set_xticks(cd.every if len(cd.every) <= 14 else cd.every[::2])
+        ax.set_xlabel(f"retrain every … {u}s")
+        ax.legend(handles=handles, fontsize=8, loc="upper left")
+
+    model = f"Model {plan.model_name}"
+    measured = [n for n, v in zip(dc.n_starts, dc.loss, strict=True) if v == v]
+    first, last = dc.starts[0], dc.starts[-1]
+    return [
+        chart(
+            "learning_curve.png",
+            "Learning curve: how many rows does the model need?",
+            f"{model}: trained on random subsets of {plan.describe(*lc.train_periods)}, tested on "
+            f"{plan.describe(*lc.test_periods)}. Dots: mean of {lc.repeats} draws per size; bars: min – max.",
+            draw_lc,
+        ),
+        chart(
+            "training_window.png",
+            "Training window: does older data help?",
+            f"{model}: trained on the last m {u}s before each of "
+            f"{plan.describe(wd.test_periods[0], wd.test_periods[-1])}, tested on that {u} (out of time). "
+            f"Loss against the best window on the same {u}; dots: mean, bars: interquartile range over the "
+            f"{len(wd.test_periods)} test {u}s.",
+            draw_window,
+        ),
+        chart(
+            "decay.png",
+            "Decay: how fast does a model age?",
+            f"{model}: one model per start {u} t ({plan.describe(first, last)}, {len(dc.starts)} starts), "
+            f"trained on the {count(dc.train_periods, u)} up to t, tested on {u} t + L; the fresh model is "
+            f"trained up to t + L − 1 and tested on the same {u}. Line: median, band: interquartile range "
+            f"across starts (every lag shown has at least {min(measured, default=0)} starts)"
+            + (
+                f"; orange: the median of the latest half of the starts, from {u} {dc.recent_from}."
+                if dc.limit < dc.horizon
+                else "."
+            ),
+            draw_decay,
+            panels=2,
+        ),
+        chart(
+            "cadence.png",
+            "Retraining cadence: what does each retrain buy?",
+            f"{model}: {plan.describe(*cd.scored_periods)} replayed, retraining every k {u}s on the last "
+            f"{count(dc.train_periods, u)}, each {u} scored with the model of the day (out of time). "
+            f"Bars: mean over the k phases of the schedule of the loss against retraining every {u}; "
+            f"whiskers: best – worst phase. Never retraining: {cd.never:+.0%}.",
+            draw_cadence,
+        ),
+    ]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import orjson
 
+from stream_monitor.errors import StreamMonitorError
+
 DEFAULT_INSIGHTS_DIR = "stream-monitor-insights"
 
 
@@ -83,6 +85,111 @@ def add_insights_parser(sub: argparse._SubParsersAction) -> None:
     dna.add_argument("--out", help="where to write the PNG and JSON (default: --dir)")
     dna.set_defaults(func=cmd_dna)
 
-    from stream_monitor.offline.planner import add_plan_parser
-
     add_plan_parser(sub)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """The retraining planner on a flat table, on replay inputs, or on the demo's story."""
+    from stream_monitor.offline import planner
+    from stream_monitor.progress import Progress
+
+    unit = args.unit
+    if args.demo:
+        table = planner.demo_table()
+        task = "regression"
+        unit = unit or "rentals/hour"
+    elif args.data and (args.labels or not (args.time_column or args.target)):
+        table = planner.read_replay(args.data, args.labels, args.model_id, positive_class=args.positive_class)
+        task = args.task
+    elif args.data and args.time_column and args.target:
+        table = planner.read_table(
+            args.data, args.time_column, args.target, args.features, positive_class=args.positive_class
+        )
+        task = args.task
+    else:
+        raise StreamMonitorError(
+            "plan needs PREDICTIONS.jsonl [--labels LABELS.jsonl], or a flat table with --time-column "
+            "and --target, or --demo"
+        )
+    data = planner.make_dataset(table, args.period_seconds, args.min_rows)
+    factory_spec = args.model_factory or ("additive_bins" if task == "regression" else "logistic")
+    print(
+        f"planning on {len(data.y):,} rows of {table.source} over {data.n_periods} "
+        f"{planner.unit_name(data.period_seconds)}s with {factory_spec} ({task})",
+        file=sys.stderr,
+    )
+    if data.period_choice is not None and data.period_choice.warning:
+        print(f"stream-monitor: warning: {data.period_choice.warning}", file=sys.stderr)
+    plan = planner.RetrainingPlanner(
+        data,
+        planner.load_factory(factory_spec),
+        task=task,
+        tolerance=args.tolerance,
+        metric=args.metric,
+        starts=args.starts,
+        train_periods=args.train_periods,
+        progress=None if args.quiet else Progress(what="fit"),
+        model_name=factory_spec,
+        label_unit=unit,
+    ).run()
+    report = planner.write_report(plan, args.out)
+    print(plan.schedule())
+    print(f"wrote {report} and " + ", ".join(plan.charts.values()))
+    return 0
+
+
+def add_plan_parser(sub: argparse._SubParsersAction) -> None:
+    """``stream-monitor plan``: its arguments."""
+    from stream_monitor.offline.planner import MIN_ROWS_PER_PERIOD
+
+    p = sub.add_parser(
+        "plan",
+        help="offline retraining planner: learning curve, training window, decay, cadence (out of time)",
+    )
+    p.add_argument(
+        "data",
+        nargs="?",
+        help="prediction events JSONL (as `replay` reads them; with --labels), or a flat table of "
+        "features + label + time (CSV, JSONL or Parquet; with --time-column and --target)",
+    )
+    p.add_argument("--labels", help="label events JSONL (as `replay` reads them), joined on event_id")
+    p.add_argument("--model-id", help="the model whose events to use, when the file holds several")
+    p.add_argument("--demo", action="store_true", help="use the demo's bike-sharing story as the data")
+    p.add_argument("--time-column", help="flat table: event time column (epoch seconds or RFC 3339)")
+    p.add_argument("--target", help="flat table: label column")
+    p.add_argument("--features", nargs="*", help="flat table: feature columns (default: all others)")
+    p.add_argument("--task", choices=("regression", "binary"), default="regression")
+    p.add_argument("--positive-class", help="binary: the label value of the positive class")
+    p.add_argument(
+        "--model-factory",
+        help="module:function returning fit/predict(_proba); built in: additive_bins, ridge, logistic",
+    )
+    p.add_argument(
+        "--metric",
+        choices=("auto", "mae", "wape", "auc"),
+        default="auto",
+        help="quality: auto = WAPE (MAE / mean label) for non-negative labels, else MAE; AUC for binary",
+    )
+    p.add_argument("--unit", help="the label's unit for the charts, e.g. 'rentals/hour'")
+    p.add_argument(
+        "--period-seconds",
+        type=float,
+        default=None,
+        help="length of one period (default: from the data rate, a day, a week or four weeks)",
+    )
+    p.add_argument(
+        "--min-rows",
+        type=int,
+        default=MIN_ROWS_PER_PERIOD,
+        help=f"rows a period should hold (default {MIN_ROWS_PER_PERIOD}; a warning below it)",
+    )
+    p.add_argument("--tolerance", type=float, default=0.1, help="acceptable relative quality loss")
+    p.add_argument(
+        "--starts", type=int, default=None, help="decay: use only the latest N start periods (default: all)"
+    )
+    p.add_argument(
+        "--train-periods", type=int, default=None, help="train on this many periods (default: suggested)"
+    )
+    p.add_argument("--out", default="retraining-plan", help="folder for the report and charts")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_plan)

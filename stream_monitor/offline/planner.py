@@ -1,60 +1,195 @@
 """``stream-monitor plan``: the offline retraining planner of seed 000 ("Part one").
 
-Given historical labelled data with a time column and a model factory, it answers before production:
+Given labelled history with a time and a model factory, it answers before production "retrain every
+N periods on the last M periods", and says why. Every experiment is **out of time**: a model is
+trained on periods up to ``t`` and scored on a later period it never saw — never on shuffled rows of its
+own period, which would make every later period look decayed at once.
 
-1. **Learning curve** — how much data does the model need? Fixed test set (the last
-   ``test_periods`` periods), random training subsets of growing size from the periods before it;
-   the suggested minimum is the smallest size within ``tolerance / 4`` of the full-size quality.
-2. **Decay speed** — train on one period, score every later period; repeated from ``starts`` start
-   periods and averaged by lag. The reference quality is 5-fold cross-validation within the
-   training period ("fresh": a model scored on unseen rows of its own time). The **decay horizon**
-   is the last lag before the quality falls more than ``tolerance`` (relative) below fresh.
-3. **Retraining cadence** — replay the history retraining every ``k`` periods (on the last
-   ``window`` periods) and score every period with the model of the day; the gain of each cadence
-   over never retraining. Suggested: the longest cadence within ``tolerance / 2`` of retraining every
-   period — retraining is not free.
-4. **Dropping old data** — fixed test set, train on the last ``m`` periods for growing ``m``;
-   suggested window: the shortest within ``tolerance / 4`` of the best.
+0. **Period** — chosen from the data rate: the shortest of a day, a week or four weeks whose median
+   period holds :data:`MIN_ROWS_PER_PERIOD` rows (below that one period's error moves by about the
+   tolerance from sampling alone). Shorter than a day is never chosen: it would compare the hours of a
+   daily cycle with each other. ``--period-seconds`` overrides it (a warning below the minimum).
+1. **Learning curve** — how many rows does the model need? Random subsets of growing size from the
+   periods before the last ``test_periods``, scored on those; enough = the smallest size within
+   ``tolerance / 4`` of the full pool.
+2. **Training window** — train on the last ``m`` periods before each of the last few periods, score on
+   that period; suggested: the shortest window within ``tolerance / 4`` of the best, reconciled with the
+   learning curve (:func:`choose_window` says which constraint wins and why).
+3. **Decay** — with that window, one model per start period ``t`` (all of them, or the latest
+   ``starts``), scored on every later period ``t + L``. "Fresh" is the model trained up to ``t + L - 1``
+   scored on the *same* period, so each comparison is paired: a level that moves over the history (demand
+   tripling) moves both and cancels. Per lag: the median and interquartile range of the relative loss
+   across starts (lags measured on fewer than :data:`MIN_STARTS_PER_LAG` starts are not used). The
+   **decay horizon** is the last lag before the median loss exceeds ``tolerance``.
+4. **Cadence** — the same models replay the history retraining every ``k`` periods (every phase of the
+   schedule); the loss against retraining every period, mean and range over phases. Suggested: the
+   longest cadence whose loss stays within ``tolerance / 2`` — never longer than the decay horizon
+   (:func:`choose_cadence`).
 
-The report (Markdown + PNG charts) ends with a suggested schedule and training window.
+The advice is one sentence per decision, each with the figure behind it (:class:`Advice`).
 
 Models: ``--model-factory module:function`` returns an object with ``fit(X, y)`` and ``predict(X)``
 or ``predict_proba(X)`` (scikit-learn style; scikit-learn itself works). Built in:
-:func:`additive_bins` (regression; tree-like, it cannot extrapolate beyond its training range) and
-:func:`logistic` (binary). Quality is MAE for regression (lower is better) and AUC for binary.
+:func:`additive_bins` (regression; tree-like, it cannot extrapolate beyond its training range),
+:func:`ridge` (regression) and :func:`logistic` (binary). Quality (:mod:`stream_monitor.core.quality`):
+AUC for binary; for regression WAPE (MAE / mean |label|) when the labels are non-negative — counts,
+amounts, prices: their level moves and the absolute error with it — else MAE (``--metric`` chooses).
 
 >>> data = synthetic_decay(periods=16, rows=1500, horizon=3, seed=1)
->>> plan = RetrainingPlanner(data, ridge, task="regression", starts=4).run()
->>> plan.decay.horizon
-3
+>>> plan = RetrainingPlanner(data, ridge, task="regression").run()
+>>> plan.decay.horizon, plan.advice.cadence, plan.advice.window
+(3, 3, 1)
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+import datetime as dt
 import importlib
 import math
-import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from stream_monitor.core.quality import binary_auc, mae
+from stream_monitor.core.quality import binary_auc, mae, wape
 from stream_monitor.errors import StreamMonitorError
-from stream_monitor.progress import Progress
 
+HOUR = 3600.0
 DAY = 86400.0
+WEEK = 7 * DAY
+#: Period lengths the planner chooses from, shortest first (a shorter one is only set by the user).
+PERIOD_CHOICES = (DAY, WEEK, 4 * WEEK)
+#: Rows a period should hold: the MAE of 200 rows has a relative standard error of about 5 %, so a
+#: paired ratio of two periods moves by about 7 % from sampling alone — within a 10 % tolerance.
+MIN_ROWS_PER_PERIOD = 200
+#: Below this many periods the experiments have too few test periods and starts to say anything.
+MIN_PERIODS = 8
+#: A period with fewer rows is not scored (its error would be noise); it can still be trained on.
+MIN_TEST_ROWS = 20
+#: A lag of the decay experiment counts only when this many start periods measured it.
+MIN_STARTS_PER_LAG = 5
+#: The longest cadence the replay tries, in periods.
+MAX_CADENCE = 28
 
 
 class Model(Protocol):
     def fit(self, X: np.ndarray, y: np.ndarray) -> Any: ...
 
 
+# -- periods --------------------------------------------------------------------------------------
+def unit_name(seconds: float) -> str:
+    """The period's name in sentences: ``day``, ``week``, ``4-week period``, ``hour``, …"""
+    names = {HOUR: "hour", DAY: "day", WEEK: "week", 4 * WEEK: "4-week period"}
+    if seconds in names:
+        return names[seconds]
+    if seconds % DAY == 0:
+        return f"{seconds / DAY:g}-day period"
+    return f"{seconds / HOUR:g}-hour period" if seconds % HOUR == 0 else f"{seconds:g}-second period"
+
+
+def count(n: float, unit: str) -> str:
+    """``count(1, "day") == "1 day"``, ``count(3, "day") == "3 days"``."""
+    return f"{n:,.0f} {unit}" + ("" if round(n) == 1 else "s")
+
+
+def period_origin(first_ts: float, seconds: float) -> float:
+    """Where period 0 starts: weeks (and multiples) on a Monday — ISO weeks; the Unix epoch was a
+    Thursday — longer periods at midnight UTC, shorter ones on a multiple of their length.
+
+    >>> time.strftime("%a %Y-%m-%d %H:%M", time.gmtime(period_origin(1736899490.0, WEEK)))
+    'Mon 2025-01-13 00:00'
+    """
+    if seconds % WEEK == 0:
+        monday = 4 * DAY
+        return math.floor((first_ts - monday) / WEEK) * WEEK + monday
+    base = DAY if seconds >= DAY else seconds
+    return math.floor(first_ts / base) * base
+
+
+def _rows_per_period(ts: np.ndarray, seconds: float) -> tuple[float, int]:
+    """Median rows per period (empty periods count) and the number of periods over the span."""
+    index = ((ts - period_origin(float(ts.min()), seconds)) // seconds).astype(np.int64)
+    counts = np.bincount(index)
+    return float(np.median(counts)), len(counts)
+
+
+@dataclass(frozen=True)
+class PeriodChoice:
+    """The period length and why: ``by`` is ``"data rate"`` or ``"--period-seconds"``."""
+
+    seconds: float
+    rows: float  # median rows per period
+    periods: int
+    by: str
+    warning: str | None = None
+
+    def sentence(self, min_rows: int = MIN_ROWS_PER_PERIOD) -> str:
+        unit = unit_name(self.seconds)
+        why = (
+            f"set by --period-seconds: {self.rows:,.0f} rows per {unit} (median)"
+            if self.by != "data rate"
+            else f"chosen from the data rate: {self.rows:,.0f} rows per {unit} (median), the shortest period "
+            f"of a day, a week or four weeks holding at least {min_rows}"
+        )
+        return f"One period = one {unit}, {why}; {count(self.periods, unit)} of history."
+
+
+def choose_period(
+    ts: np.ndarray, override: float | None = None, min_rows: int = MIN_ROWS_PER_PERIOD
+) -> PeriodChoice:
+    """The period length for rows at times ``ts`` (see the module docstring).
+
+    >>> ts = np.arange(0, 60 * DAY, 600.0)  # 144 rows a day for 60 days
+    >>> choice = choose_period(ts)
+    >>> choice.seconds == WEEK, choice.rows, choice.periods
+    (True, 1008.0, 9)
+    >>> choose_period(ts, override=DAY).warning[:45]
+    'a day holds 144 rows (median), fewer than the'
+    """
+    if override is not None:
+        rows, n = _rows_per_period(ts, override)
+        return PeriodChoice(override, rows, n, "--period-seconds", _few_rows(override, rows, min_rows))
+    candidates = [(s, *_rows_per_period(ts, s)) for s in PERIOD_CHOICES]
+    for seconds, rows, n in candidates:
+        if rows >= min_rows and n >= MIN_PERIODS:
+            return PeriodChoice(seconds, rows, n, "data rate")
+    # No length has both: keep enough periods for the experiments and say the figures are noisy.
+    viable = [c for c in candidates if c[2] >= MIN_PERIODS] or candidates[:1]
+    seconds, rows, n = viable[-1]
+    warning = _few_rows(seconds, rows, min_rows) or (
+        f"only {count(n, unit_name(seconds))} of history: fewer than {MIN_PERIODS}, too few start periods "
+        "for a reliable decay horizon"
+    )
+    return PeriodChoice(seconds, rows, n, "data rate", warning)
+
+
+def _few_rows(seconds: float, rows: float, min_rows: int) -> str | None:
+    if rows >= min_rows:
+        return None
+    unit = unit_name(seconds)
+    article = "an" if unit.startswith("hour") else "a"
+    return (
+        f"{article} {unit} holds {rows:,.0f} rows (median), fewer than the {min_rows} the planner needs "
+        "for a stable per-period error: its figures are noisy; choose a longer --period-seconds"
+    )
+
+
 # -- data -----------------------------------------------------------------------------------------
+@dataclass
+class Table:
+    """Labelled rows in any order: features ``X`` (n, d), target ``y``, event time ``ts`` (epoch s)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    ts: np.ndarray
+    feature_names: list[str]
+    source: str = ""
+
+
 @dataclass
 class Dataset:
     """Labelled rows in time order: features ``X`` (n, d), target ``y``, period index per row."""
@@ -64,14 +199,49 @@ class Dataset:
     period: np.ndarray  # int, 0 = first period
     feature_names: list[str]
     period_seconds: float = DAY
-    start: float = 0.0
+    start: float = 0.0  # epoch seconds where period 0 starts; 0 for synthetic data
+    period_choice: PeriodChoice | None = None
 
     @property
     def n_periods(self) -> int:
         return int(self.period.max()) + 1 if self.period.size else 0
 
+    @property
+    def rows_per_period(self) -> float:
+        return float(np.median(np.bincount(self.period))) if self.period.size else 0.0
+
     def rows(self, periods: Sequence[int] | range) -> np.ndarray:
         return np.flatnonzero(np.isin(self.period, np.asarray(list(periods))))
+
+    def describe(self, first: int, last: int) -> str:
+        """``days 3–9 (2025-01-04 to 2025-01-10)``: periods by index, with dates for real data."""
+        unit = unit_name(self.period_seconds)
+        what = f"{unit} {first}" if first == last else f"{unit}s {first}–{last}"
+        if self.start <= 0:
+            return what
+
+        def day(p: int, end: bool = False) -> str:
+            ts = self.start + (p + end) * self.period_seconds - end
+            return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+        return f"{what} ({day(first)} to {day(last, end=True)})"
+
+
+def make_dataset(
+    table: Table, period_seconds: float | None = None, min_rows: int = MIN_ROWS_PER_PERIOD
+) -> Dataset:
+    """Order ``table`` in time and cut it into periods (length from :func:`choose_period`)."""
+    if not len(table.y):
+        raise StreamMonitorError(f"{table.source or 'data'}: no labelled rows")
+    timed = np.flatnonzero(~np.isnan(table.ts) & ~np.isnan(table.y))  # a row without either is unusable
+    if not len(timed):
+        raise StreamMonitorError(f"{table.source or 'data'}: no row has both a time and a label")
+    ts = table.ts[timed]
+    choice = choose_period(ts, period_seconds, min_rows)
+    order = timed[np.argsort(ts, kind="stable")]
+    start = period_origin(float(ts.min()), choice.seconds)
+    period = ((table.ts[order] - start) // choice.seconds).astype(np.int64)
+    return Dataset(table.X[order], table.y[order], period, table.feature_names, choice.seconds, start, choice)
 
 
 def synthetic_decay(
@@ -80,27 +250,35 @@ def synthetic_decay(
     """A regression whose concept rotates a little every period, planted to decay after ``horizon``.
 
     ``y = cos(θ_p) x1 + sin(θ_p) x2 + 0.5 x3 + ε`` with ``θ_p = ω p`` and unit noise. A model trained on
-    period ``p`` has, at lag ``L``, an extra error variance ``4 sin²(ωL/2)``, so its MAE grows by
-    ``sqrt(1 + 4 sin²(ωL/2)) - 1``; ``ω`` is chosen so that this crosses ``tolerance`` half-way
-    between ``horizon`` and ``horizon + 1``.
+    period ``t`` and scored on period ``t + L`` has error variance ``1 + 4 sin²(ωL/2)``; the fresh model
+    (``L = 1``) ``1 + 4 sin²(ω/2)``. The MAE ratio ``r(L)`` is the square root of their quotient, and
+    ``ω`` is solved for so that ``r`` crosses ``1 + tolerance`` half-way between ``horizon`` and
+    ``horizon + 1``: out of time, a one-period model is within the tolerance for exactly ``horizon``
+    periods. Old data only hurts here, so the planner's window is one period.
 
     >>> d = synthetic_decay(periods=3, rows=10)
     >>> d.X.shape, d.n_periods
     ((30, 3), 3)
     """
+
+    def ratio(lag: float, omega: float) -> float:
+        return math.sqrt((1 + 4 * math.sin(omega * lag / 2) ** 2) / (1 + 4 * math.sin(omega / 2) ** 2))
+
+    lo, hi = 0.0, math.pi / (horizon + 0.5)  # r(h + 0.5) grows with ω on this interval
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ratio(horizon + 0.5, mid) < 1 + tolerance else (lo, mid)
     rng = np.random.default_rng(seed)
-    growth = (1 + tolerance) ** 2 - 1  # extra variance at which MAE is `tolerance` worse
-    omega = 2 * math.asin(math.sqrt(growth / 4)) / (horizon + 0.5)
     X = rng.normal(size=(periods * rows, 3))
     period = np.repeat(np.arange(periods), rows)
-    theta = omega * period
+    theta = lo * period
     y = np.cos(theta) * X[:, 0] + np.sin(theta) * X[:, 1] + 0.5 * X[:, 2] + rng.normal(size=len(period))
-    return Dataset(X, y, period, ["x1", "x2", "x3"])
+    return Dataset(X, y, period, ["x1", "x2", "x3"], DAY, 0.0)
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".json")):
+    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson")):
         import gzip
 
         import orjson
@@ -116,40 +294,22 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
                 "reading Parquet needs pyarrow: pip install 'stream-monitor[parquet]'"
             ) from exc
         return list(pq.read_table(path).to_pylist())
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         return list(csv.DictReader(f))
 
 
-def _time(value: Any) -> float:
-    from stream_monitor.core.events import parse_ts
+def _times(values: Iterable[Any], where: str) -> np.ndarray:
+    """Event times as the training-data reader reads them; a zone-less time is UTC."""
+    from stream_monitor.offline.reference_io import training_ts
 
-    ts = parse_ts(value)
-    if ts is None:
-        try:
-            ts = float(value)
-        except (TypeError, ValueError):
-            raise StreamMonitorError(f"cannot read time value {value!r}") from None
-    return float(ts)
+    return np.array([training_ts(v, dt.UTC, f"{where}: row {i + 1}") for i, v in enumerate(values)])
 
 
-def load_dataset(
-    path: str | Path,
-    time_column: str,
-    target: str,
-    features: Sequence[str] | None = None,
-    period_seconds: float = DAY,
-    max_categories: int = 20,
-) -> Dataset:
-    """Read CSV / JSONL / Parquet rows into a :class:`Dataset` (categoricals one-hot, top categories)."""
-    rows = _read_rows(Path(path))
-    if not rows:
-        raise StreamMonitorError(f"{path}: no rows")
-    for col in (time_column, target):
-        if col not in rows[0]:
-            raise StreamMonitorError(f"{path}: no column {col!r} (columns: {', '.join(rows[0])})")
-    names = list(features) if features else [c for c in rows[0] if c not in (time_column, target)]
-    ts = np.array([_time(r[time_column]) for r in rows])
-    y = np.array([float(r[target]) for r in rows])
+def _features(
+    rows: Sequence[dict[str, Any]], names: Sequence[str], max_categories: int
+) -> tuple[np.ndarray, list[str]]:
+    """Numeric columns as they are (booleans 0/1, missing = column mean); other columns one-hot on
+    their ``max_categories`` most frequent values (missing: none of them)."""
     columns: list[np.ndarray] = []
     out_names: list[str] = []
     for name in names:
@@ -158,16 +318,130 @@ def load_dataset(
             columns.append(np.array([math.nan if v in (None, "") else float(v) for v in raw]))
             out_names.append(name)
         except (TypeError, ValueError):
-            values, counts = np.unique([str(v) for v in raw], return_counts=True)
+            values, counts = np.unique([str(v) for v in raw if v not in (None, "")], return_counts=True)
             for cat in values[np.argsort(-counts)][:max_categories]:
                 columns.append(np.array([1.0 if str(v) == cat else 0.0 for v in raw]))
                 out_names.append(f"{name}={cat}")
     X = np.column_stack(columns) if columns else np.zeros((len(rows), 0))
-    X = np.where(np.isnan(X), np.nanmean(X, axis=0, keepdims=True), X)
-    order = np.argsort(ts, kind="stable")
-    start = math.floor(ts.min() / period_seconds) * period_seconds
-    period = ((ts[order] - start) // period_seconds).astype(np.int64)
-    return Dataset(X[order], y[order], period, out_names, period_seconds, start)
+    with np.errstate(all="ignore"):
+        means = np.nan_to_num(np.nanmean(X, axis=0, keepdims=True)) if X.size else X[:1]
+    return np.where(np.isnan(X), means, X), out_names
+
+
+def _label(value: Any, positive_class: str | None, where: str) -> float:
+    """A label as a number: a value (regression), or 1/0 for a binary class (``positive_class``, or
+    true/false, 1/0)."""
+    if isinstance(value, bool):
+        return float(value)
+    if positive_class is not None and str(value) == positive_class:
+        return 1.0
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        if str(value).lower() in ("true", "false"):
+            return float(str(value).lower() == "true")
+        if positive_class is not None:
+            return 0.0
+        raise StreamMonitorError(
+            f"{where}: label {value!r} is not a number (binary classes: name one with --positive-class)"
+        ) from None
+
+
+def read_table(
+    path: str | Path,
+    time_column: str,
+    target: str,
+    features: Sequence[str] | None = None,
+    max_categories: int = 20,
+    positive_class: str | None = None,
+) -> Table:
+    """A flat table — CSV / JSONL / Parquet, one row per labelled example: the features, the label
+    (``target``) and the event time (``time_column``: epoch seconds, RFC 3339, or a zone-less time read
+    as UTC). Categorical columns are one-hot encoded on their most frequent values."""
+    rows = _read_rows(Path(path))
+    if not rows:
+        raise StreamMonitorError(f"{path}: no rows")
+    for col in (time_column, target):
+        if col not in rows[0]:
+            raise StreamMonitorError(f"{path}: no column {col!r} (columns: {', '.join(rows[0])})")
+    names = list(features) if features else [c for c in rows[0] if c not in (time_column, target)]
+    X, out_names = _features(rows, names, max_categories)
+    y = np.array([_label(r[target], positive_class, f"{path}: row {i + 1}") for i, r in enumerate(rows)])
+    return Table(X, y, _times((r[time_column] for r in rows), str(path)), out_names, str(path))
+
+
+def read_replay(
+    predictions: str | Path,
+    labels: str | Path | None = None,
+    model_id: str | None = None,
+    max_categories: int = 20,
+    positive_class: str | None = None,
+) -> Table:
+    """The inputs of ``stream-monitor replay``: prediction events in the contract's form (``event_id``,
+    ``model_id``, ``ts``, ``features``; ``.gz`` too) joined on ``(model_id, event_id)`` with the label
+    events of ``labels`` (the last label of an event wins). Without a labels file, a ``label`` field on
+    the prediction events is used. The time is the prediction's ``ts``; the model's own ``prediction``
+    is not used (the planner trains its own models). ``model_id`` picks one model of a shared file."""
+    import orjson
+
+    from stream_monitor.offline.replay import open_lines
+
+    try:
+        with open_lines(predictions) as f:
+            events = [orjson.loads(line) for line in f if line.strip()]
+    except orjson.JSONDecodeError:
+        events = [{}]  # not JSON lines: said below
+    if events and not (isinstance(events[0], dict) and isinstance(events[0].get("features"), dict)):
+        raise StreamMonitorError(
+            f"{predictions}: not prediction events (no 'features' object); a flat table needs "
+            "--time-column and --target"
+        )
+    models = sorted({str(e.get("model_id")) for e in events})
+    if model_id is None and len(models) > 1:
+        raise StreamMonitorError(f"{predictions}: events of {len(models)} models; choose one with --model-id")
+    if model_id is not None:
+        events = [e for e in events if str(e.get("model_id")) == model_id]
+    if not events:
+        raise StreamMonitorError(
+            f"{predictions}: no prediction events" + (f" of {model_id}" if model_id else "")
+        )
+    truth: dict[tuple[str, str], Any] = {}
+    if labels is not None:
+        with open_lines(labels) as f:
+            for line in f:
+                if line.strip():
+                    lab = orjson.loads(line)
+                    truth[(str(lab.get("model_id")), str(lab.get("event_id")))] = lab.get("label")
+    else:
+        truth = {(str(e.get("model_id")), str(e.get("event_id"))): e.get("label") for e in events}
+    joined = [
+        (e, truth[key])
+        for e in events
+        if (key := (str(e.get("model_id")), str(e.get("event_id")))) in truth and truth[key] is not None
+    ]
+    if not joined:
+        raise StreamMonitorError(
+            f"{predictions}: no prediction has a label"
+            + (f" in {labels}" if labels else " (give the labels file)")
+        )
+    feature_rows = [e["features"] for e, _ in joined]
+    names = list(dict.fromkeys(k for row in feature_rows for k in row))
+    X, out_names = _features(feature_rows, names, max_categories)
+    y = np.array([_label(v, positive_class, f"{labels or predictions}") for _, v in joined])
+    ts = _times((e.get("ts") for e, _ in joined), str(predictions))
+    return Table(X, y, ts, out_names, f"{predictions} + {labels}" if labels else str(predictions))
+
+
+def load_dataset(
+    path: str | Path,
+    time_column: str,
+    target: str,
+    features: Sequence[str] | None = None,
+    period_seconds: float | None = None,
+    max_categories: int = 20,
+) -> Dataset:
+    """:func:`read_table` cut into periods by :func:`make_dataset`."""
+    return make_dataset(read_table(path, time_column, target, features, max_categories), period_seconds)
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -271,73 +545,348 @@ def load_factory(spec: str) -> Callable[[], Any]:
     return factory
 
 
-# -- experiments ----------------------------------------------------------------------------------
+# -- metrics --------------------------------------------------------------------------------------
+METRIC_NAMES = {"mae": "MAE", "wape": "WAPE", "auc": "AUC"}
+
+
+def choose_metric(task: str, y: np.ndarray, requested: str = "auto") -> tuple[str, str]:
+    """The quality metric and why (see the module docstring).
+
+    >>> [choose_metric("regression", np.array(y))[0] for y in ([0.0, 3.0, 40.0], [-1.0, 2.0])]
+    ['wape', 'mae']
+    """
+    if task != "regression":
+        if requested not in ("auto", "auc"):
+            raise StreamMonitorError(f"--metric {requested} is for regression; a binary task uses auc")
+        return "auc", "AUC (higher is better), the area under the ROC curve of the predicted probability"
+    if requested == "auc":
+        raise StreamMonitorError("--metric auc is for --task binary")
+    if requested == "mae":
+        return "mae", "MAE (lower is better), the absolute error in the label's unit (set by --metric)"
+    level = bool(len(y)) and float(np.min(y)) >= 0 and float(np.mean(y)) > 0
+    if requested == "wape" or level:
+        why = "set by --metric" if requested == "wape" else "the labels are non-negative"
+        return "wape", (
+            f"WAPE = MAE / mean label (lower is better; {why}): a target whose level moves over the "
+            "history inflates the absolute error without the model ageing; --metric mae for the MAE"
+        )
+    return "mae", (
+        "MAE (lower is better): the labels take negative values, so there is no level to normalise by"
+    )
+
+
+def relative_loss(score: float, ref: float, higher_is_better: bool) -> float:
+    """How much worse ``score`` is than ``ref``, relative (positive = worse; NaN when undefined).
+
+    >>> round(relative_loss(11.0, 10.0, False), 6), round(relative_loss(0.72, 0.8, True), 6)
+    (0.1, 0.1)
+    """
+    if ref == 0 or math.isnan(ref) or math.isnan(score):
+        return math.nan
+    return (ref - score) / abs(ref) if higher_is_better else (score - ref) / abs(ref)
+
+
+# -- experiment results ---------------------------------------------------------------------------
 @dataclass
 class LearningCurve:
     sizes: list[int]
-    scores: list[float]
+    scores: list[float]  # mean over draws
+    low: list[float]  # min over draws
+    high: list[float]  # max over draws
     suggested_size: int
-
-
-@dataclass
-class Decay:
-    lags: list[int]
-    scores: list[float]  # mean over starts
-    per_start: list[list[float]]
-    fresh: float
-    degradation: list[float]  # relative, > 0 = worse
-    horizon: int  # periods
-
-
-@dataclass
-class Cadence:
-    every: list[int]  # periods between retrains; 0 = never retrain
-    scores: list[float]
-    gain: list[float]  # relative improvement over never retraining
-    suggested: int
+    train_periods: tuple[int, int] = (0, 0)  # drawn from these periods (inclusive)
+    test_periods: tuple[int, int] = (0, 0)  # scored on these
+    repeats: int = 3
 
 
 @dataclass
 class Window:
-    periods: list[int]
-    scores: list[float]
-    suggested: int
+    periods: list[int]  # candidate windows, in periods
+    scores: list[float]  # mean over the test periods
+    loss: list[float]  # mean relative loss against the best window
+    loss_q25: list[float]  # interquartile range of the per-test-period loss
+    loss_q75: list[float]
+    test_periods: list[int] = field(default_factory=list)
+    suggested: int = 1  # shortest within tolerance / 4 of the best, before the learning curve
+
+    @property
+    def best(self) -> int:
+        return self.periods[int(np.nanargmin(self.loss))]
 
 
+@dataclass
+class Decay:
+    lags: list[int]  # 1 = fresh
+    loss: list[float]  # median relative loss against the fresh model on the same period
+    loss_q25: list[float]
+    loss_q75: list[float]
+    n_starts: list[int]  # start periods that measured the lag
+    fresh: float  # median quality of a fresh model (lag 1)
+    fresh_q25: float
+    fresh_q75: float
+    horizon: int  # periods
+    horizon_q75: int  # the same from the upper quartile: a quarter of the starts decay this soon
+    bounded: bool  # False: no lag measured crossed the tolerance (horizon is the longest lag measured)
+    starts: list[int] = field(default_factory=list)
+    train_periods: int = 1
+    horizon_recent: int = 0  # from the latest half of the starts (0: no crossing measured there)
+    recent_from: int = 0  # the first of those starts
+    loss_recent: list[float] = field(default_factory=list)  # their median loss per lag
+
+    @property
+    def limit(self) -> int:
+        """The horizon the cadence must respect: the latest half of the starts' when it is shorter — a
+        concept that drifts faster lately is expected to go on doing so."""
+        recent = self.horizon_recent if self.horizon_recent > 0 else self.horizon
+        return max(1, min(self.horizon, recent))
+
+
+@dataclass
+class Cadence:
+    every: list[int]  # periods between retrains
+    loss: list[float]  # mean over phases, relative to retraining every period
+    low: list[float]  # best phase
+    high: list[float]  # worst phase
+    never: float  # the first model kept for the whole history
+    scored_periods: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One decision: its value, which constraint decided it, and the sentence with the figure."""
+
+    value: int
+    constraint: str
+    sentence: str
+
+
+@dataclass
+class Advice:
+    period: str
+    window: int
+    window_why: Choice
+    cadence: int
+    cadence_why: Choice
+    horizon: str
+
+    def sentences(self) -> list[str]:
+        return [self.period, self.window_why.sentence, self.cadence_why.sentence, self.horizon]
+
+
+# -- decisions (pure: the property tests draw their inputs) ---------------------------------------
+def periods_holding(rows: float, rows_per_period: float) -> int:
+    """How many periods hold ``rows`` rows (at least one).
+
+    >>> periods_holding(1000, 480.0), periods_holding(10, 480.0)
+    (3, 1)
+    """
+    return max(1, math.ceil(rows / max(rows_per_period, 1.0)))
+
+
+def decay_horizon(loss: Sequence[float], tolerance: float) -> tuple[int, bool]:
+    """The last lag before ``loss`` (index 0 = lag 1) first exceeds ``tolerance`` (a NaN lag stops it
+    too: nothing was measured there), and whether it crossed at all. Lag 1 is the fresh model itself.
+
+    >>> decay_horizon([0.0, 0.04, 0.09, 0.12, 0.08], 0.1), decay_horizon([0.0, 0.01], 0.1)
+    ((3, True), (2, False))
+    """
+    for lag, value in enumerate(loss, start=1):
+        if math.isnan(value):
+            return max(1, lag - 1), False
+        if value > tolerance:
+            return max(1, lag - 1), True
+    return max(1, len(loss)), False
+
+
+def choose_window(
+    lc: LearningCurve,
+    window: Window,
+    rows_per_period: float,
+    tolerance: float,
+    unit: str,
+    override: int | None = None,
+) -> Choice:
+    """The training window in periods, reconciling the window experiment (shortest window within
+    ``tolerance / 4`` of the best, scored out of time on the latest periods) with the learning curve's
+    need. Constraints: ``both`` (the window experiment's choice holds enough rows), ``learning_curve``
+    (a longer window that holds them costs nothing measurable), ``recency`` (every window that holds
+    them scores measurably worse: recent data wins), ``history`` (no tested window holds them),
+    ``override`` (``--train-periods``)."""
+    need = lc.suggested_size
+    need_periods = periods_holding(need, rows_per_period)
+    rows = rows_per_period
+    within = [m for m, loss in zip(window.periods, window.loss, strict=True) if loss <= tolerance / 4]
+    shortest = within[0] if within else window.best
+    need_text = f"the learning curve needs {need:,} rows (about {count(need_periods, unit)})"
+    if need == lc.sizes[0]:  # even the smallest size tested was enough: the need is an upper bound
+        need_text = f"the learning curve needs at most {need:,} rows, its smallest size tested"
+    if override is not None:
+        return Choice(
+            override,
+            "override",
+            f"Train on the last {count(override, unit)} (about {rows * override:,.0f} rows), as set by "
+            f"--train-periods; {need_text} and the window experiment's choice is "
+            f"{count(shortest, unit)}.",
+        )
+    test = f"scored on the {unit} after training, over the last {count(len(window.test_periods), unit)}"
+    if shortest >= need_periods:
+        return Choice(
+            shortest,
+            "both",
+            f"Train on the last {count(shortest, unit)} (about {rows * shortest:,.0f} rows): the shortest "
+            f"window within {tolerance / 4:.1%} of the best ({test}), and it holds the {need:,} rows "
+            "the learning curve needs.",
+        )
+    enough = [(m, loss) for m, loss in zip(window.periods, window.loss, strict=True) if m >= need_periods]
+    if not enough:
+        longest = window.periods[-1]
+        return Choice(
+            shortest,
+            "history",
+            f"Train on the last {count(shortest, unit)} (about {rows * shortest:,.0f} rows), the shortest "
+            f"window within {tolerance / 4:.1%} of the best ({test}); {need_text}, more than the longest "
+            f"window the history allowed testing ({count(longest, unit)}), so that need is untested.",
+        )
+    ok = [(m, loss) for m, loss in enough if loss <= tolerance / 4]
+    if ok:
+        m, loss = ok[0]
+        return Choice(
+            m,
+            "learning_curve",
+            f"Train on the last {count(m, unit)} (about {rows * m:,.0f} rows): {need_text}; "
+            f"{count(shortest, unit)} would score as well ({test}) but hold only about "
+            f"{rows * shortest:,.0f} rows, and {count(m, unit)} cost nothing measurable ({loss:+.1%} "
+            "against the best window) — the learning curve wins.",
+        )
+    m, loss = min(enough, key=lambda pair: pair[1])
+    return Choice(
+        shortest,
+        "recency",
+        f"Train on the last {count(shortest, unit)} (about {rows * shortest:,.0f} rows), although "
+        f"{need_text}: the windows that hold them score {loss:+.1%} or worse against the best "
+        f"({test}) — older data costs more than its extra rows bring, so recency wins.",
+    )
+
+
+def choose_cadence(decay: Decay, cadence: Cadence, tolerance: float, unit: str) -> Choice:
+    """Retrain every ``k`` periods: the longest cadence whose every shorter cadence too costs at most
+    ``tolerance / 2`` against retraining every period, and never longer than the decay horizon (the
+    latest starts' when shorter: :attr:`Decay.limit`). Constraints: ``horizon`` (the decay horizon caps
+    it) or ``cost`` (the next cadence costs too much, or none longer was replayed)."""
+    cost_cap = 0
+    for k, loss in zip(cadence.every, cadence.loss, strict=True):
+        if math.isnan(loss) or loss > tolerance / 2:
+            break
+        cost_cap = k
+    cost_cap = max(1, cost_cap)
+    horizon = decay.limit
+    which = "the decay horizon" if horizon == decay.horizon else "the latest starts' decay horizon"
+    loss_at = dict(zip(cadence.every, cadence.loss, strict=True))
+    never = f"never retraining costs {cadence.never:+.0%}" if not math.isnan(cadence.never) else ""
+    if cost_cap >= horizon:
+        cost = loss_at.get(horizon, math.nan)
+        return Choice(
+            horizon,
+            "horizon",
+            f"Retrain every {count(horizon, unit)}: {which}, {count(horizon, unit)}, caps it (a model older "
+            f"than that is more than {tolerance:.0%} worse than a fresh one); over the history, retraining "
+            f"every {count(horizon, unit)} costs {cost:+.1%} against retraining every {unit}"
+            + (f", {never}." if never else "."),
+        )
+    nxt = cost_cap + 1
+    if nxt in loss_at:
+        why = (
+            f"retraining every {count(nxt, unit)} would cost {loss_at[nxt]:+.1%} against retraining every "
+            f"{unit}, more than half the tolerance ({tolerance / 2:.0%})"
+        )
+    else:
+        why = f"no longer cadence was replayed (the history allows {count(cost_cap, unit)} at most)"
+    return Choice(
+        cost_cap,
+        "cost",
+        f"Retrain every {count(cost_cap, unit)}, within {which} of {count(horizon, unit)}: it costs "
+        f"{loss_at.get(cost_cap, math.nan):+.1%} against retraining every {unit}, and {why}"
+        + (f"; {never}." if never else "."),
+    )
+
+
+def horizon_sentence(decay: Decay, tolerance: float, unit: str) -> str:
+    spread = (
+        f"median over {count(max(decay.n_starts, default=0), f'start {unit}')}; for a quarter of them "
+        f"{count(decay.horizon_q75, unit)}"
+    )
+    recent = ""
+    if decay.limit < decay.horizon:
+        recent = (
+            f"; started from {unit} {decay.recent_from} on, only {count(decay.limit, unit)} — the concept "
+            f"drifts faster lately, so the plan counts {count(decay.limit, unit)}"
+        )
+    if not decay.bounded:
+        return (
+            f"Without retraining, no model lost more than {tolerance:.0%} against a fresh one within "
+            f"{count(decay.horizon, unit)}, the longest lag measured on at least {MIN_STARTS_PER_LAG} "
+            f"starts ({spread}){recent}; retrain when the monitor's triggers fire."
+        )
+    return (
+        f"Without retraining, a model stays within {tolerance:.0%} of a fresh one for "
+        f"{count(decay.horizon, unit)} ({spread}){recent}. Do not wait longer than "
+        f"{count(decay.limit, unit)}, and retrain at once when the monitor's triggers fire."
+    )
+
+
+# -- the plan -------------------------------------------------------------------------------------
 @dataclass
 class Plan:
     task: str
     metric: str
+    metric_why: str
     higher_is_better: bool
     tolerance: float
     n_rows: int
     n_periods: int
     period_seconds: float
     learning_curve: LearningCurve
+    window: Window
     decay: Decay
     cadence: Cadence
-    window: Window
+    advice: Advice
+    model_name: str = "model"
+    label_unit: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    data: Dataset | None = None
     charts: dict[str, str] = field(default_factory=dict)
 
-    def schedule(self) -> str:
-        unit = _unit(self.period_seconds)
-        rows_per_period = self.n_rows / max(self.n_periods, 1)
+    @property
+    def unit(self) -> str:
+        return unit_name(self.period_seconds)
+
+    def headline(self) -> str:
+        u = self.unit
         return (
-            f"Retrain every {self.cadence.suggested} {unit}(s) on the last "
-            f"{self.window.suggested} {unit}(s) of labelled data (about "
-            f"{rows_per_period * self.window.suggested:,.0f} rows; the learning curve needs at least "
-            f"{self.learning_curve.suggested_size:,}). Without retraining, quality stays within "
-            f"{self.tolerance:.0%} of a fresh model for {self.decay.horizon} {unit}(s): do not wait "
-            f"longer than that, and retrain at once when the monitor's triggers fire."
+            f"Retrain every {count(self.advice.cadence, u)} on the last {count(self.advice.window, u)} "
+            "of labelled data."
         )
 
+    def schedule(self) -> str:
+        """The headline and one sentence per decision."""
+        return "\n".join([self.headline(), *(f"- {s}" for s in self.advice.sentences())])
 
-def _unit(seconds: float) -> str:
-    return {DAY: "day", 7 * DAY: "week", 3600.0: "hour"}.get(seconds, f"{seconds:g}s period")
+    def metric_label(self) -> str:
+        """Axis label of the metric, with the label's unit where it has one."""
+        if self.metric == "mae":
+            return f"MAE ({self.label_unit})" if self.label_unit else "MAE (label units)"
+        if self.metric == "wape":
+            return "WAPE (MAE / mean label)"  # a ratio: the label's unit cancels out
+        return "AUC"
+
+    def describe(self, first: int, last: int) -> str:
+        if self.data is None:
+            return f"{self.unit}s {first}–{last}"
+        return self.data.describe(first, last)
 
 
 class RetrainingPlanner:
-    """Runs the four experiments of the module docstring on a :class:`Dataset`."""
+    """Runs the experiments of the module docstring on a :class:`Dataset`."""
 
     def __init__(
         self,
@@ -345,31 +894,49 @@ class RetrainingPlanner:
         factory: Callable[[], Any],
         task: str = "regression",
         tolerance: float = 0.1,
-        starts: int = 5,
-        train_periods: int = 1,
+        metric: str = "auto",
+        starts: int | None = None,
+        train_periods: int | None = None,
         test_periods: int = 2,
-        max_lag: int | None = None,
+        test_origins: int = 6,
         seed: int = 0,
         progress: Callable[[int, int, str], None] | None = None,
+        model_name: str | None = None,
+        label_unit: str | None = None,
     ) -> None:
-        if data.n_periods < 4:
-            raise StreamMonitorError(f"the planner needs at least 4 periods of data, got {data.n_periods}")
+        if data.n_periods < 6:
+            raise StreamMonitorError(
+                f"the planner needs at least 6 periods of data, got {data.n_periods}: a shorter "
+                "--period-seconds, or more history"
+            )
         self.data = data
         self.factory = factory
         self.task = task
         self.tolerance = tolerance
+        self.metric, self.metric_why = choose_metric(task, data.y, metric)
+        self.higher_is_better = self.metric == "auc"
         self.starts = starts
         self.train_periods = train_periods
-        self.test_periods = min(test_periods, max(1, data.n_periods // 4))
-        self.max_lag = max_lag
+        P = data.n_periods
+        self.test_periods = max(1, min(test_periods, P // 4))
+        self.test_origins = max(1, min(test_origins, P // 3))
         self.rng = np.random.default_rng(seed)
         self.progress = progress
-        self.higher_is_better = task != "regression"
-        self.metric = "mae" if task == "regression" else "auc"
+        self.model_name: str = model_name or str(getattr(factory, "__name__", "model"))
+        self.label_unit = label_unit
+        self.unit = unit_name(data.period_seconds)
+        order = np.argsort(data.period, kind="stable")
+        bounds = np.searchsorted(data.period[order], np.arange(P + 1))
+        self._by_period = [order[bounds[p] : bounds[p + 1]] for p in range(P)]
         self._done = 0
         self._total = 0
 
-    # quality of a model on rows
+    # -- plumbing --
+    def _span(self, first: int, last: int) -> np.ndarray:
+        """Rows of periods ``first … last`` (inclusive)."""
+        parts = self._by_period[max(0, first) : last + 1]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
     def _fit(self, rows: np.ndarray) -> Any:
         model = self.factory()
         model.fit(self.data.X[rows], self.data.y[rows])
@@ -378,282 +945,397 @@ class RetrainingPlanner:
 
     def _score(self, model: Any, rows: np.ndarray) -> float:
         X, y = self.data.X[rows], self.data.y[rows]
-        if self.task == "regression":
-            return mae(np.asarray(model.predict(X), dtype=np.float64) - y)
-        if hasattr(model, "predict_proba"):
-            proba = np.asarray(model.predict_proba(X))
-            return binary_auc(proba[:, -1] if proba.ndim == 2 else proba, y > 0.5)
-        return float(np.mean(np.asarray(model.predict(X)) == y))
+        if self.metric == "auc":
+            if hasattr(model, "predict_proba"):
+                proba = np.asarray(model.predict_proba(X))
+                return binary_auc(proba[:, -1] if proba.ndim == 2 else proba, y > 0.5)
+            return binary_auc(np.asarray(model.predict(X), dtype=np.float64), y > 0.5)
+        error = np.asarray(model.predict(X), dtype=np.float64) - y
+        return wape(error, y) if self.metric == "wape" else mae(error)
 
-    def _worse(self, score: float, ref: float) -> float:
-        """Relative degradation of ``score`` against ``ref`` (positive = worse)."""
-        if ref == 0 or math.isnan(ref) or math.isnan(score):
-            return math.nan
-        return (ref - score) / abs(ref) if self.higher_is_better else (score - ref) / abs(ref)
+    def _scorable(self, p: int) -> bool:
+        return 0 <= p < len(self._by_period) and len(self._by_period[p]) >= MIN_TEST_ROWS
 
-    def _tick(self, what: str = "fit") -> None:
+    def _loss(self, score: float, ref: float) -> float:
+        return relative_loss(score, ref, self.higher_is_better)
+
+    def _tick(self) -> None:
         self._done += 1
         if self.progress is not None:
-            self.progress(self._done, self._total, what)
+            self.progress(self._done, max(self._total, self._done), "fit")
 
+    # -- the run --
     def run(self) -> Plan:
         P = self.data.n_periods
-        lc_sizes = 7
-        max_lag = self.max_lag or max(1, P - self.train_periods - 1)
-        start_positions = self._starts(P, max_lag)
-        cadences = [k for k in (1, 2, 3, 4, 6, 8, 12, 16) if k < P - 1] + [0]
-        windows = [m for m in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if m <= P - self.test_periods]
-        self._total = (
-            lc_sizes * 3
-            + len(start_positions)
-            + sum(self._cadence_fits(k, P) for k in cadences)
-            + len(windows)
+        repeats = 3
+        pool = self._span(0, P - self.test_periods - 1)
+        sizes = self._sizes(len(pool))
+        windows_guess = len(self._window_candidates(P - self.test_origins, None)) + 1
+        self._total = len(sizes) * repeats + windows_guess * self.test_origins + P
+        warnings = []
+        if self.data.period_choice is not None and self.data.period_choice.warning:
+            warnings.append(self.data.period_choice.warning)
+
+        lc = self.learning_curve(sizes, repeats)
+        rows_pp = self.data.rows_per_period
+        need_periods = periods_holding(lc.suggested_size, rows_pp)
+        window = self.window(need_periods)
+        window_choice = choose_window(lc, window, rows_pp, self.tolerance, self.unit, self.train_periods)
+        W = window_choice.value
+
+        starts = self._starts(W)
+        self._total = self._done + len(starts)
+        first = starts[0]
+        # Lags up to half the history (at least twice the longest cadence): a longer one is measured on
+        # few starts and costs a scoring per start for nothing the advice uses.
+        max_lag = max(1, min(P - first - MIN_STARTS_PER_LAG, max(P // 2, 2 * MAX_CADENCE)))
+        if P - first - 1 < MIN_STARTS_PER_LAG:
+            warnings.append(
+                f"only {count(P - first - 1, f'start {self.unit}')} for the decay experiment (fewer than "
+                f"{MIN_STARTS_PER_LAG}): its horizon rests on very few models"
+            )
+        scores = self._matrix(starts, W, max_lag)
+        decay = self.decay(scores, starts, W, max_lag)
+        cadence = self.cadence(scores, starts, min(max_lag, MAX_CADENCE))
+        cadence_choice = choose_cadence(decay, cadence, self.tolerance, self.unit)
+        period = (
+            self.data.period_choice.sentence()
+            if self.data.period_choice is not None
+            else f"One period = one {self.unit}; {count(P, self.unit)} of history."
+        )
+        advice = Advice(
+            period,
+            W,
+            window_choice,
+            cadence_choice.value,
+            cadence_choice,
+            horizon_sentence(decay, self.tolerance, self.unit),
         )
         return Plan(
             self.task,
             self.metric,
+            self.metric_why,
             self.higher_is_better,
             self.tolerance,
             len(self.data.y),
             P,
             self.data.period_seconds,
-            self.learning_curve(lc_sizes),
-            self.decay(start_positions, max_lag),
-            self.cadence(cadences),
-            self.window(windows),
+            lc,
+            window,
+            decay,
+            cadence,
+            advice,
+            self.model_name,
+            self.label_unit,
+            warnings,
+            self.data,
         )
 
-    def _starts(self, P: int, max_lag: int) -> list[int]:
-        last = P - 2  # at least one later period to score
-        first = self.train_periods - 1
-        n = min(self.starts, last - first + 1)
-        return sorted({round(x) for x in np.linspace(first, max(first, last - max_lag // 2), n)})
+    def _sizes(self, pool: int, n_sizes: int = 8) -> list[int]:
+        """Geometric sizes from a few rows per feature (a smaller fit is degenerate) to the whole pool."""
+        smallest = min(pool, max(30, 5 * self.data.X.shape[1]))
+        return sorted({int(v) for v in np.geomspace(smallest, pool, n_sizes)})
 
-    def learning_curve(self, n_sizes: int = 7, repeats: int = 3) -> LearningCurve:
+    def learning_curve(self, sizes: Sequence[int], repeats: int = 3) -> LearningCurve:
         P = self.data.n_periods
-        test = self.data.rows(range(P - self.test_periods, P))
-        pool = self.data.rows(range(P - self.test_periods))
-        sizes = sorted({max(20, int(len(pool) * f)) for f in np.geomspace(0.02, 1.0, n_sizes)})
-        scores = []
+        test = self._span(P - self.test_periods, P - 1)
+        pool = self._span(0, P - self.test_periods - 1)
+        mean, low, high = [], [], []
         for size in sizes:
             runs = []
             for _ in range(repeats):
                 rows = np.sort(self.rng.choice(pool, size=min(size, len(pool)), replace=False))
                 runs.append(self._score(self._fit(rows), test))
-            scores.append(float(np.mean(runs)))
-        self._done += (n_sizes - len(sizes)) * repeats
-        full = scores[-1]
-        ok = [s for s, v in zip(sizes, scores, strict=True) if self._worse(v, full) <= self.tolerance / 4]
-        return LearningCurve(sizes, scores, ok[0] if ok else sizes[-1])
+            mean.append(float(np.nanmean(runs)))
+            low.append(float(np.nanmin(runs)))
+            high.append(float(np.nanmax(runs)))
+        full = mean[-1]
+        ok = [s for s, v in zip(sizes, mean, strict=True) if self._loss(v, full) <= self.tolerance / 4]
+        return LearningCurve(
+            list(sizes),
+            mean,
+            low,
+            high,
+            ok[0] if ok else sizes[-1],
+            (0, P - self.test_periods - 1),
+            (P - self.test_periods, P - 1),
+            repeats,
+        )
 
-    def decay(self, starts: Sequence[int], max_lag: int) -> Decay:
+    @staticmethod
+    def _window_candidates(longest: int, need_periods: int | None) -> list[int]:
+        base = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128}
+        if need_periods is not None:
+            base.add(min(need_periods, longest))
+        return sorted(m for m in base if 1 <= m <= longest)
+
+    def window(self, need_periods: int) -> Window:
         P = self.data.n_periods
-        per_start: list[list[float]] = []
-        fresh_scores = []
-        for s in starts:
-            rows = self.data.rows(range(s - self.train_periods + 1, s + 1))
-            fresh_scores.append(self._fresh(rows))
-            model = self._fit(rows)
-            per_start.append(
-                [
-                    self._score(model, self.data.rows([s + lag])) if s + lag < P else math.nan
-                    for lag in range(1, max_lag + 1)
-                ]
-            )
-        arr = np.array(per_start, dtype=float)
-        with np.errstate(all="ignore"):
-            lag_scores = [
-                float(np.nanmean(arr[:, j])) if np.any(~np.isnan(arr[:, j])) else math.nan
-                for j in range(arr.shape[1])
+        tests = [e for e in range(P - self.test_origins, P) if self._scorable(e)]
+        if not tests:
+            raise StreamMonitorError(f"no recent period holds {MIN_TEST_ROWS} rows to test on")
+        candidates = self._window_candidates(min(tests), need_periods)
+        self._total = self._done + len(candidates) * len(tests) + P - 1  # decay: at most P - 1 starts
+        table = np.array(
+            [
+                [self._score(self._fit(self._span(e - m, e - 1)), self._by_period[e]) for e in tests]
+                for m in candidates
             ]
-        fresh = float(np.mean(fresh_scores))
-        degradation = [self._worse(v, fresh) for v in lag_scores]
-        horizon = 0
-        for lag, d in enumerate(degradation, start=1):
-            if math.isnan(d) or d > self.tolerance:
-                break
-            horizon = lag
-        return Decay(list(range(1, max_lag + 1)), lag_scores, per_start, fresh, degradation, horizon)
+        )
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(table, axis=1)
+        best = int(np.nanargmax(mean) if self.higher_is_better else np.nanargmin(mean))
+        per_test = np.array(
+            [[self._loss(v, b) for v, b in zip(row, table[best], strict=True)] for row in table]
+        )
+        loss = [self._loss(float(v), float(mean[best])) for v in mean]
+        with np.errstate(all="ignore"):
+            q25, q75 = np.nanpercentile(per_test, [25, 75], axis=1)
+        within = [m for m, v in zip(candidates, loss, strict=True) if v <= self.tolerance / 4]
+        return Window(
+            candidates,
+            [float(v) for v in mean],
+            loss,
+            [float(v) for v in q25],
+            [float(v) for v in q75],
+            tests,
+            within[0] if within else candidates[best],
+        )
 
-    def _fresh(self, rows: np.ndarray, folds: int = 5) -> float:
-        """Quality of a model on its own period, unseen rows: ``folds``-fold cross-validation."""
-        fold = self.rng.permutation(len(rows)) % folds
-        scores = []
-        for k in range(folds):
-            model = self.factory().fit(self.data.X[rows[fold != k]], self.data.y[rows[fold != k]])
-            scores.append(self._score(model, rows[fold == k]))
-        return float(np.mean(scores))
-
-    def _cadence_fits(self, k: int, P: int) -> int:
-        first = self.train_periods
-        return 1 if k == 0 else len(range(first, P, k))
-
-    def cadence(self, cadences: Sequence[int]) -> Cadence:
+    def _starts(self, W: int) -> list[int]:
+        """Start periods: every period with a full window behind it and a later period to score, or the
+        latest ``starts`` of them (contiguous, so the fresh model of every scored period is among them)."""
         P = self.data.n_periods
-        first = self.train_periods  # first scored period
-        results = []
-        for k in cadences:
-            model = None
-            scores = []
-            for p in range(first, P):
-                if model is None or (k > 0 and (p - first) % k == 0):
-                    model = self._fit(self.data.rows(range(max(0, p - self.train_periods), p)))
-                scores.append(self._score(model, self.data.rows([p])))
-            results.append(float(np.nanmean(scores)))
-        never = results[cadences.index(0)] if 0 in cadences else math.nan
-        gain = [-self._worse(v, never) for v in results]
-        best = results[0]
-        ok = [
-            k
-            for k, v in zip(cadences, results, strict=True)
-            if k > 0 and self._worse(v, best) <= self.tolerance / 2
-        ]
-        return Cadence(list(cadences), results, gain, max(ok) if ok else 1)
+        first = min(W - 1, P - 3)
+        if self.starts is not None:
+            first = max(first, P - 1 - self.starts)
+        return list(range(first, P - 1))
 
-    def window(self, windows: Sequence[int]) -> Window:
+    def _matrix(self, starts: Sequence[int], W: int, max_lag: int) -> np.ndarray:
+        """``S[t, u]``: the model trained on the ``W`` periods up to ``t``, scored on period ``u > t``
+        (up to ``max_lag`` later; the first start on every later period, for "never retrain")."""
         P = self.data.n_periods
-        test = self.data.rows(range(P - self.test_periods, P))
-        end = P - self.test_periods
-        scores = [self._score(self._fit(self.data.rows(range(end - m, end))), test) for m in windows]
-        best = max(scores) if self.higher_is_better else min(scores)
-        ok = [m for m, v in zip(windows, scores, strict=True) if self._worse(v, best) <= self.tolerance / 4]
-        return Window(list(windows), scores, ok[0] if ok else windows[-1])
+        S = np.full((P, P), math.nan)
+        for t in starts:
+            model = self._fit(self._span(t - W + 1, t))
+            reach = P - 1 if t == starts[0] else min(P - 1, t + max_lag)
+            for u in range(t + 1, reach + 1):
+                if self._scorable(u):
+                    S[t, u] = self._score(model, self._by_period[u])
+        return S
+
+    def decay(self, S: np.ndarray, starts: Sequence[int], W: int, max_lag: int) -> Decay:
+        P = self.data.n_periods
+        first = starts[0]
+        lags = list(range(1, max_lag + 1))
+        q25, med, q75, n = self._lag_quartiles(S, first, lags, min(MIN_STARTS_PER_LAG, P - first - 1))
+        horizon, bounded = decay_horizon(med, self.tolerance)
+        horizon_q75, _ = decay_horizon(q75, self.tolerance)
+        # The same from the latest half of the starts: a concept that drifts faster lately shows here.
+        recent_from = first + (P - 1 - first) // 2
+        _, recent, _, _ = self._lag_quartiles(S, recent_from, lags, MIN_STARTS_PER_LAG)
+        horizon_recent, recent_bounded = decay_horizon(recent, self.tolerance)
+        fresh = np.array([S[u - 1, u] for u in range(first + 1, P)])
+        fresh = fresh[~np.isnan(fresh)]
+        fq = np.percentile(fresh, [25, 50, 75]) if fresh.size else [math.nan] * 3
+        return Decay(
+            lags,
+            med,
+            q25,
+            q75,
+            n,
+            float(fq[1]),
+            float(fq[0]),
+            float(fq[2]),
+            horizon,
+            min(horizon_q75, horizon),
+            bounded,
+            list(starts),
+            W,
+            horizon_recent if recent_bounded else 0,
+            recent_from,
+            recent,
+        )
+
+    def _lag_quartiles(
+        self, S: np.ndarray, first: int, lags: Sequence[int], min_starts: int
+    ) -> tuple[list[float], list[float], list[float], list[int]]:
+        """Per lag, over the starts ``t ≥ first``: quartiles of the loss of the model trained up to ``t``
+        against the fresh one (trained up to ``t + lag − 1``) on period ``t + lag``, and how many starts
+        measured it (NaN quartiles below ``min_starts``)."""
+        P = self.data.n_periods
+        q25, med, q75, n = [], [], [], []
+        for lag in lags:
+            pairs = [self._loss(S[t, t + lag], S[t + lag - 1, t + lag]) for t in range(first, P - lag)]
+            values = np.array([v for v in pairs if not math.isnan(v)])
+            n.append(len(values))
+            a, b, c = (
+                np.percentile(values, [25, 50, 75]) if len(values) >= max(1, min_starts) else [math.nan] * 3
+            )
+            q25.append(float(a))
+            med.append(float(b))
+            q75.append(float(c))
+        return q25, med, q75, n
+
+    def cadence(self, S: np.ndarray, starts: Sequence[int], longest: int) -> Cadence:
+        """Replay every cadence ``k`` and phase from ``S``: period ``u`` is scored by the latest model
+        retrained before it — the first start's, then every ``k``-th start from the phase on."""
+        P = self.data.n_periods
+        first = starts[0]
+        scored = [u for u in range(first + 1, P) if not math.isnan(S[u - 1, u])]
+        if not scored:
+            raise StreamMonitorError("no period could be scored by a fresh model")
+        fresh = float(np.mean([S[u - 1, u] for u in scored]))
+
+        def replay(k: int, phase: int) -> float:
+            values = []
+            for u in scored:
+                # the latest retrain before u: first, or first + phase + j·k (j ≥ 0) when that is > first
+                since = u - 1 - first - phase
+                t = first if since < 0 else first + phase + (since // k) * k
+                t = max(t, first)
+                values.append(S[t, u])
+            return float(np.nanmean(values))
+
+        every, loss, low, high = [], [], [], []
+        for k in range(1, longest + 1):
+            phases = [self._loss(replay(k, phase), fresh) for phase in range(k)]
+            every.append(k)
+            loss.append(float(np.mean(phases)))
+            low.append(float(np.min(phases)))
+            high.append(float(np.max(phases)))
+        never_score = float(np.nanmean([S[first, u] for u in scored]))
+        return Cadence(every, loss, low, high, self._loss(never_score, fresh), (scored[0], scored[-1]))
 
 
 # -- report ---------------------------------------------------------------------------------------
+def _picked(n: int, keep: Iterable[int] = (), most: int = 12) -> list[int]:
+    """At most ``most`` of the indices ``1 … n`` for a summary table: the first few, ``keep`` (with
+    neighbours) and evenly spaced others — never a 90-column table."""
+    if n <= most:
+        return list(range(1, n + 1))
+    chosen = set(range(1, 5)) | {n}
+    for k in keep:
+        chosen |= {k - 1, k, k + 1}
+    chosen |= {round(v) for v in np.linspace(1, n, max(2, most - len(chosen)))}
+    return sorted(c for c in chosen if 1 <= c <= n)
+
+
 def write_report(plan: Plan, out_dir: str | Path, title: str = "Retraining plan") -> Path:
     """Markdown report with four PNG charts in ``out_dir``; returns the report's path."""
-    from stream_monitor.offline.charts import pyplot
+    from stream_monitor.offline.charts import plan_charts
 
-    plt = pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    unit = _unit(plan.period_seconds)
-    better = "higher is better" if plan.higher_is_better else "lower is better"
+    names = plan_charts(plan, out)
+    plan.charts.update({n: str(out / n) for n in names})
+    u = plan.unit
+    lc, wd, dc, cd = plan.learning_curve, plan.window, plan.decay, plan.cadence
+    metric = plan.metric_label()
 
-    def chart(name: str, draw: Callable[[Any], None]) -> str:
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        draw(ax)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        plan.charts[name] = str(out / name)
-        return name
+    def fmt(v: float) -> str:
+        return f"{v:.2%}" if plan.metric == "wape" else f"{v:.4g}"
 
-    lc, dc, cd, wd = plan.learning_curve, plan.decay, plan.cadence, plan.window
-
-    def draw_lc(ax: Any) -> None:
-        ax.plot(lc.sizes, lc.scores, marker="o")
-        ax.axvline(
-            lc.suggested_size, color="#e45756", linestyle="--", label=f"enough: {lc.suggested_size:,} rows"
+    lc_rows = "\n".join(
+        f"| {s:,} | {fmt(m)} | {fmt(lo)} – {fmt(hi)} |"
+        for s, m, lo, hi in zip(lc.sizes, lc.scores, lc.low, lc.high, strict=True)
+    )
+    wd_rows = "\n".join(
+        f"| {m} | {fmt(s)} | {loss:+.1%} | {a:+.1%} … {b:+.1%} |"
+        for m, s, loss, a, b in zip(wd.periods, wd.scores, wd.loss, wd.loss_q25, wd.loss_q75, strict=True)
+    )
+    dc_rows = "\n".join(
+        f"| {lag} | {dc.n_starts[lag - 1]} | {dc.loss[lag - 1]:+.1%} | {dc.loss_q25[lag - 1]:+.1%} … "
+        f"{dc.loss_q75[lag - 1]:+.1%} |"
+        for lag in _picked(len(dc.lags), [dc.horizon, dc.limit])
+    )
+    cd_rows = "\n".join(
+        f"| {k} | {cd.loss[k - 1]:+.1%} | {cd.low[k - 1]:+.1%} … {cd.high[k - 1]:+.1%} |"
+        for k in _picked(len(cd.every), [plan.advice.cadence])
+    )
+    warnings = "".join(f"\n> **Warning:** {w}\n" for w in plan.warnings)
+    sentences = "\n".join(f"- {s}" for s in plan.advice.sentences())
+    first, last = dc.starts[0], dc.starts[-1]
+    horizon_text = f"Decay horizon: **{count(dc.horizon, u)}**" + (
+        "." if dc.bounded else " (no lag measured crossed the tolerance)."
+    )
+    if dc.limit < dc.horizon:
+        horizon_text += (
+            f" From the latest half of the starts ({u} {dc.recent_from} on): **{count(dc.limit, u)}** — "
+            "the plan counts the shorter one."
         )
-        ax.set_xscale("log")
-        ax.set(xlabel="training rows", ylabel=f"{plan.metric} ({better})", title="Learning curve")
-        ax.legend()
-
-    def draw_decay(ax: Any) -> None:
-        for row in dc.per_start:
-            ax.plot(dc.lags, row, color="#9ecae9", linewidth=1)
-        ax.plot(dc.lags, dc.scores, marker="o", color="#4c78a8", label="mean over starts")
-        limit = dc.fresh * (1 - plan.tolerance if plan.higher_is_better else 1 + plan.tolerance)
-        ax.axhline(dc.fresh, color="#54a24b", label="fresh model")
-        ax.axhline(limit, color="#e45756", linestyle="--", label=f"{plan.tolerance:.0%} worse")
-        ax.axvline(
-            dc.horizon + 0.5, color="#f58518", linestyle=":", label=f"decay horizon: {dc.horizon} {unit}(s)"
-        )
-        ax.set(xlabel=f"{unit}s since training", ylabel=f"{plan.metric} ({better})", title="Decay speed")
-        ax.legend(fontsize=8)
-
-    def draw_cadence(ax: Any) -> None:
-        labels = [str(k) if k else "never" for k in cd.every]
-        colours = ["#e45756" if k == cd.suggested else "#4c78a8" for k in cd.every]
-        ax.bar(labels, cd.scores, color=colours)
-        lo, hi = min(cd.scores), max(cd.scores)
-        ax.set_ylim(lo - (hi - lo) * 0.5 - 1e-9, hi + (hi - lo) * 0.2 + 1e-9)
-        ax.set(
-            xlabel=f"retrain every … {unit}s",
-            ylabel=f"mean {plan.metric} ({better})",
-            title="Retraining cadence",
-        )
-
-    def draw_window(ax: Any) -> None:
-        ax.plot(wd.periods, wd.scores, marker="o")
-        ax.axvline(
-            wd.suggested, color="#e45756", linestyle="--", label=f"suggested: last {wd.suggested} {unit}(s)"
-        )
-        ax.set(
-            xlabel=f"train on the last … {unit}s",
-            ylabel=f"{plan.metric} ({better})",
-            title="Dropping old data",
-        )
-        ax.legend()
-
-    names = [
-        chart("learning_curve.png", draw_lc),
-        chart("decay.png", draw_decay),
-        chart("cadence.png", draw_cadence),
-        chart("training_window.png", draw_window),
-    ]
-
-    def row(values: Sequence[float]) -> str:
-        return " | ".join(f"{v:.4g}" for v in values)
-
+    unit_text = f" Labels in {plan.label_unit}." if plan.label_unit else ""
     text = f"""# {title}
 
-{plan.n_rows:,} labelled rows over {plan.n_periods} {unit}s; task {plan.task};
-quality = {plan.metric} ({better}); tolerance {plan.tolerance:.0%}.
-
+{plan.n_rows:,} labelled rows over {count(plan.n_periods, u)}; task {plan.task}; model `{plan.model_name}`;
+quality = {plan.metric_why}; tolerance {plan.tolerance:.0%}. Every experiment trains on the past and
+scores on a later {u} the model never saw.{unit_text}
+{warnings}
 ## Suggested schedule
 
-**{plan.schedule()}**
+**{plan.headline()}**
+
+{sentences}
 
 ## 1. Learning curve — how much data does the model need?
 
 ![learning curve]({names[0]})
 
-| rows | {" | ".join(f"{s:,}" for s in lc.sizes)} |
-|---|{"---|" * len(lc.sizes)}
-| {plan.metric} | {row(lc.scores)} |
+Random subsets of {plan.describe(*lc.train_periods)}, scored on {plan.describe(*lc.test_periods)};
+{lc.repeats} draws per size. Within {plan.tolerance / 4:.1%} of the whole pool from
+**{lc.suggested_size:,} rows**.
 
-Within {plan.tolerance / 4:.1%} of the full training set from **{lc.suggested_size:,} rows**.
+| training rows | {metric} (mean) | min – max of the draws |
+|---|---|---|
+{lc_rows}
 
-## 2. Decay speed — how fast does a model age?
+## 2. Training window — does older data help?
 
-![decay]({names[1]})
+![training window]({names[1]})
 
-Trained on one {unit}, scored on every later {unit}, from {len(dc.per_start)} starts. Fresh quality
-{dc.fresh:.4g}; the mean quality stays within {plan.tolerance:.0%} for **{dc.horizon} {unit}(s)**.
+Trained on the last *m* {u}s before each of {plan.describe(wd.test_periods[0], wd.test_periods[-1])},
+scored on that {u}; the loss is against the best window on the same {u}. Suggested by the window
+experiment alone: {count(wd.suggested, u)}; the plan trains on **{count(plan.advice.window, u)}**
+(`{plan.advice.window_why.constraint}`).
 
-| lag | {" | ".join(str(lag) for lag in dc.lags)} |
-|---|{"---|" * len(dc.lags)}
-| {plan.metric} | {row(dc.scores)} |
-| worse by | {" | ".join(f"{d:+.1%}" for d in dc.degradation)} |
+| last … {u}s | {metric} (mean) | loss vs best | interquartile range |
+|---|---|---|---|
+{wd_rows}
 
-## 3. Retraining cadence — what does each retrain buy?
+## 3. Decay — how fast does a model age?
 
-![cadence]({names[2]})
+![decay]({names[2]})
 
-| retrain every | {" | ".join(str(k) if k else "never" for k in cd.every)} |
-|---|{"---|" * len(cd.every)}
-| mean {plan.metric} | {row(cd.scores)} |
-| gain over never | {" | ".join(f"{g:+.1%}" for g in cd.gain)} |
+One model per start {u} ({plan.describe(first, last)}, {len(dc.starts)} starts), trained on the
+{count(dc.train_periods, u)} up to it and scored on every later {u}; the loss is against the fresh
+model — trained up to the {u} before — on the same {u}. Fresh {metric}: median {fmt(dc.fresh)}
+(interquartile range {fmt(dc.fresh_q25)} – {fmt(dc.fresh_q75)}). Lags measured on fewer than
+{MIN_STARTS_PER_LAG} starts are left out. {horizon_text}
 
-## 4. Dropping old data — does older data help?
+| {u}s since training | starts | median loss vs fresh | interquartile range |
+|---|---|---|---|
+{dc_rows}
 
-![training window]({names[3]})
+## 4. Retraining cadence — what does each retrain buy?
 
-| last … {unit}s | {" | ".join(str(m) for m in wd.periods)} |
-|---|{"---|" * len(wd.periods)}
-| {plan.metric} | {row(wd.scores)} |
+![cadence]({names[3]})
+
+The history of {plan.describe(*cd.scored_periods)} replayed with a retrain every *k* {u}s (on the last
+{count(dc.train_periods, u)}), each {u} scored with the model of the day, for every phase of the
+schedule; the loss is against retraining every {u}. Keeping the first model throughout costs
+{cd.never:+.1%}.
+
+| retrain every … {u}s | loss (mean over phases) | best … worst phase |
+|---|---|---|
+{cd_rows}
 """
     path = out / "retraining_plan.md"
     path.write_text(text)
     return path
 
 
-# -- CLI ------------------------------------------------------------------------------------------
-def demo_dataset(stations: int = 60, days: int = 40) -> Dataset:
+# -- the demo's data ------------------------------------------------------------------------------
+def demo_table(stations: int = 60, days: int = 40) -> Table:
     """The demo's bike-sharing story as a labelled table (features, demand, time)."""
     from stream_monitor.offline.demo_data import WEATHER, BikeStory
 
@@ -675,67 +1357,5 @@ def demo_dataset(stations: int = 60, days: int = 40) -> Dataset:
             )
             rows_y.append(truth[e["event_id"]])
             rows_t.append(e["ts"])
-    t = np.array(rows_t)
-    order = np.argsort(t, kind="stable")
-    start = math.floor(t.min() / DAY) * DAY
-    return Dataset(
-        np.array(rows_x)[order],
-        np.array(rows_y)[order],
-        ((t[order] - start) // DAY).astype(np.int64),
-        ["temp", "atemp", "humidity", "windspeed", "hour", "weather"],
-        DAY,
-        start,
-    )
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    if args.demo:
-        data = demo_dataset()
-        task = "regression"
-        factory_spec = args.model_factory or "additive_bins"
-    else:
-        if not (args.data and args.time_column and args.target):
-            raise StreamMonitorError("plan needs DATA, --time-column and --target (or --demo)")
-        data = load_dataset(args.data, args.time_column, args.target, args.features, args.period_seconds)
-        task = args.task
-        factory_spec = args.model_factory or ("additive_bins" if task == "regression" else "logistic")
-    factory = load_factory(factory_spec)
-    print(
-        f"planning on {len(data.y):,} rows over {data.n_periods} periods with {factory_spec} ({task})",
-        file=sys.stderr,
-    )
-    planner = RetrainingPlanner(
-        data,
-        factory,
-        task=task,
-        tolerance=args.tolerance,
-        starts=args.starts,
-        train_periods=args.train_periods,
-        progress=None if args.quiet else Progress(what="fit"),
-    )
-    plan = planner.run()
-    report = write_report(plan, args.out)
-    print(plan.schedule())
-    print(f"wrote {report} and " + ", ".join(plan.charts.values()))
-    return 0
-
-
-def add_plan_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="offline retraining planner: learning curve, decay, cadence, window")
-    p.add_argument("data", nargs="?", help="historical labelled data: CSV, JSONL or Parquet")
-    p.add_argument("--demo", action="store_true", help="use the demo's bike-sharing story as the data")
-    p.add_argument("--time-column", help="event time column (epoch seconds or RFC 3339)")
-    p.add_argument("--target", help="label column")
-    p.add_argument("--features", nargs="*", help="feature columns (default: all others)")
-    p.add_argument("--task", choices=("regression", "binary"), default="regression")
-    p.add_argument(
-        "--model-factory",
-        help="module:function returning fit/predict(_proba); built in: additive_bins, ridge, logistic",
-    )
-    p.add_argument("--period-seconds", type=float, default=DAY, help="length of one period (default: a day)")
-    p.add_argument("--tolerance", type=float, default=0.1, help="acceptable relative quality loss")
-    p.add_argument("--starts", type=int, default=5, help="decay experiment: number of start periods")
-    p.add_argument("--train-periods", type=int, default=1, help="periods per training set in decay/cadence")
-    p.add_argument("--out", default="retraining-plan", help="folder for the report and charts")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_plan)
+    names = ["temp", "atemp", "humidity", "windspeed", "hour", "weather"]
+    return Table(np.array(rows_x), np.array(rows_y), np.array(rows_t), names, "the bike-sharing demo")
