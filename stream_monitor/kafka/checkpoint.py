@@ -5,8 +5,9 @@ a step that fails stops the ones after it:
 
 1. flush the producer and check that every trigger and dead-letter record produced so far was
    delivered (a lost trigger must never sit behind a state record that skips its input);
-2. produce each dirty task's state record (snapshot + the next input offsets it reflects) to the
-   compacted state topic, flush, check delivery;
+2. produce each dirty task's state record (snapshot + the next input offsets it reflects; with a
+   state key, tagged with its HMAC: :mod:`stream_monitor.kafka.signing`) to the compacted state
+   topic, flush, check delivery;
 3. commit the tasks' offsets synchronously.
 
 A crash between 2 and 3 is harmless: the restored task seeks to the snapshot's offsets, which are
@@ -33,6 +34,7 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_monitor.kafka.clients import FatalKafkaError, KafkaIOError, OutputProducer
+from stream_monitor.kafka.signing import StateSigner
 from stream_monitor.kafka.state import StateRecord, state_key
 
 log = logging.getLogger("stream_monitor.kafka.checkpoint")
@@ -105,12 +107,14 @@ class Checkpointer:
         group: str,
         state_topic: str,
         flush_timeout: float = 10.0,
+        signer: StateSigner | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
         self.group = group
         self.state_topic = state_topic
         self.flush_timeout = flush_timeout
+        self.signer = signer if signer is not None else StateSigner()
         self.last_success = time.time()
 
     def _flush_and_check(self, step: str, timeout: float) -> None:
@@ -140,14 +144,15 @@ class Checkpointer:
         offsets: list[TopicPartition] = []
         unstorable: list[tuple[Checkpointable, BaseException]] = []
         for task in dirty:
+            key = state_key(self.group, task.partition)
             try:
                 record = task.state_record(self.group, now)
-                value = record.encode()
+                value = self.signer.seal(key, record.encode())
             except Exception as exc:  # one task's unstorable state must not stop the others
                 unstorable.append((task, exc))
                 continue
             size += len(value)
-            self.producer.record(self.state_topic, state_key(self.group, task.partition), value)
+            self.producer.record(self.state_topic, key, value)
             offsets.extend(task.commit_offsets())
         if transactional:
             self._commit_transaction(offsets)

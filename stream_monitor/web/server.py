@@ -3,12 +3,19 @@
 Bounded on purpose (see :class:`BoundedHTTPServer`): a few scrapers and probes are its whole audience,
 so it holds at most :data:`HTTP_MAX_CONNECTIONS` connections, each with a timeout, and logs client
 disconnects at debug level.
+
+Optionally TLS and basic auth, from a web configuration file in the format of Prometheus' exporters
+(:mod:`stream_monitor.web.webconfig`). With basic auth every route needs credentials (``401`` with
+``WWW-Authenticate`` otherwise) except the probes in :data:`OPEN_PATHS`: the kubelet and Docker's
+``HEALTHCHECK`` send none, so ``/healthz`` and ``/readyz`` answer their status code to anyone, and
+``/readyz`` shows its detail (assigned partitions, lag, the reason) only to an authenticated client.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -18,6 +25,8 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from stream_monitor.web.webconfig import WWW_AUTHENTICATE, BasicAuth, TLSContextSource, WebConfig
 
 
 class HealthState:
@@ -66,6 +75,9 @@ HTTP_TIMEOUT_SECONDS = 5.0
 HTTP_MAX_CONNECTIONS = 32
 # A client that goes away mid-exchange: one debug line, not a traceback in the service log.
 CLIENT_DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+# Routes that answer without credentials when basic auth is on: liveness and readiness probes (the
+# kubelet, Docker's HEALTHCHECK) carry none. They reveal a status code; /readyz's detail needs auth.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 _BUSY = (
     b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
@@ -92,11 +104,18 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         address: tuple[str, int],
         handler: type[BaseHTTPRequestHandler],
         max_connections: int = HTTP_MAX_CONNECTIONS,
+        tls: TLSContextSource | None = None,
+        handshake_timeout: float = HTTP_TIMEOUT_SECONDS,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
         super().__init__(address, handler)
         self.max_connections = max_connections
+        # TLS: the handshake runs on the connection's own thread (never on the accepting one), under
+        # the same per-operation timeout as the rest of the exchange.
+        self.tls = tls
+        self.handshake_timeout = handshake_timeout
+        self.auth: BasicAuth | None = None  # set by serve_http when basic auth is configured
         self._slots = threading.BoundedSemaphore(max_connections)
         self.thread_name = f"http-{self.server_address[1]}"
 
@@ -118,9 +137,32 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
     def _serve_one(self, request: Any, client_address: Any) -> None:
         try:
+            if self.tls is not None:
+                request = self._handshake(request, client_address)
+                if request is None:
+                    return
             self.process_request_thread(request, client_address)  # handle_error, then close
         finally:
             self._slots.release()
+
+    def _handshake(self, request: Any, client_address: Any) -> ssl.SSLSocket | None:
+        """The TLS side of a new connection; None (connection closed, one debug line) when it fails."""
+        assert self.tls is not None
+        try:
+            request.settimeout(self.handshake_timeout)
+            tls = self.tls.context().wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        except OSError as exc:
+            http_log.debug("http: TLS setup for %s failed: %s", _peer(client_address), exc)
+            self.shutdown_request(request)
+            return None
+        try:
+            tls.do_handshake()
+        except (OSError, ValueError) as exc:  # ssl.SSLError, timeouts and resets are OSErrors
+            http_log.debug("http: TLS handshake with %s failed: %s", _peer(client_address), exc)
+            with contextlib.suppress(OSError):
+                tls.close()
+            return None
+        return tls
 
     def _reject(self, request: Any, client_address: Any) -> None:
         http_log.debug("http: %d connections busy, 503 to %s", self.max_connections, _peer(client_address))
@@ -128,7 +170,8 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             request.setblocking(False)  # the accepting thread must never wait on this client
             with contextlib.suppress(BlockingIOError):
                 request.recv(65536)  # what already arrived: closing over unread bytes would reset
-            request.send(_BUSY)  # fits the empty send buffer of a new connection
+            if self.tls is None:  # a TLS client cannot read a plain answer: it is just closed
+                request.send(_BUSY)  # fits the empty send buffer of a new connection
         except OSError:
             pass
         self.shutdown_request(request)
@@ -154,16 +197,20 @@ def serve_http(
     *,
     timeout: float = HTTP_TIMEOUT_SECONDS,
     max_connections: int = HTTP_MAX_CONNECTIONS,
+    web: WebConfig | None = None,
 ) -> BoundedHTTPServer:
     """Serve /metrics, /healthz, /readyz (and extra routes) on a daemon thread; returns the server.
 
     At most ``max_connections`` are served at once (the rest get a 503); each socket operation of a
-    connection times out after ``timeout`` seconds (see :data:`HTTP_TIMEOUT_SECONDS`).
+    connection times out after ``timeout`` seconds (see :data:`HTTP_TIMEOUT_SECONDS`). ``web`` (a
+    parsed ``http.web_config_file``) turns on TLS and/or basic auth.
     """
     routes = dict(extra_routes or {})
     socket_timeout = timeout
+    auth = BasicAuth(web.users) if web is not None and web.users else None
+    tls = TLSContextSource(web.tls) if web is not None and web.tls is not None else None
 
-    def respond(path: str) -> tuple[int, str, bytes]:
+    def respond(path: str, authenticated: bool) -> tuple[int, str, bytes]:
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
         if path == "/healthz":
@@ -171,7 +218,8 @@ def serve_http(
             return (200 if ok else 503), "text/plain", b"ok\n" if ok else b"dead\n"
         if path == "/readyz":
             ready, detail = health.snapshot()
-            return (200 if ready else 503), "application/json", orjson.dumps({"ready": ready, **detail})
+            shown = detail if authenticated else {}
+            return (200 if ready else 503), "application/json", orjson.dumps({"ready": ready, **shown})
         if path in routes:
             return routes[path]()
         return 404, "text/plain", b"not found\n"
@@ -182,14 +230,25 @@ def serve_http(
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            try:
-                code, ctype, body = respond(path)
-            except Exception:  # a failing collector or page: a 500 and one traceback, the server lives on
-                http_log.exception("http: GET %s failed", path)
-                code, ctype, body = 500, "text/plain", b"internal error\n"
+            # /healthz answers everyone alike: no bcrypt round for a probe's (absent) credentials.
+            authenticated = auth is None or (
+                path != "/healthz" and auth.check(self.headers.get("Authorization"))
+            )
+            headers: list[tuple[str, str]] = []
+            if not authenticated and path not in OPEN_PATHS:
+                code, ctype, body = 401, "text/plain", b"unauthorized\n"
+                headers.append(("WWW-Authenticate", WWW_AUTHENTICATE))
+            else:
+                try:
+                    code, ctype, body = respond(path, authenticated)
+                except Exception:  # a failing collector or page: a 500 and one traceback, the server lives on
+                    http_log.exception("http: GET %s failed", path)
+                    code, ctype, body = 500, "text/plain", b"internal error\n"
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in headers:
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
@@ -197,6 +256,7 @@ def serve_http(
             # Requests, timeouts, malformed requests: at debug, scrapes every few seconds would flood the log.
             http_log.debug("http: %s %s", self.address_string(), format % args)
 
-    server = BoundedHTTPServer((host, port), Handler, max_connections)
+    server = BoundedHTTPServer((host, port), Handler, max_connections, tls, timeout)
+    server.auth = auth
     threading.Thread(target=server.serve_forever, name=server.thread_name, daemon=True).start()
     return server
