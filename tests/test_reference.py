@@ -509,5 +509,6 @@ def test_build_reference_file_writes_a_profile_equal_to_the_in_memory_build(tmp_
     expected = build_reference(BINARY, batch, labels, sample_size=100, created_at=5.0)
     expected.version = 3
     expected.event_rate = written.event_rate  # the file has no ts column
+    expected.longest_gap_seconds = written.longest_gap_seconds
     assert written == expected
     assert written.baseline["auc"] == pytest.approx(brute_force_auc(batch.score, labels))

@@ -103,13 +103,18 @@ def window_inputs(schema: ModelSchema, reference: ReferenceProfile, sk: WindowSk
 MIN_VOLUME_COVERAGE = 0.25
 
 
-def window_covered_seconds(window: ClosedWindow, *, partial_start: bool, partial_end: bool) -> float:
+def window_covered_seconds(
+    window: ClosedWindow, *, partial_start: bool, partial_end: bool, usual_gap: float = 0.0
+) -> float:
     """The event time a window actually covered: what its event rate (the volume check) is measured over.
 
     An event-time window covers its width, except where the stream did not run through it: the first
     window after a start or a restore, or the first after a gap (a whole window width without any
     event), begins at its first event (``partial_start``); the window before a gap, or the one flushed
-    at the end of a replay, ends at its last event (``partial_end``). Each partial side adds half the
+    at the end of a replay, ends at its last event (``partial_end``) — unless the empty stretch there is
+    no longer than ``usual_gap``, the longest stretch without events in the reference: yearly surveys
+    or market hours leave such stretches in every window, and the reference's rate counts them too.
+    Each partial side adds half the
     window's mean gap between events, so evenly spaced events give the same rate as in a full
     window. A count window (bounds = its first and last event, as the reference's rate) is never
     partial. 0 (no volume verdict) when the window covered less than :data:`MIN_VOLUME_COVERAGE` of
@@ -123,6 +128,8 @@ def window_covered_seconds(window: ClosedWindow, *, partial_start: bool, partial
     52.0
     >>> window_covered_seconds(w, partial_start=True, partial_end=True)
     44.0
+    >>> window_covered_seconds(w, partial_start=True, partial_end=True, usual_gap=60.0)  # the usual
+    100.0
     >>> window_covered_seconds(NS(start=0.0, end=100.0, sketch=NS(n_events=3, ts_min=1.0, ts_max=9.0)),
     ...                        partial_start=True, partial_end=True)
     0.0
@@ -137,9 +144,10 @@ def window_covered_seconds(window: ClosedWindow, *, partial_start: bool, partial
     if span <= 0:
         return 0.0
     half_gap = span / (sk.n_events - 1) / 2
-    begin = sk.ts_min - half_gap if partial_start else float(window.start)
-    finish = sk.ts_max + half_gap if partial_end else float(window.end)
-    covered = min(finish, float(window.end)) - max(begin, float(window.start))
+    start, end = float(window.start), float(window.end)
+    begin = sk.ts_min - half_gap if partial_start and sk.ts_min - start > usual_gap else start
+    finish = sk.ts_max + half_gap if partial_end and end - sk.ts_max > usual_gap else end
+    covered = min(finish, end) - max(begin, start)
     return covered if covered >= MIN_VOLUME_COVERAGE * width else 0.0
 
 

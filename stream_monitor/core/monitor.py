@@ -239,6 +239,7 @@ class ModelMonitor:
             window,
             partial_start=timed and (previous_ts is None or sk.ts_min - previous_ts >= width),
             partial_end=timed and (flushed or window.closed_by_ts - sk.ts_max >= width),
+            usual_gap=self.reference.longest_gap_seconds or 0.0,
         )
         results = evaluate_window(
             self.schema,

@@ -394,7 +394,9 @@ class ReferenceProfile:
     ``mean_error`` (regression). ``baseline_decision`` says how a binary baseline's accuracy and F1
     decided (one of :data:`BASELINE_DECISIONS`; None without such a baseline, or in a profile written
     before it was recorded). ``event_rate`` is events per second of event time, None when the
-    reference has no time span.
+    reference has no time span. ``longest_gap_seconds`` is the longest stretch of event time without
+    an event in the reference (nights, weekends, the months between yearly surveys): a live stretch
+    no longer than it is how the stream normally runs, not a gap (None when unknown).
 
     >>> r = ReferenceProfile(1, "m", n_events=2, baseline={"mae": 0.5}, event_rate=None)
     >>> ReferenceProfile.from_json(r.to_json()) == r
@@ -411,6 +413,7 @@ class ReferenceProfile:
     baseline: dict[str, float] = field(default_factory=dict)
     event_rate: float | None = None
     baseline_decision: str | None = None
+    longest_gap_seconds: float | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ReferenceProfile):
@@ -426,6 +429,7 @@ class ReferenceProfile:
             and self.baseline == other.baseline
             and self.event_rate == other.event_rate
             and self.baseline_decision == other.baseline_decision
+            and self.longest_gap_seconds == other.longest_gap_seconds
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -449,6 +453,8 @@ class ReferenceProfile:
         # Only when known: a profile without it reads and digests exactly as before.
         if self.baseline_decision is not None:
             data["baseline_decision"] = self.baseline_decision
+        if self.longest_gap_seconds is not None:
+            data["longest_gap_seconds"] = self.longest_gap_seconds
         return data
 
     def to_json(self) -> bytes:
@@ -485,6 +491,7 @@ class ReferenceProfile:
             if not isinstance(model_id, str):
                 raise TypeError("model_id must be a string")
             decision = data.get("baseline_decision")
+            gap = data.get("longest_gap_seconds")
             if decision is not None and decision not in BASELINE_DECISIONS:
                 raise ValueError(f"baseline_decision {decision!r} is not one of {BASELINE_DECISIONS}")
             return cls(
@@ -498,6 +505,7 @@ class ReferenceProfile:
                 baseline=baseline,
                 event_rate=None if event_rate is None else float(event_rate),
                 baseline_decision=decision,
+                longest_gap_seconds=None if gap is None else float(gap),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"bad profile: {exc!r}") from exc
@@ -538,7 +546,11 @@ class ReferenceProfile:
         True
         """
         # baseline_decision only when known, so the state of a profile without it is as before.
-        decision = {} if self.baseline_decision is None else {"baseline_decision": self.baseline_decision}
+        decision: dict[str, Any] = (
+            {} if self.baseline_decision is None else {"baseline_decision": self.baseline_decision}
+        )
+        if self.longest_gap_seconds is not None:
+            decision["longest_gap_seconds"] = self.longest_gap_seconds
         return state_format.tagged(
             "reference_profile",
             STATE_FORMAT,
@@ -587,6 +599,7 @@ class ReferenceProfile:
             baseline=dict(zip(names, values.tolist(), strict=True)),
             event_rate=r.optional_number("event_rate"),
             baseline_decision=decision,
+            longest_gap_seconds=r.number("longest_gap_seconds") if r.has("longest_gap_seconds") else None,
         )
 
 
@@ -629,6 +642,11 @@ def _regression_baseline(prediction: np.ndarray, label: np.ndarray) -> dict[str,
     if error.size == 0:
         return {}
     return {"mae": mae(error), "rmse": rmse(error), "mean_error": float(np.mean(error))}
+
+
+def _longest_gap(ts: np.ndarray) -> float | None:
+    known = np.sort(ts[np.isfinite(ts)])
+    return float(np.max(np.diff(known))) if known.size >= 2 else None
 
 
 def _event_rate(ts: np.ndarray) -> float | None:
@@ -717,6 +735,7 @@ def _build(
         prediction=prediction,
         baseline=baseline,
         event_rate=_event_rate(ts),
+        longest_gap_seconds=_longest_gap(ts),
         baseline_decision=baseline_decision,
     )
 
