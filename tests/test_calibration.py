@@ -1,4 +1,5 @@
-"""calibrate: thresholds from reference windows for a whole-model false-alarm budget."""
+"""calibrate: thresholds from time-ordered training windows for a whole-model false-alarm budget, never
+below their floors, checked on held-out time."""
 
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ from stream_monitor.core.reference import build_reference
 from stream_monitor.core.schema import FeatureSpec, ModelSchema
 from stream_monitor.core.settings import ModelSettings, WindowSettings
 from stream_monitor.core.sketches import WindowSketch
-from stream_monitor.core.windows import ClosedWindow
-from stream_monitor.offline.calibration import _threshold, calibrate, calibration_hooks, gumbel_quantile
+from stream_monitor.core.windows import ClosedWindow, take_batch
+from stream_monitor.offline.calibration import (
+    FLOORS,
+    _threshold,
+    calibrate,
+    calibration_hooks,
+    gumbel_quantile,
+    window_events_for,
+)
 
 SCHEMA = ModelSchema(
     "m",
@@ -108,3 +116,65 @@ def test_gumbel_quantile_matches_a_gumbel_sample_and_threshold_extrapolates() ->
     # Empirical quantile where the tail is within reach; extrapolated (never below the max) beyond.
     assert _threshold(few, 0.1) == pytest.approx(np.quantile(few, 0.9))
     assert _threshold(few, 1e-6) >= few.max()
+
+
+# --------------------------------------------------------------------------- time order (issue 15)
+
+
+def _drifting(n: int, seed: int, drift: float) -> PredictionBatch:
+    """Training data whose first feature's mean moves by ``drift`` over the period (a season)."""
+    data = _data(n, seed)
+    data.numeric[0] += np.linspace(0.0, drift, n)
+    data.score[:] = 1 / (1 + np.exp(-data.numeric[0]))
+    return data
+
+
+def test_normal_non_stationarity_is_inside_the_budget() -> None:
+    still = calibrate(SCHEMA, _drifting(20_000, 4, 0.0), SETTINGS, windows=40, seed=0)
+    season = calibrate(SCHEMA, _drifting(20_000, 4, 0.8), SETTINGS, windows=40, seed=0)
+    # Each time block is compared with the others, so a season's drift raises the PSI and KS levels.
+    assert season.raw_thresholds["psi_alarm"] > 2 * still.raw_thresholds["psi_alarm"]
+    assert season.raw_thresholds["ks_min_effect"] > 2 * still.raw_thresholds["ks_min_effect"]
+    assert season.blocks == still.blocks == 5
+
+
+def test_windows_follow_event_time_not_file_order() -> None:
+    data = _drifting(10_000, 5, 0.5)
+    shuffled = take_batch(data, np.random.default_rng(0).permutation(10_000))
+    a = calibrate(SCHEMA, data, SETTINGS, windows=20, seed=0)
+    b = calibrate(SCHEMA, shuffled, SETTINGS, windows=20, seed=0)
+    for name in FAMILIES:
+        assert a.raw_thresholds[name] == pytest.approx(b.raw_thresholds[name], rel=1e-9)
+
+
+def test_thresholds_never_go_below_their_floor() -> None:
+    data = _data(20_000, 6)
+    cal = calibrate(SCHEMA, data, SETTINGS, budget_per_million=100.0, windows=30, seed=0)
+    for name, floor in FLOORS.items():
+        assert cal.thresholds[name] >= floor
+        assert cal.floored[name] == (cal.raw_thresholds[name] < floor)
+    # Stationary data and a loose budget: the quantiles alone sit well below the floors.
+    assert cal.floored["psi_alarm"] and cal.settings.policy.psi_alarm == FLOORS["psi_alarm"]
+    assert cal.raw_thresholds["psi_alarm"] < FLOORS["psi_alarm"] / 2
+    unfloored = calibrate(SCHEMA, data, SETTINGS, budget_per_million=100.0, windows=30, seed=0, floors={})
+    assert unfloored.thresholds["psi_alarm"] == pytest.approx(cal.raw_thresholds["psi_alarm"])
+
+
+def test_the_held_out_check_counts_false_alarms_on_new_time() -> None:
+    quiet = calibrate(SCHEMA, _data(20_000, 7), SETTINGS, budget_per_million=10.0, windows=50, seed=0)
+    assert quiet.held_out is not None and quiet.held_out.windows == 50
+    assert quiet.held_out.alarms <= 2 and quiet.held_out.budget == quiet.per_window_budget
+    # The last fifth of the training period shifted: thresholds from the other blocks do not cover it.
+    data = _data(20_000, 8)
+    data.numeric[0, 16_000:] += 1.0
+    shifted = calibrate(SCHEMA, data, SETTINGS, budget_per_million=10.0, windows=50, seed=0)
+    assert shifted.held_out is not None
+    assert shifted.held_out.alarms >= 10 and shifted.held_out.by_family["psi_alarm"] >= 10
+    assert "above the budget" in shifted.held_out.summary()
+
+
+def test_event_time_windows_get_the_events_of_their_width() -> None:
+    settings = ModelSettings(window=WindowSettings(kind="time", width=500.0))
+    data = _data(10_000, 9)  # one event per second
+    assert window_events_for(settings, data.ts) == 500
+    assert calibrate(SCHEMA, data, settings, windows=10, seed=0).window_events == 500

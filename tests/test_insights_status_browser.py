@@ -113,9 +113,9 @@ def test_status_page_shows_models_drift_triggers_and_dna(demo_url: str, tmp_path
     assert "Recent triggers" in dom and "data_drift" in dom and "performance" in dom
     assert 'class="action">retrain</b>' in dom and "Train on: 20" in dom
     assert "psi on temp" in dom
-    # The data-DNA heatmap, drawn in the page, with its regimes; the warming days are emerging.
+    # The data-DNA heatmap, drawn in the page, with its regimes; the warming days are one trend.
     assert 'aria-label="data DNA heatmap"' in dom and dom.count("<rect") > 500
-    assert "regime 0: normal" in dom and "emerging" in dom
+    assert "regime 0: normal" in dom and "regime 1: trend" in dom and "regime cut" in dom
     # The churn control model stays quiet.
     churn = dom[dom.index('id="model-churn"') :]
     assert "No triggers." in churn

@@ -1,7 +1,8 @@
 """Prometheus gauges of the insight state, computed at scrape time (the ``gc_collector`` pattern).
 
 - ``stream_monitor_regime{model, kind}``: 1 for the kind of the regime the latest bucket belongs to
-  (``normal``, ``recurring``, ``one_off``, ``emerging``, ``incident``, ``unknown``), 0 for the others;
+  (``normal``, ``recurring``, ``trend``, ``one_off``, ``emerging``, ``incident``, ``unknown``), 0 for
+  the others;
 - ``stream_monitor_regime_id{model}``: that regime's id in the data DNA (-1: incident or unknown);
 - ``stream_monitor_time_buckets{model}``, ``stream_monitor_incident_buckets{model}``,
   ``stream_monitor_segments_needing_attention{model}``, ``stream_monitor_segment_surges{model}``.

@@ -32,6 +32,7 @@ from stream_monitor.core.triggers import Trigger
 REGIME_COLOURS = {
     "normal": "#4c78a8",
     "recurring": "#f58518",
+    "trend": "#b279a2",
     "one_off": "#54a24b",
     "emerging": "#e45756",
     "incident": "#222222",
@@ -211,7 +212,7 @@ def _model_html(m: ModelView) -> str:
         )
         out.append(
             f"<h3>Data DNA ({len(m.dna.bucket_ids)} buckets, {m.dna.metric.upper()}, "
-            f"regime cut {m.dna.cut:.3g})</h3>"
+            f"regime cut {m.dna.cut:.3g}{' from the noise' if m.dna.cut_source == 'noise' else ''})</h3>"
             f'<div class="dna-wrap">{dna_svg(m.dna)}</div><p class="regimes">{legend}</p>'
         )
     if m.incidents:

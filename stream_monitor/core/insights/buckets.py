@@ -1,4 +1,5 @@
-"""Time-bucketed profiles: one mergeable, counts-only sketch per bucket of event time (default a day).
+"""Time-bucketed profiles: one mergeable, counts-only sketch per bucket of event time (default: the
+model's window width, at least a day — ``ModelSettings.resolved_insights``).
 
 Every closed window's sketch is merged into the bucket that holds the window's midpoint, with its
 sampled values dropped (merging with an empty ``sample_size=0`` sketch keeps the counts exact and the
@@ -35,6 +36,7 @@ Pure: no files, no clock (``insights.store`` reads and writes folders).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -43,7 +45,7 @@ import numpy as np
 from stream_monitor.core import state_format
 from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
-from stream_monitor.core.settings import InsightSettings
+from stream_monitor.core.settings import DAY_SECONDS, IncidentSettings, InsightSettings
 from stream_monitor.core.sketches import WindowSketch, merge_sketches
 from stream_monitor.core.state_format import StateReader
 from stream_monitor.core.windows import ClosedWindow
@@ -52,7 +54,10 @@ from stream_monitor.errors import StateError
 #: Version of the layout written by :meth:`TimeBucketProfiles.to_state`.
 BUCKETS_FORMAT = 2  # 1 was JSON
 
-DAY = 86400.0
+DAY = DAY_SECONDS
+#: Weekday names in ISO order (Monday first); 1970-01-01, the Unix epoch, was a Thursday.
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_EPOCH_WEEKDAY = 3
 
 
 @dataclass
@@ -87,14 +92,15 @@ class TimeBucketProfiles:
     Settings are public: ``bucket_seconds`` (width, default one day), ``retention`` (closed buckets
     kept, default 90; older ones are dropped), ``stride`` (merge every ``stride``-th window; set it to
     ``size / slide`` for sliding windows), ``origin`` (bucket boundaries are ``origin + k × width``;
-    0 aligns day buckets on UTC midnight). See the module docstring for an example.
+    0 aligns day buckets on UTC midnight; :func:`bucket_origin` starts weeks on a weekday). See the
+    module docstring for an example.
     """
 
     def __init__(
         self,
         schema: ModelSchema,
         reference: ReferenceProfile,
-        bucket_seconds: float = InsightSettings.bucket_seconds,
+        bucket_seconds: float = DAY,
         retention: int = InsightSettings.retention,
         stride: int = 1,
         origin: float = 0.0,
@@ -259,6 +265,72 @@ class TimeBucketProfiles:
         60.0
         """
         return cls.from_state(state_format.decode(data), schema, reference)
+
+
+def bucket_origin(bucket_seconds: float, week_start: str = InsightSettings.week_start) -> float:
+    """Where bucket boundaries start (``origin`` of :class:`TimeBucketProfiles`): buckets of whole days
+    begin on ``week_start`` — weekly buckets are ISO weeks by default, not the Thursdays of the Unix
+    epoch. Buckets of whole days still start at UTC midnight; other widths keep the epoch (0), so bucket
+    numbers of day and sub-day buckets are the same as before weeks could be aligned.
+
+    >>> bucket_origin(7 * DAY) / DAY, bucket_origin(7 * DAY, "sunday") / DAY  # 1970-01-05 and -04
+    (4.0, 3.0)
+    >>> bucket_origin(DAY), bucket_origin(600.0)
+    (0.0, 0.0)
+    """
+    if bucket_seconds <= 0 or bucket_seconds % DAY:
+        return 0.0
+    offset = ((WEEKDAYS.index(week_start) - _EPOCH_WEEKDAY) % 7) * DAY
+    return offset % bucket_seconds
+
+
+def covered_seconds(bucket: Bucket) -> float:
+    """Event time the bucket's events cover: first to last event inside the bucket, plus one mean gap
+    between events (``n`` evenly spaced events cover ``n`` gaps, so 24 hourly rows cover a day), at
+    most the bucket's width. Less than one event per gap cannot be judged: 0 for fewer than 2 events.
+
+    >>> from stream_monitor.core.reference import ReferenceProfile
+    >>> from stream_monitor.core.schema import ModelSchema
+    >>> sketch = WindowSketch(ModelSchema("m", "regression", ()), ReferenceProfile(1, "m"))
+    >>> sketch.n_events, sketch.ts_min, sketch.ts_max = 12, 0.0, 11 * 3600.0
+    >>> covered_seconds(Bucket(0, 0.0, DAY, sketch)) / 3600
+    12.0
+    """
+    sk = bucket.sketch
+    n = sk.n_events
+    if n < 2 or not (math.isfinite(sk.ts_min) and math.isfinite(sk.ts_max)):
+        return 0.0
+    span = max(min(sk.ts_max, bucket.end) - max(sk.ts_min, bucket.start), 0.0)
+    return min(span * n / (n - 1), bucket.end - bucket.start)
+
+
+def partial_buckets(
+    buckets: Sequence[Bucket], min_coverage: float = IncidentSettings.partial_coverage
+) -> set[int]:
+    """Indices of *partial* buckets among ``buckets`` (closed, oldest first): the first or the last one
+    when its events cover less than ``min_coverage`` of the median covered time (:func:`covered_seconds`)
+    — the stream started or stopped inside it (a replay's last day, a deployment at noon). Only the edges:
+    time missing inside the history is an outage, which the volume check judges. Relative to the median,
+    so a stream that only runs office hours has no partial buckets.
+
+    >>> from stream_monitor.core.reference import ReferenceProfile
+    >>> from stream_monitor.core.schema import ModelSchema
+    >>> def bucket(i, hours):
+    ...     sk = WindowSketch(ModelSchema("m", "regression", ()), ReferenceProfile(1, "m"))
+    ...     sk.n_events, sk.ts_min, sk.ts_max = hours, i * DAY, i * DAY + (hours - 1) * 3600.0
+    ...     return Bucket(i, i * DAY, (i + 1) * DAY, sk)
+    >>> sorted(partial_buckets([bucket(0, 24), bucket(1, 24), bucket(2, 23), bucket(3, 9)]))
+    [3]
+    """
+    if len(buckets) < 2:
+        return set()
+    covered = [covered_seconds(b) for b in buckets]
+    typical = float(np.median(covered))
+    return {
+        b.index
+        for b, c in ((buckets[0], covered[0]), (buckets[-1], covered[-1]))
+        if c < min_coverage * typical
+    }
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ Rules (seed 001's "data-driven retraining"):
    model will see next — listed as periods of consecutive buckets, the most recent first.
 3. **Exclude**, with the reason: integrity incidents (``integrity_incident``, with what broke),
    buckets of a past one-off regime (``one_off_regime``: a campaign should not teach the model what
-   normal is), and buckets of any other regime not seen recently
-   (``regime_not_in_recent_production``, e.g. last winter).
+   normal is), buckets of any other regime not seen recently
+   (``regime_not_in_recent_production``, e.g. last winter), and, when recent production is in a
+   ``trend``, the trend's older buckets (``trend_superseded``): those further from the newest clean
+   bucket than the DNA's cut and not among the recent buckets — the data has moved on since. Partial
+   buckets are not incidents: they are trained on with their regime.
 4. **Segments needing attention**: segments whose drift reaches the alarm, largest drift × share first.
 5. **Labels**: from the label arrival rate, when ``min_new_labels`` new labels will have joined since
    the last trigger — the amount the offline planner's learning curve says a retrain needs.
@@ -127,11 +130,24 @@ def recommend(
     clean = [b.index for b in buckets if b.index not in incident_of]
     recent = clean[-s.recent_buckets :]
     recent_regimes = {r.id for b in recent if (r := dna.regime_of(b)) is not None}
-    train, one_off, other = [], [], []
+    position = {int(b): i for i, b in enumerate(dna.bucket_ids)}
+    newest = position.get(clean[-1]) if clean else None
+    train: list[int] = []
+    one_off: list[int] = []
+    superseded: list[int] = []
+    other: list[int] = []
     for b in clean:
         regime = dna.regime_of(b)
         if regime is not None and regime.id in recent_regimes:
-            train.append(b)
+            # A trend keeps moving: its far end is not what the model will see next.
+            far = (
+                regime.kind == "trend"
+                and b not in recent
+                and newest is not None
+                and b in position
+                and float(dna.matrix[position[b], newest]) > dna.cut
+            )
+            (superseded if far else train).append(b)
         elif regime is not None and regime.kind == "one_off":
             one_off.append(b)
         else:
@@ -141,7 +157,11 @@ def recommend(
         for i in sorted(incidents, key=lambda i: -i.bucket)
         if i.bucket in bounds
     ]
-    for reason, ids in (("one_off_regime", one_off), ("regime_not_in_recent_production", other)):
+    for reason, ids in (
+        ("trend_superseded", superseded),
+        ("one_off_regime", one_off),
+        ("regime_not_in_recent_production", other),
+    ):
         exclude += [
             ExcludedPeriod(start=p.start, end=p.end, buckets=p.buckets, reason=reason)
             for p in periods(ids, bounds)

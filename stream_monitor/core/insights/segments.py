@@ -51,7 +51,7 @@ from stream_monitor.core.detectors.psi import psi_matrix
 from stream_monitor.core.insights.dna import feature_weights
 from stream_monitor.core.reference import OTHER, ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
-from stream_monitor.core.settings import InsightSettings, PolicySettings, SegmentSettings
+from stream_monitor.core.settings import DAY_SECONDS, InsightSettings, PolicySettings, SegmentSettings
 from stream_monitor.core.sketches import MISSING_SEGMENT, WindowSketch
 from stream_monitor.core.state_format import StateReader
 from stream_monitor.core.windows import take_batch
@@ -156,7 +156,7 @@ class SegmentTracker:
         schema: ModelSchema,
         reference: ReferenceProfile,
         settings: SegmentSettings | None = None,
-        bucket_seconds: float = InsightSettings.bucket_seconds,
+        bucket_seconds: float = DAY_SECONDS,
         retention: int = InsightSettings.retention,
         origin: float = 0.0,
         key_weight: float = InsightSettings.key_weight,

@@ -5,7 +5,8 @@
 - ``observe_batch(batch)``: segment counts; a segment surge with drift returns a trigger at once
   (kind ``data_drift``, first reason ``segment_surge``), at most one per segment per ``cooldown``;
 - ``observe_window(window)``: the window's sketch goes into its time bucket; when buckets close, the
-  incidents and the data DNA are recomputed (once per bucket, not per window);
+  incidents and the data DNA are due again — computed when first read (``latest_dna``, ``incidents``,
+  ``current_regime``, a trigger's recommendation), from the closed buckets as they were then;
 - ``enrich(trigger, labels)``: the trigger with its ``recommendation`` given the bucket-based advice of
   :mod:`stream_monitor.core.insights.recommend`.
 
@@ -35,6 +36,7 @@ built by :func:`stream_monitor.core.triggers.build_trigger`, like the policy's.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections import deque
@@ -43,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Self
 from stream_monitor.core import state_format
 from stream_monitor.core.detectors.base import DetectorResult
 from stream_monitor.core.detectors.table import PSI
-from stream_monitor.core.insights.buckets import Bucket, TimeBucketProfiles
+from stream_monitor.core.insights.buckets import Bucket, TimeBucketProfiles, bucket_origin
 from stream_monitor.core.insights.dna import DataDNA, dna_from_buckets
 from stream_monitor.core.insights.incidents import Incident, find_incidents
 from stream_monitor.core.insights.recommend import plain, recommend
@@ -66,7 +68,7 @@ if TYPE_CHECKING:
     from stream_monitor.core.events import PredictionBatch
 
 _FORMAT = 2  # 1 was JSON with the bucket profiles in base64
-REGIME_KINDS = ("normal", "recurring", "one_off", "emerging", "incident", "unknown")
+REGIME_KINDS = ("normal", "recurring", "trend", "one_off", "emerging", "incident", "unknown")
 
 
 class InsightTracker:
@@ -90,19 +92,28 @@ class InsightTracker:
         self.schema = schema
         self.reference = reference
         s = settings or InsightSettings()
-        if s.dna_cut is None or s.segments.psi_alarm is None:
+        if s.bucket_seconds is None or s.dna_min_cut is None or s.segments.psi_alarm is None:
             s = ModelSettings(insights=s).resolved_insights()
+        assert s.bucket_seconds is not None
         self.settings = s
         self.model_version = model_version
-        self.buckets = TimeBucketProfiles(schema, reference, s.bucket_seconds, s.retention, stride)
+        origin = bucket_origin(s.bucket_seconds, s.week_start)
+        self.buckets = TimeBucketProfiles(schema, reference, s.bucket_seconds, s.retention, stride, origin)
         self.segments = SegmentTracker(
-            schema, reference, s.segments, s.bucket_seconds, s.retention, key_weight=s.key_weight
+            schema, reference, s.segments, s.bucket_seconds, s.retention, origin, key_weight=s.key_weight
         )
         self._surge_fired: dict[str, float] = {}
         self.surges: deque[dict[str, Any]] = deque(maxlen=50)
         self._dna: DataDNA | None = None
         self._incidents: list[Incident] = []
-        self.current_regime: tuple[int, str] = (-1, "unknown")
+        self._regime: tuple[int, str] = (-1, "unknown")
+        # DNA and incidents cost O(buckets²) and O(buckets): recomputing them at every bucket close
+        # was most of a small window's cost, yet only triggers and readers (status page, metrics) use
+        # them. So a bucket close only records the closed buckets (shallow copies: a merge replaces a
+        # bucket's sketch, never changes it) and the first reader computes from those — the same
+        # result as computing at the close. None: nothing due.
+        self._due: list[Bucket] | None = None
+        self._seen_closed = False  # a refresh has had closed buckets (the eager code's "_dna is not None")
 
     # -- feeding ------------------------------------------------------------------------------
     def observe_batch(self, batch: PredictionBatch) -> list[Trigger]:
@@ -132,48 +143,70 @@ class InsightTracker:
         return triggers
 
     def observe_window(self, window: ClosedWindow) -> list[int]:
-        """Merge a closed window into its bucket; recompute DNA/incidents when buckets close."""
+        """Merge a closed window into its bucket; DNA and incidents are due again when buckets close."""
         closed = self.buckets.add_window(window)
         self.segments.close_through(window.end)
-        if closed or self._dna is None:
-            self._refresh()
+        if closed or not self._seen_closed:
+            self._mark_due()
         return closed
 
-    def _refresh(self) -> None:
-        closed = self.buckets.closed()
+    def _mark_due(self) -> None:
+        self._due = [copy.copy(b) for b in self.buckets.closed()]
+        self._seen_closed = self._seen_closed or bool(self._due)
+
+    def _fresh(self) -> None:
+        """Compute the DNA and incidents that are due (see ``_due``)."""
+        closed, self._due = self._due, None
+        if closed is None:
+            return
         self._incidents = find_incidents(closed, self.reference, self.settings.incidents)
         if closed:
-            self._dna = self.dna(closed)
+            self._dna = self._dna_of(closed)
         current = closed[-1] if closed else None
         if current is not None and self._dna is not None:
             regime = self._dna.regime_of(current.index)
-            self.current_regime = (-1, "incident") if regime is None else (regime.id, regime.kind)
+            self._regime = (-1, "incident") if regime is None else (regime.id, regime.kind)
 
     def dna(self, buckets: list[Bucket] | None = None) -> DataDNA:
         """The data DNA of the given (default: closed) buckets, incidents left out of the regimes."""
-        chosen = self.buckets.closed() if buckets is None else buckets
+        self._fresh()
+        return self._dna_of(self.buckets.closed() if buckets is None else buckets)
+
+    def _dna_of(self, buckets: list[Bucket]) -> DataDNA:
         return dna_from_buckets(
             self.schema,
-            chosen,
+            buckets,
             metric=self.settings.dna_metric,
             cut=self.settings.dna_cut,
+            min_cut=self.settings.dna_min_cut,
             key_weight=self.settings.key_weight,
             incidents=[i.bucket for i in self._incidents],
+            partial_coverage=self.settings.incidents.partial_coverage,
         )
 
     @property
     def incidents(self) -> list[Incident]:
         """Incident buckets among the closed buckets (as of the last bucket close)."""
+        self._fresh()
         return list(self._incidents)
 
     @property
     def latest_dna(self) -> DataDNA | None:
-        """The DNA computed at the last bucket close (None before the first)."""
+        """The DNA of the closed buckets as of the last bucket close (None before the first)."""
+        self._fresh()
         return self._dna
+
+    @property
+    def current_regime(self) -> tuple[int, str]:
+        """``(id, kind)`` of the regime of the newest closed bucket (``(-1, "incident")`` for an
+        incident, ``(-1, "unknown")`` before the first DNA)."""
+        self._fresh()
+        return self._regime
 
     # -- recommendation -----------------------------------------------------------------------
     def recommendation(self, base: Recommendation, labels: dict[str, float], now: float) -> Recommendation:
         """``base`` (the policy's recommendation) with the bucket-based advice added."""
+        self._fresh()
         return recommend(
             base,
             self.buckets.closed(),
@@ -194,7 +227,7 @@ class InsightTracker:
     def _surge_trigger(self, check: SurgeCheck) -> Trigger:
         r = check.result
         seg = self.settings.segments
-        lo = self.segments.origin + check.bucket * self.settings.bucket_seconds
+        lo = self.segments.origin + check.bucket * self.segments.bucket_seconds
         share_threshold = max(seg.surge_min_share, seg.surge_ratio * check.baseline_share)
         results = [
             DetectorResult(
@@ -267,6 +300,9 @@ class InsightTracker:
             raise StateError(f"{r.what}: insight state of model {model_id!r}, not {schema.model_id!r}")
         tracker = cls(schema, reference, settings, model_version)
         tracker.buckets = TimeBucketProfiles.from_state(r.child("buckets"), schema, reference)
+        # The restored bucket numbers keep the alignment they were made with (a state from before weeks
+        # were aligned has the epoch's); segment buckets must be numbered the same way.
+        tracker.segments.origin = tracker.buckets.origin
         tracker.segments.load_state(r.child("segments"))
         fired = r.json_list("surge_fired", list)
         if not all(len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int | float) for p in fired):
@@ -274,7 +310,7 @@ class InsightTracker:
         tracker._surge_fired = {segment: float(t) for segment, t in fired}
         tracker.surges.extend(r.json_list("surges", dict))
         if tracker.buckets.closed():
-            tracker._refresh()
+            tracker._mark_due()
         return tracker
 
     def snapshot(self) -> bytes:
