@@ -8,6 +8,7 @@ imports ``cli``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +25,19 @@ from stream_monitor.web.insights_exporter import InsightsCollector
 from stream_monitor.web.metrics import ServiceMetrics
 from stream_monitor.web.server import BoundedHTTPServer, HealthState, serve_http
 from stream_monitor.web.status import StatusPage
+from stream_monitor.web.webconfig import parse_web_config
 
 References = dict[str, ReferenceProfile | None]
+
+log = logging.getLogger("stream_monitor.app")
 
 
 def load_references(app: AppConfig, base: Path | None = None) -> References:
     """Read each model's reference profile file, if it has one (else it warms up from live events).
 
     A file that cannot be read or is not a profile is a :class:`ConfigError` naming the model's key
-    (``load_config`` has already checked that each file exists).
+    (``load_config`` has already checked that each file exists). What :func:`baseline_warnings` finds
+    is logged as a warning, once per start.
     """
     refs: References = {}
     for i, m in enumerate(app.models):
@@ -50,7 +55,44 @@ def load_references(app: AppConfig, base: Path | None = None) -> References:
                 raise ConfigError(f"models[{i}].reference", f"{path}: {exc}") from None
         else:
             refs[m.schema.model_id] = None
+    for warning in baseline_warnings(app, refs):
+        log.warning("%s", warning)
     return refs
+
+
+def baseline_warnings(app: AppConfig, references: Mapping[str, ReferenceProfile | None]) -> list[str]:
+    """Binary models whose reference accuracy/F1 baseline may not be comparable with the live metrics.
+
+    Both decide an event by its predicted class when it has one, else by its score at 0.5
+    (:func:`~stream_monitor.core.quality.binary_decisions`). A reference built from scores alone (no
+    predicted-class column; or written before the decision was recorded) decided every row by the
+    score; if the model's events carry ``prediction.label``, the live metrics follow that label — the
+    model's own decision, at whatever threshold it uses — and a performance trigger would compare two
+    different decisions. The service cannot see the events yet at start-up, so it says what to check.
+
+    >>> from stream_monitor.config import parse_config
+    >>> model = {"id": "churn", "task": "binary", "features": {"x": "numeric"}}
+    >>> app = parse_config({"models": [model]}, env={})
+    >>> reference = ReferenceProfile(1, "churn", baseline={"accuracy": 0.9}, baseline_decision="score")
+    >>> baseline_warnings(app, {"churn": reference})[0][:72]
+    "model 'churn': its reference's accuracy/F1 baseline decided by the score"
+    >>> baseline_warnings(app, {"churn": None})
+    []
+    """
+    warnings = []
+    for m in app.models:
+        reference = references.get(m.schema.model_id)
+        if m.schema.task != "binary" or reference is None or "accuracy" not in reference.baseline:
+            continue
+        if reference.baseline_decision == "predicted_class":
+            continue
+        warnings.append(
+            f"model {m.schema.model_id!r}: its reference's accuracy/F1 baseline decided by the score at 0.5 "
+            "(the training file had no predicted-class column); if its events carry a predicted class "
+            "(prediction.label), live accuracy/F1 are decided by that class and cannot match this baseline: "
+            "rebuild the reference with --prediction-label-column (or training.prediction_label_column)"
+        )
+    return warnings
 
 
 def build_engine(app: AppConfig, references: References | None = None) -> MonitoringEngine:
@@ -95,17 +137,27 @@ def start_observability(
 ) -> Observability:
     """Metric families for ``app``'s models (or the given ones), the insight gauges and status page
     over ``monitors()``, and the HTTP server on ``host:port`` (default: ``metrics.host``/``metrics.port``)
-    serving them, with ``health`` behind ``/healthz`` and ``/readyz``."""
+    serving them, with ``health`` behind ``/healthz`` and ``/readyz``.
+
+    ``app.http`` decides the rest: TLS and basic auth (its web config file, read here: a
+    :class:`ConfigError` naming ``http.web_config_file`` when it is wrong), and whether the status page
+    ``/`` and ``/state`` (an extra route of the service) are served at all (else 404)."""
+    web_config_file = app.http.web_config_file
+    web = parse_web_config(web_config_file) if web_config_file is not None else None
     metrics = metrics if metrics is not None else ServiceMetrics(app.schemas())
     health = health if health is not None else HealthState()
     status_page = StatusPage(monitors, rejections=metrics.rejections_by_reason)
     InsightsCollector(monitors, registry=metrics.registry)
-    routes: dict[str, Any] = {"/": status_page, **(extra_routes or {})}
+    routes: dict[str, Any] = {"/": status_page} if app.http.status_page else {}
+    routes.update(extra_routes or {})
+    if not app.http.expose_state:
+        routes.pop("/state", None)
     server = serve_http(
         metrics.registry,
         health,
         app.metrics.host if host is None else host,
         app.metrics.port if port is None else port,
         extra_routes=routes,
+        web=web,
     )
     return Observability(metrics, health, status_page, server)

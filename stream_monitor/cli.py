@@ -69,7 +69,7 @@ def _iso(ts: float) -> str:
 
 
 def _cmd_reference_build(args: argparse.Namespace) -> int:
-    from stream_monitor.offline.reference_io import build_reference_file
+    from stream_monitor.offline.reference_io import build_reference_file, training_data_settings
 
     app = load_config(args.config, check_references=False)  # this command writes the reference file
     model = next((m for m in app.models if m.schema.model_id == args.model), None)
@@ -81,61 +81,24 @@ def _cmd_reference_build(args: argparse.Namespace) -> int:
         args.data,
         model.schema,
         out,
+        training=training_data_settings(args, model.training),
         bins=d.bins,
         top_k=d.top_k,
         sample_size=d.reference_sample,
         created_at=time.time(),
     )
+    decided = f" (accuracy/F1 decided by {profile.baseline_decision})" if profile.baseline_decision else ""
     print(
         f"wrote {out}: {profile.n_events} events, {len(profile.numeric)} numeric and "
-        f"{len(profile.categorical)} categorical features, baseline {profile.baseline}"
+        f"{len(profile.categorical)} categorical features, baseline {profile.baseline}{decided}"
     )
     return 0
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    import yaml
+    from stream_monitor.offline.calibrate_config import calibrate_command
 
-    from stream_monitor.offline.calibration import calibrate
-    from stream_monitor.offline.reference_io import read_training_rows
-
-    app = load_config(args.config, check_references=False)  # reads training data, not the reference
-    model = next((m for m in app.models if m.schema.model_id == args.model), None)
-    if model is None:
-        raise StreamMonitorError(f"model {args.model!r} is not in {args.config}")
-    batch, _ = read_training_rows(args.data, model.schema)
-    cal = calibrate(
-        model.schema,
-        batch,
-        model.settings,
-        budget_per_million=args.budget,
-        windows=args.windows,
-        window_events=args.window_events,
-        seed=args.seed,
-    )
-    p, d = cal.settings.policy, cal.settings.detectors
-    # Keep the configuration valid: warning <= alarm <= critical around the calibrated alarm.
-    snippet = {
-        "detectors": {
-            "ks_min_effect": round(d.ks_min_effect, 4),
-            "chi2_min_effect": round(d.chi2_min_effect, 4),
-        },
-        "policy": {
-            "psi_warning": round(min(p.psi_warning, p.psi_alarm), 4),
-            "psi_alarm": round(p.psi_alarm, 4),
-            "psi_critical": round(max(p.psi_critical, p.psi_alarm), 4),
-            "prediction_psi_alarm": round(p.prediction_psi_alarm, 4),
-        },
-    }
-    text = (
-        f"# stream-monitor calibrate: model {args.model}, budget {args.budget:g} false alarms per million "
-        f"events,\n# {cal.windows} null windows of {cal.window_events} events from {args.data}\n"
-        + yaml.safe_dump(snippet, sort_keys=False)
-    )
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text, end="")
-    return 0
+    return calibrate_command(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -194,6 +157,19 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     return produce_main(args)
 
 
+def _cmd_acls(args: argparse.Namespace) -> int:
+    from stream_monitor.kafka.acls import acls_command
+
+    return acls_command(
+        load_config(args.config, check_references=False),
+        principal=args.principal,
+        create_topics=args.create_topics,
+        action="apply" if args.apply else "delete" if args.delete else "print",
+        command_config=args.command_config,
+        fmt=args.format,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-monitor", description=__doc__)
     p.add_argument("--log-level", default="INFO")
@@ -229,19 +205,38 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--model", required=True)
     rb.add_argument("--out")
     rb.add_argument("data")
+    from stream_monitor.offline.reference_io import add_training_data_arguments
+
+    add_training_data_arguments(rb)
     rb.set_defaults(func=_cmd_reference_build)
 
     cal = sub.add_parser(
-        "calibrate", help="thresholds from training data for a whole-model false-alarm budget (YAML snippet)"
+        "calibrate",
+        help="thresholds from time-ordered training data for a whole-model false-alarm budget: the "
+        "model's block of the configuration, or an updated copy of it (--write)",
     )
     cal.add_argument("--config", required=True)
     cal.add_argument("--model", required=True)
     cal.add_argument("--budget", type=float, default=1.0, help="false alarms per million stationary events")
-    cal.add_argument("--windows", type=int, default=200, help="null windows to draw")
-    cal.add_argument("--window-events", type=int, default=None, help="events per window (time windows)")
+    cal.add_argument(
+        "--windows", type=int, default=200, help="null windows of consecutive events, over 5 time blocks"
+    )
+    cal.add_argument(
+        "--window-events",
+        type=int,
+        default=None,
+        help="events per window (default: the count-window size; time windows: the training data's "
+        "events per window width)",
+    )
     cal.add_argument("--seed", type=int, default=0)
-    cal.add_argument("--out", help="also write the snippet to this file")
+    cal.add_argument("--out", help="also write what is printed to this file")
+    cal.add_argument(
+        "--write",
+        metavar="NEW_CONFIG",
+        help="write a copy of --config with the model's thresholds updated in place (comments kept)",
+    )
     cal.add_argument("data")
+    add_training_data_arguments(cal)
     cal.set_defaults(func=_cmd_calibrate)
 
     topics = sub.add_parser("topics", help="the deployment's Kafka topics")
@@ -262,6 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--timeout", type=float, default=0.0, help="stop after this many seconds (0: never)")
     tt.add_argument("--latest", action="store_true", help="only triggers emitted from now on")
     tt.set_defaults(func=_cmd_triggers_tail)
+
+    acls = sub.add_parser(
+        "acls", help="the service's least-privilege Kafka ACLs: print them, or --apply / --delete them"
+    )
+    acls.add_argument("--config", required=True)
+    acls.add_argument("--principal", help="User:<name> (default: the configuration's sasl.username)")
+    acls.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="also CREATE on the output topics (the service makes them)",
+    )
+    acls_action = acls.add_mutually_exclusive_group()
+    acls_action.add_argument("--apply", action="store_true", help="create the ACLs with the AdminClient")
+    acls_action.add_argument("--delete", action="store_true", help="remove exactly these ACLs")
+    acls.add_argument(
+        "--command-config", help="file of the admin's librdkafka settings (key=value) for --apply/--delete"
+    )
+    acls.add_argument("--format", choices=("table", "kafka-acls"), default="table")
+    acls.set_defaults(func=_cmd_acls)
 
     prod = sub.add_parser("produce", help="send demo, file or synthetic events to Kafka at a target rate")
     prod.add_argument("--config")

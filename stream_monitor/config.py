@@ -31,6 +31,7 @@ Order of resolution:
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import ipaddress
 import math
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -53,6 +55,7 @@ from stream_monitor.core.settings import (
     InsightSettings,
     ModelSettings,
     PolicySettings,
+    TrainingDataSettings,
     WindowSettings,
 )
 from stream_monitor.errors import ConfigError
@@ -62,9 +65,11 @@ __all__ = [
     "ENV_PREFIX",
     "PRODUCER_DEFAULTS",
     "AppConfig",
+    "HttpSettings",
     "KafkaSettings",
     "MetricsSettings",
     "ModelConfig",
+    "StateSettings",
     "TopicSettings",
     "consumer_config",
     "demo_config_path",
@@ -74,6 +79,7 @@ __all__ = [
     "parse_duration",
     "producer_config",
     "redacted",
+    "time_zone",
 ]
 
 ENV_PREFIX = "STREAM_MONITOR_"
@@ -252,18 +258,53 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class StateSettings:
+    """State records' HMAC (``stream_monitor.kafka.signing``): the environment variables that hold the
+    keys (the first signs, every one verifies: key rotation), never a key in the file; and whether an
+    unsigned record is still restored while keys are configured (a migration only)."""
+
+    hmac_key_env: tuple[str, ...] = ()
+    accept_unsigned: bool = False
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP endpoint: TLS and basic auth from a web config file in the format of Prometheus'
+    exporters (``stream_monitor.web.webconfig``), and whether ``/state`` and the status page ``/`` are
+    served (off: 404)."""
+
+    web_config_file: str | None = None
+    expose_state: bool = True
+    status_page: bool = True
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """One monitored model: its schema, core settings, reported version and reference profile path."""
+    """One monitored model: its schema, core settings, reported version and reference profile path,
+    and how its training file is read (``reference build``, ``calibrate``)."""
 
     schema: ModelSchema
     settings: ModelSettings
     version: str | None = None
     reference_path: str | None = None
+    training: TrainingDataSettings = field(default_factory=TrainingDataSettings)
+
+
+#: Why a command needs ``kafka.bootstrap_servers`` (the offline commands read files only).
+_KAFKA_REQUIRED = (
+    "is required: this command talks to a Kafka broker (only replay, reference build, calibrate, "
+    "insights and plan work without a kafka section)"
+)
 
 
 @dataclass(frozen=True)
 class AppConfig:
-    """The whole validated configuration."""
+    """The whole validated configuration.
+
+    The offline commands need no broker, so a configuration may leave out the ``kafka`` section; then
+    ``kafka`` holds the defaults with no bootstrap servers (``""``), and whatever talks to Kafka asks
+    for it through :meth:`require_kafka`, which names the missing key.
+    """
 
     kafka: KafkaSettings
     metrics: MetricsSettings
@@ -274,6 +315,8 @@ class AppConfig:
     # characters, holds any UUID/ULID, "<topic>-<partition>-<offset>" id or hex digest (events.py).
     max_event_id_length: int = MAX_EVENT_ID_LENGTH
     event_time: EventTimeSettings = field(default_factory=EventTimeSettings)
+    state: StateSettings = field(default_factory=StateSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     def schemas(self) -> dict[str, ModelSchema]:
         """Schemas by model id, as the event decoder wants them."""
@@ -286,6 +329,20 @@ class AppConfig:
                 return m
         raise KeyError(model_id)
 
+    def require_kafka(self) -> KafkaSettings:
+        """The Kafka settings; a :class:`ConfigError` naming ``kafka.bootstrap_servers`` without them.
+
+        >>> AppConfig(KafkaSettings(""), MetricsSettings(), ()).require_kafka()
+        Traceback (most recent call last):
+        ...
+        stream_monitor.errors.ConfigError: config error at kafka.bootstrap_servers: is required: this \
+command talks to a Kafka broker (only replay, reference build, calibrate, insights and plan work without \
+a kafka section)
+        """
+        if not self.kafka.bootstrap_servers:
+            raise ConfigError("kafka.bootstrap_servers", _KAFKA_REQUIRED)
+        return self.kafka
+
 
 def consumer_config(app: AppConfig) -> dict[str, str]:
     """librdkafka consumer settings: pinned defaults < ``kafka.common`` < ``kafka.consumer``.
@@ -296,7 +353,7 @@ def consumer_config(app: AppConfig) -> dict[str, str]:
     >>> c["bootstrap.servers"], c["group.id"], c["session.timeout.ms"], c["enable.auto.commit"]
     ('b:9092', 'stream-monitor', '30000', 'false')
     """
-    k = app.kafka
+    k = app.require_kafka()
     bad = _forbidden_override(k.common, k.consumer)
     if bad is not None:
         raise ConfigError(*bad)
@@ -317,7 +374,7 @@ def producer_config(app: AppConfig) -> dict[str, str]:
     >>> p["linger.ms"], p["acks"], p["enable.idempotence"]
     ('20', 'all', 'true')
     """
-    k = app.kafka
+    k = app.require_kafka()
     config = dict(PRODUCER_DEFAULTS)
     config.update(k.common)
     config.update(k.producer)
@@ -498,11 +555,12 @@ def _match_key(node: Mapping[str, Any], segment: str) -> str:
 
 def _apply_env(raw: dict[str, Any], ctx: _Context) -> None:
     items: list[tuple[int, str, list[str], str]] = []
+    key_vars = _state_key_vars(raw, ctx.env)
     for name, text in ctx.env.items():
         if not name.upper().startswith(ENV_PREFIX):
             continue
         parts = name[len(ENV_PREFIX) :].lower().split("__")
-        if len(parts) == 1 and parts[0] in NON_CONFIG_ENV:
+        if (len(parts) == 1 and parts[0] in NON_CONFIG_ENV) or name in key_vars:
             continue
         if any(not p for p in parts):
             raise ConfigError(name, "empty path segment (use '__' between levels, e.g. KAFKA__GROUP_ID)")
@@ -637,6 +695,7 @@ _FIELD_BOUNDS: dict[str, _Bounds] = {
     "volume_high": _Bounds(1, lo_open=True),
     "surge_min_share": _FRACTION,
     "min_new_labels": _Bounds(0),
+    "partial_coverage": _FRACTION,
 }
 # Numbers read as durations ("30s", "6h", "1d") besides the fields named *_seconds.
 _DURATION_FIELDS = frozenset({"width", "time_slide", "allowed_lateness"})
@@ -792,7 +851,16 @@ class _Section:
         return _Section(self.data.get(name), self.key(name), self.ctx, allowed)
 
 
-_TOP_KEYS = ("kafka", "metrics", "models", "event_time", "max_message_bytes", "max_event_id_length")
+_TOP_KEYS = (
+    "kafka",
+    "metrics",
+    "models",
+    "event_time",
+    "max_message_bytes",
+    "max_event_id_length",
+    "state",
+    "http",
+)
 _KAFKA_KEYS = tuple(f.name for f in fields(KafkaSettings))
 _TOPIC_KEYS = tuple(f.name for f in fields(TopicSettings))
 _MODEL_KEYS = (
@@ -813,6 +881,7 @@ _MODEL_KEYS = (
     "performance_window",
     "label_buffer",
     "insights",
+    "training",
 )
 
 
@@ -964,8 +1033,11 @@ def _file_problem(path: str) -> str | None:
 
 
 def _build_kafka(data: Any, ctx: _Context) -> KafkaSettings:
-    s = _Section(data, "kafka", ctx, _KAFKA_KEYS)
     defaults = KafkaSettings("")
+    if data is None:
+        # No kafka section: fine for the offline commands; AppConfig.require_kafka() refuses the rest.
+        return defaults
+    s = _Section(data, "kafka", ctx, _KAFKA_KEYS)
     servers = _bootstrap_servers(s)
     t = s.section("topics", _TOPIC_KEYS)
     topic_names: dict[str, str] = {}
@@ -1071,6 +1143,34 @@ def _build_window(s: _Section) -> WindowSettings:
     return w
 
 
+def time_zone(name: str) -> dt.tzinfo:
+    """The zone an IANA name (``training.time_zone``, ``--time-zone``) stands for; ValueError if none.
+
+    ``UTC`` needs no time-zone database (a slim container may have none).
+
+    >>> time_zone("UTC"), time_zone("Europe/Berlin").key
+    (datetime.timezone.utc, 'Europe/Berlin')
+    """
+    if name.upper() == "UTC":
+        return dt.UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"must be an IANA time zone such as 'UTC' or 'Europe/Berlin', got {name!r}"
+        ) from None
+
+
+def _build_training(s: _Section) -> TrainingDataSettings:
+    training = _build_settings(TrainingDataSettings, s)
+    # Checked here, not when a file is read: a zone name that does not exist is a configuration error.
+    try:
+        time_zone(training.time_zone)
+    except ValueError as exc:
+        raise s.fail("time_zone", str(exc)) from None
+    return training
+
+
 def _build_insights(s: _Section) -> InsightSettings:
     insights = _build_settings(InsightSettings, s)
     i = insights.incidents
@@ -1174,6 +1274,7 @@ def _build_model(data: Any, path: str, ctx: _Context) -> ModelConfig:
         settings=settings,
         version=s.text("version", None),
         reference_path=reference_path,
+        training=_build_training(s.section("training", _keys(TrainingDataSettings))),
     )
 
 
@@ -1204,11 +1305,49 @@ def _build_app(raw: Mapping[str, Any], ctx: _Context) -> AppConfig:
         max_message_bytes=s.integer("max_message_bytes", AppConfig.max_message_bytes),
         max_event_id_length=s.integer("max_event_id_length", AppConfig.max_event_id_length),
         event_time=_build_event_time(s.data.get("event_time"), ctx),
+        state=_build_state(s.data.get("state"), ctx),
+        http=_build_http(s.data.get("http"), ctx),
     )
 
 
 def _build_event_time(data: Any, ctx: _Context) -> EventTimeSettings:
     return _build_settings(EventTimeSettings, _Section(data, "event_time", ctx, _keys(EventTimeSettings)))
+
+
+def _state_key_vars(raw: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
+    """The environment variables ``state.hmac_key_env`` names (in the file or by its override): they
+    hold keys, not configuration overrides, even when named ``STREAM_MONITOR_…``."""
+    state = raw.get("state")
+    names: Any = state.get("hmac_key_env") if isinstance(state, Mapping) else None
+    for var, text in env.items():
+        if var.upper() == f"{ENV_PREFIX}STATE__HMAC_KEY_ENV":
+            names = _env_value(text)
+    if isinstance(names, str):
+        names = names.split(",")
+    return {n.strip() for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def _build_state(data: Any, ctx: _Context) -> StateSettings:
+    s = _Section(data, "state", ctx, ("hmac_key_env", "accept_unsigned"))
+    names = s.str_list("hmac_key_env")
+    for i, name in enumerate(names):
+        if not _VAR_NAME.match(name):
+            problem = "must name an environment variable that holds the key (never the key itself)"
+            raise ctx.error(f"{s.key('hmac_key_env')}[{i}]", problem)
+    # The keys themselves are read where they are used (kafka/signing.py), at start-up.
+    return StateSettings(names, bool(s.boolean("accept_unsigned", False)))
+
+
+def _build_http(data: Any, ctx: _Context) -> HttpSettings:
+    s = _Section(data, "http", ctx, ("web_config_file", "expose_state", "status_page"))
+    path = s.text("web_config_file", None)
+    # The file is read and checked when the server starts (web/webconfig.py): a ConfigError naming
+    # http.web_config_file, before anything else runs.
+    return HttpSettings(
+        None if path is None else ctx.resolve_path(path),
+        bool(s.boolean("expose_state", True)),
+        bool(s.boolean("status_page", True)),
+    )
 
 
 # --------------------------------------------------------------------------- entry points

@@ -140,6 +140,8 @@ def candidates(leaf: Leaf) -> list[Any]:
         out = [f"{d}-walk", "127.0.0.1:9093", "0.0.0.0", "roundrobin", "1"] if d else ["127.0.0.1:9093", "x"]
     elif get_origin(tp) is dict or tp is dict:
         out = [{"client.id": "walk"}, {"linger.ms": "7"}]
+    elif get_origin(tp) is tuple and get_args(tp) == (str, ...):
+        out = [["WALK_A", "WALK_B"]]  # a list of names (state.hmac_key_env: environment variables)
     else:
         raise AssertionError(f"{leaf.path}: no candidate values for a field of type {tp!r}")
     return [v for v in out if v != d]
@@ -148,6 +150,8 @@ def candidates(leaf: Leaf) -> list[Any]:
 def arrived(value: Any, expected: Any) -> bool:
     if isinstance(expected, dict):
         return isinstance(value, dict) and all(value.get(k) == v for k, v in expected.items())
+    if isinstance(expected, list) and isinstance(value, tuple):
+        return list(value) == expected
     if isinstance(expected, float) and isinstance(value, float):
         return math.isclose(value, expected, rel_tol=1e-12)
     return bool(value == expected)
@@ -569,11 +573,16 @@ def test_segments_and_the_data_dna_follow_the_policy_unless_set() -> None:
     engine = build_engine(parse_config(data, env={}), references={"m": None})
     monitor = engine.monitors["m"]
     resolved = monitor.settings.resolved_insights()
-    assert (resolved.segments.psi_alarm, resolved.dna_cut) == (0.22, 0.12)
+    # The regime cut is no longer the policy's warning level: it comes from the buckets' own noise
+    # (None) above a floor in the DNA's metric; buckets follow the windows (count windows: a day).
+    assert (resolved.segments.psi_alarm, resolved.dna_cut, resolved.dna_min_cut) == (0.22, None, 0.01)
+    assert resolved.bucket_seconds == 86400.0
     data["models"][0]["insights"] = {"dna_metric": "js", "segments": {"psi_alarm": 0.3}}
+    data["models"][0]["window"] = {"kind": "time", "width": "7d"}
     resolved = parse_config(data, env={}).models[0].settings.resolved_insights()
     assert resolved.segments.psi_alarm == 0.3
-    assert resolved.dna_cut == pytest.approx(0.12 / (8 * math.log(2)))
+    assert resolved.dna_min_cut == pytest.approx(0.01 / (8 * math.log(2)))
+    assert resolved.bucket_seconds == 7 * 86400.0
 
 
 def test_the_insight_tracker_and_segments_use_the_resolved_settings() -> None:
@@ -590,7 +599,7 @@ def test_the_insight_tracker_and_segments_use_the_resolved_settings() -> None:
     # Alone (a saved folder without settings, a doctest), the default policy fills the gaps.
     alone = InsightTracker(schema, ref)
     assert alone.segments.psi_alarm == PolicySettings.psi_alarm
-    assert alone.settings.dna_cut == PolicySettings.psi_warning
+    assert alone.settings.dna_cut is None and alone.settings.bucket_seconds == 86400.0
     assert SegmentSettings().psi_alarm is None
 
 

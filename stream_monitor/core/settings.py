@@ -10,11 +10,13 @@ default names it here (``bins: int = DetectorSettings.bins``) instead of writing
 >>> s.window.kind, s.window.size, s.policy.psi_alarm, s.policy.consecutive_windows
 ('count', 5000, 0.15, 2)
 
-A model's segment checks and data DNA follow its policy unless the insight settings say otherwise:
+A model's segment checks follow its policy, and its buckets its windows, unless the insight settings
+say otherwise; the regime cut is left to the data (``None``) with its floor in the DNA's metric:
 
->>> r = ModelSettings(policy=PolicySettings(psi_warning=0.12, psi_alarm=0.2)).resolved_insights()
->>> r.segments.psi_alarm, r.dna_cut
-(0.2, 0.12)
+>>> week = WindowSettings(kind="time", width=7 * 86400.0)
+>>> r = ModelSettings(window=week, policy=PolicySettings(psi_alarm=0.2)).resolved_insights()
+>>> r.segments.psi_alarm, r.bucket_seconds / 86400, r.dna_cut, r.dna_min_cut
+(0.2, 7.0, None, 0.01)
 """
 
 from __future__ import annotations
@@ -122,6 +124,25 @@ class EventTimeSettings:
 
 
 @dataclass(frozen=True)
+class TrainingDataSettings:
+    """How a model's training file is read by ``reference build`` and ``calibrate`` (offline only).
+
+    Configured per model under ``training:`` (``config.py``), where the command-line flags of the same
+    names (``--ts-column`` ...) override them. Column names: event time, the prediction (a score, a
+    value, a class or the contract's object), the predicted class of a binary model when the file
+    holds it apart from the score (``None``: no such column; the live metrics then decide by the
+    score too, or by ``prediction.label`` when events carry it), and the true outcome.
+    ``time_zone`` (an IANA name) is the zone of zone-less times such as pandas' ``2011-01-01 00:00:00``.
+    """
+
+    ts_column: str = "ts"
+    prediction_column: str = "prediction"
+    prediction_label_column: str | None = None
+    label_column: str = "label"
+    time_zone: str = "UTC"
+
+
+@dataclass(frozen=True)
 class IncidentSettings:
     """Thresholds of the bucket integrity-incident checks (:mod:`stream_monitor.core.insights.incidents`).
 
@@ -136,6 +157,11 @@ class IncidentSettings:
     volume_high: float = 2.0
     volume_history: int = 7
     volume_min_history: int = 3
+    # The first or last closed bucket whose events cover less than this share of a typical bucket's
+    # covered time is *partial* (the stream started or stopped inside it): never an incident, and
+    # left out of the regimes' shape. Half: a day bucket that started at noon is partial, one that
+    # lost its first hours is not.
+    partial_coverage: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -166,6 +192,12 @@ class RecommendSettings:
 DnaMetric = Literal["psi", "js"]
 #: For small shifts the Jensen–Shannon divergence (bits) is about PSI / (8 ln 2).
 PSI_PER_JS = 8.0 * math.log(2.0)
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+DAY_SECONDS = 86400.0
+#: Smallest regime cut derived from the noise (PSI): a mean shift of a tenth of a standard deviation
+#: (PSI ≈ δ² for a normal feature). With very large buckets the noise is tiny and a statistically
+#: clear but practically meaningless difference would otherwise split regimes.
+DNA_MIN_CUT_PSI = 0.01
 
 
 @dataclass(frozen=True)
@@ -173,14 +205,20 @@ class InsightSettings:
     """Time-bucketed profiles of one model and what is made of them: data DNA, incidents, segments,
     recommendations (:mod:`stream_monitor.core.insights`).
 
-    ``bucket_seconds`` is configured as ``insights.bucket``. ``dna_cut`` ``None`` (the default) cuts the
-    regimes at the model's ``policy.psi_warning`` (for ``dna_metric: js``, its JS equivalent).
+    ``bucket_seconds`` is configured as ``insights.bucket``; ``None`` (the default) follows the model's
+    windows (:func:`default_bucket_seconds`). Buckets of whole days start on ``week_start`` (weekly
+    buckets are ISO weeks by default, not the Thursdays of the Unix epoch). ``dna_cut`` ``None`` (the
+    default) derives the regime cut from the buckets' own noise (:mod:`~stream_monitor.core.insights.dna`),
+    never below ``dna_min_cut`` (``None``: PSI 0.01, for ``dna_metric: js`` its JS equivalent); a
+    number fixes the cut instead.
     """
 
-    bucket_seconds: float = 86400.0
+    bucket_seconds: float | None = None
+    week_start: Weekday = "monday"
     retention: int = 90
     dna_metric: DnaMetric = "psi"
     dna_cut: float | None = None
+    dna_min_cut: float | None = None
     # Drift in a key feature weighs this many times its importance (data DNA and segment drift).
     key_weight: float = 2.0
     surge_cooldown_seconds: float = PolicySettings.cooldown_seconds
@@ -203,13 +241,39 @@ class ModelSettings:
     label_ttl_seconds: float = 7 * 86400.0
 
     def resolved_insights(self) -> InsightSettings:
-        """:attr:`insights` with the values it leaves to the policy filled in: a segment drifts at
-        ``policy.psi_alarm`` and the data DNA cuts regimes at ``policy.psi_warning`` unless set."""
+        """:attr:`insights` with the values it leaves to the model filled in: a segment drifts at
+        ``policy.psi_alarm``, buckets follow the windows (:func:`default_bucket_seconds`) and the
+        noise-derived regime cut has its floor in the DNA's metric, unless set. ``dna_cut`` stays
+        ``None`` (derived from the data) unless configured."""
         s, p = self.insights, self.policy
         segments = s.segments
         if segments.psi_alarm is None:
             segments = replace(segments, psi_alarm=p.psi_alarm)
-        cut = s.dna_cut
-        if cut is None:
-            cut = p.psi_warning if s.dna_metric == "psi" else p.psi_warning / PSI_PER_JS
-        return replace(s, dna_cut=cut, segments=segments)
+        bucket = s.bucket_seconds
+        if bucket is None:
+            bucket = default_bucket_seconds(self.window)
+        min_cut = s.dna_min_cut
+        if min_cut is None:
+            min_cut = DNA_MIN_CUT_PSI if s.dna_metric == "psi" else DNA_MIN_CUT_PSI / PSI_PER_JS
+        return replace(s, bucket_seconds=bucket, dna_min_cut=min_cut, segments=segments)
+
+
+def default_bucket_seconds(window: WindowSettings) -> float:
+    """Bucket width when ``insights.bucket`` is not set: the window width of event-time windows,
+    so that one bucket holds whole windows (a week of windows is a week of buckets, not one day
+    holding each window by its midpoint); at least a day, since hourly buckets would picture the
+    daily cycle and 90 of them hold under four days; a width that does not divide a day is rounded
+    up to the next multiple that covers one. Count windows have no width: a day.
+
+    >>> hours = (1, 7, 7 * 24)
+    >>> [default_bucket_seconds(WindowSettings(kind="time", width=h * 3600.0)) / 3600 for h in hours]
+    [24.0, 28.0, 168.0]
+    >>> default_bucket_seconds(WindowSettings())
+    86400.0
+    """
+    if window.kind != "time" or not window.width > 0:
+        return DAY_SECONDS
+    width = float(window.width)
+    if width >= DAY_SECONDS:
+        return width
+    return width * math.ceil(DAY_SECONDS / width - 1e-9)
