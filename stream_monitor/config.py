@@ -230,7 +230,9 @@ class KafkaSettings:
     sync_chunk_offsets: int = 5000
     sync_max_idle_seconds: float = 5.0
     # How long `run` keeps trying to reach the cluster at start-up before it exits 1 (a wrong
-    # bootstrap address fails within this, naming the address; a broker still starting is waited for).
+    # bootstrap address fails within this, naming the address; a broker still starting is waited for),
+    # and then waits for missing ACLs to be granted (kafka/acls.py). A rejected password or
+    # certificate does not wait: it exits at once (kafka/security.py).
     startup_timeout_seconds: float = 300.0
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,10 +242,19 @@ class ServiceProcess:
             self.proc.wait(10)
 
 
-def read_topic(bootstrap: str, topic: str, idle: float = 2.0, timeout: float = 30.0) -> list[Message]:
-    """Every committed message of ``topic`` (all partitions), until nothing new arrives for ``idle`` s."""
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    idle: float = 2.0,
+    timeout: float = 30.0,
+    config: Mapping[str, Any] | None = None,
+) -> list[Message]:
+    """Every committed message of ``topic`` (all partitions), until nothing new arrives for ``idle`` s.
+
+    ``config``: more client settings (a secure broker's credentials)."""
     consumer = Consumer(
         {
+            **(config or {}),
             "bootstrap.servers": bootstrap,
             "group.id": f"reader-{time.time_ns()}",
             "auto.offset.reset": "earliest",
@@ -270,25 +279,27 @@ def read_topic(bootstrap: str, topic: str, idle: float = 2.0, timeout: float = 3
         consumer.close()
 
 
-def triggers(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+def triggers(bootstrap: str, topic: str, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The trigger events on ``topic``, each validated against the contract's trigger schema."""
-    found = [orjson.loads(m.value()) for m in read_topic(bootstrap, topic)]
+    found = [orjson.loads(m.value()) for m in read_topic(bootstrap, topic, config=config)]
     for trigger in found:
         validate("trigger", trigger)
         check_one_truth(trigger)
     return found
 
 
-def dead_letters(bootstrap: str, topic: str) -> list[Message]:
+def dead_letters(bootstrap: str, topic: str, config: Mapping[str, Any] | None = None) -> list[Message]:
     """The dead-letter records on ``topic``, their headers validated against the contract's schema."""
-    found = read_topic(bootstrap, topic)
+    found = read_topic(bootstrap, topic, config=config)
     for record in found:
         validate_dead_letter_headers(record.headers())
     return found
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
+def end_offsets(
+    bootstrap: str, topic: str, partitions: int, config: Mapping[str, Any] | None = None
+) -> dict[int, int]:
+    c = Consumer({**(config or {}), "bootstrap.servers": bootstrap, "group.id": "end-offsets"})
     try:
         return {
             p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)
@@ -297,8 +308,10 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
         c.close()
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+def committed(
+    bootstrap: str, group: str, topic: str, partitions: int, config: Mapping[str, Any] | None = None
+) -> dict[int, int]:
+    c = Consumer({**(config or {}), "bootstrap.servers": bootstrap, "group.id": group})
     try:
         tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
         return {tp.partition: tp.offset for tp in tps}

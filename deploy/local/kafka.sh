@@ -1,15 +1,35 @@
 #!/usr/bin/env bash
 # A real single-node Apache Kafka (KRaft, broker + controller) for development and tests, without Docker.
 #
-#   deploy/local/kafka.sh fetch           copy the pinned broker jars from Maven Central into the cache
-#   deploy/local/kafka.sh start DIR       format (first time only) and start a broker whose files live in DIR;
-#                                         prints KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:<port> on stdout
-#   deploy/local/kafka.sh stop DIR        SIGTERM, wait, SIGKILL; idempotent
-#   deploy/local/kafka.sh restart DIR     stop, then start on the same ports and the same storage
-#   deploy/local/kafka.sh status DIR      exit 0 and print the bootstrap address when the broker answers
+#   deploy/local/kafka.sh fetch               copy the pinned broker jars from Maven Central into the cache
+#   deploy/local/kafka.sh start DIR           format (first time only) and start a broker whose files live in DIR;
+#                                             prints KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:<port> on stdout
+#   deploy/local/kafka.sh start DIR --secure  the same with authentication and authorisation (see "Secure" below);
+#                                             prints the client settings as KAFKA_*=... lines
+#   deploy/local/kafka.sh tls DIR             only make the throw-away CA and broker certificate in DIR/tls
+#   deploy/local/kafka.sh stop DIR            SIGTERM, wait, SIGKILL; idempotent
+#   deploy/local/kafka.sh restart DIR         stop, then start on the same ports, storage and security
+#   deploy/local/kafka.sh status DIR          exit 0 and print the bootstrap address when the broker answers
 #
-# Only the bootstrap line goes to stdout, so `eval "$(deploy/local/kafka.sh start DIR)"` works; the rest
-# goes to stderr. When KAFKA_BOOTSTRAP_SERVERS is already set, `start` only checks that it answers.
+# Only KEY=value lines go to stdout, so `eval "$(deploy/local/kafka.sh start DIR)"` works; the rest goes to
+# stderr. When KAFKA_BOOTSTRAP_SERVERS is already set, `start` (without --secure) only checks that it answers.
+#
+# Secure (`start DIR --secure`; DIR remembers it, `restart` and `start` keep it):
+#   - one client listener SASL_SSL://127.0.0.1:<port>: SCRAM-SHA-512 over TLS. The TLS certificate
+#     (SAN localhost and 127.0.0.1) is signed by a throw-away CA made with the JDK's keytool in DIR/tls
+#     (ca.pem: give it to clients as ssl.ca.location; ca.p12 and broker.p12 are PKCS12 stores whose
+#     password is in DIR/tls/store.password);
+#   - the super user `admin`, whose SCRAM credential is written into the metadata log when the storage
+#     is formatted (password in DIR/admin.password, never on a command line). It is the inter-broker
+#     principal, and the controller listener (SASL_PLAINTEXT, PLAIN, 127.0.0.1 only) knows only it;
+#   - org.apache.kafka.metadata.authorizer.StandardAuthorizer with allow.everyone.if.no.acl.found=false:
+#     every other principal can do exactly what ACLs allow (create users and ACLs as `admin`);
+#   - DIR/admin.properties: librdkafka settings of `admin` (e.g. `stream-monitor acls --command-config`);
+#   - stdout: KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SSL_CA_LOCATION,
+#     KAFKA_ADMIN_CONFIG (= DIR/admin.properties) and one KAFKA_LISTENER_<NAME>=127.0.0.1:<port> per extra listener;
+#   - extra listeners (for tests of bad certificates): each DIR/tls/listener-<name>.p12 present when DIR is
+#     first configured (run `tls DIR`, add the stores, then `start DIR --secure`) becomes one more SASL_SSL
+#     listener <NAME> that presents that store's key and certificate (store password: DIR/tls/store.password).
 #
 # Environment:
 #   KAFKA_VERSION          broker version on Maven Central (default 4.1.1)
@@ -36,7 +56,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -79,15 +99,22 @@ free_port() {
 }
 
 # A metadata request answered by a broker is the readiness test (an open port is not: the
-# socket server binds before the broker has joined the quorum).
+# socket server binds before the broker has joined the quorum). CONFIG, when given, is a file of
+# librdkafka key=value settings (the secure broker's DIR/admin.properties).
 probe() {
-    local bootstrap="$1" timeout="${2:-5}"
+    local bootstrap="$1" timeout="${2:-5}" config="${3:-}"
     if python3 -c 'import confluent_kafka' 2>/dev/null; then
-        python3 - "$bootstrap" "$timeout" <<'EOF' 2>/dev/null
+        python3 - "$bootstrap" "$timeout" "$config" <<'EOF' 2>/dev/null
 import sys
 from confluent_kafka.admin import AdminClient
-bootstrap, timeout = sys.argv[1], float(sys.argv[2])
-admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+bootstrap, timeout, path = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+settings = {"bootstrap.servers": bootstrap, "log_level": 0}
+if path:
+    for line in open(path, encoding="utf-8"):
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            settings[key.strip()] = value.strip()
+admin = AdminClient(settings)
 metadata = admin.list_topics(timeout=timeout)
 sys.exit(0 if metadata.brokers else 1)
 EOF
@@ -109,22 +136,10 @@ broker_pid() {
     echo "$pid"
 }
 
-write_config() {
-    local dir="$1" broker_port controller_port
-    broker_port="$(free_port)"
-    controller_port="$(free_port)"
-    while [[ "$controller_port" == "$broker_port" ]]; do controller_port="$(free_port)"; done
-    mkdir -p "$dir/data"
-    cat >"$dir/server.properties" <<EOF
-# Written by deploy/local/kafka.sh: a single-node KRaft broker + controller for development and tests.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+# Settings both kinds of broker share (storage, single-node replication, fast first group).
+common_props() {
+    local dir="$1"
+    cat <<EOF
 log.dirs=$dir/data
 num.partitions=1
 default.replication.factor=1
@@ -140,6 +155,10 @@ share.coordinator.state.topic.min.isr=1
 # tests create a group per test; the 3 s default would make every one of them wait
 group.initial.rebalance.delay.ms=0
 EOF
+}
+
+write_log4j() {
+    local dir="$1"
     cat >"$dir/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File
@@ -155,6 +174,196 @@ logger.state.level = WARN
 EOF
 }
 
+two_ports() {
+    local a b
+    a="$(free_port)"
+    b="$(free_port)"
+    while [[ "$b" == "$a" ]]; do b="$(free_port)"; done
+    echo "$a $b"
+}
+
+write_config() {
+    local dir="$1" broker_port controller_port
+    read -r broker_port controller_port <<<"$(two_ports)"
+    mkdir -p "$dir/data"
+    {
+        cat <<EOF
+# Written by deploy/local/kafka.sh: a single-node KRaft broker + controller for development and tests.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+EOF
+        common_props "$dir"
+    } >"$dir/server.properties"
+    write_log4j "$dir"
+}
+
+random_secret() {
+    python3 -c 'import secrets; print(secrets.token_urlsafe(24))'
+}
+
+# DIR/tls: a throw-away CA and the broker's key and certificate (SAN localhost, 127.0.0.1), all made
+# with the JDK's keytool (no openssl needed). Idempotent: an existing complete DIR/tls is kept.
+make_tls() {
+    local dir="$1" tls="$1/tls"
+    [[ -f "$tls/.complete" ]] && return 0
+    command -v keytool >/dev/null || die "keytool not found: it comes with Java 17+ (the JDK or JRE)"
+    rm -rf "$tls"
+    mkdir -p "$tls"
+    chmod 700 "$tls"
+    (umask 077 && random_secret >"$tls/store.password")
+    local pw="$tls/store.password" out="$tls/keytool.log"
+    # C1 only and the serial GC: a short-lived JVM starts in half the time.
+    kt() { keytool -J-XX:TieredStopAtLevel=1 -J-XX:+UseSerialGC "$@" -storetype PKCS12 -storepass:file "$pw" \
+        -noprompt >>"$out" 2>&1 || {
+        cat "$out" >&2
+        die "keytool $1 failed"
+    }; }
+    log "making a throw-away CA and broker certificate in $tls"
+    kt -genkeypair -alias ca -keyalg EC -groupname secp256r1 -dname "CN=stream-monitor throw-away test CA" \
+        -ext bc:c -ext ku:c=keyCertSign,cRLSign -validity 3650 -keystore "$tls/ca.p12"
+    kt -exportcert -rfc -alias ca -keystore "$tls/ca.p12" -file "$tls/ca.pem"
+    kt -genkeypair -alias broker -keyalg EC -groupname secp256r1 -dname "CN=localhost" -validity 3650 \
+        -keystore "$tls/broker.p12"
+    kt -certreq -alias broker -keystore "$tls/broker.p12" -file "$tls/broker.csr"
+    kt -gencert -alias ca -keystore "$tls/ca.p12" -infile "$tls/broker.csr" -outfile "$tls/broker.pem" -rfc \
+        -validity 3650 -ext SAN=dns:localhost,ip:127.0.0.1 -ext eku=serverAuth,clientAuth \
+        -ext ku:c=digitalSignature,keyAgreement
+    kt -importcert -alias ca -file "$tls/ca.pem" -keystore "$tls/broker.p12"
+    kt -importcert -alias broker -file "$tls/broker.pem" -keystore "$tls/broker.p12"
+    chmod 644 "$tls/ca.pem"
+    touch "$tls/.complete"
+}
+
+# --add-scram argument of the storage format: the admin's SCRAM-SHA-512 credential as salt and salted
+# password (PBKDF2-HMAC-SHA-512), so the password itself never appears on a command line.
+scram_credential() {
+    python3 - "$1" <<'EOF'
+import base64, hashlib, os, sys
+password = open(sys.argv[1], encoding="utf-8").read().strip().encode()
+salt, iterations = os.urandom(32), 8192
+salted = hashlib.pbkdf2_hmac("sha512", password, salt, iterations)
+b64 = lambda raw: base64.b64encode(raw).decode()
+print(f'SCRAM-SHA-512=[name=admin,iterations={iterations},salt="{b64(salt)}",saltedpassword="{b64(salted)}"]')
+EOF
+}
+
+write_secure_config() {
+    local dir="$1" tls="$1/tls" broker_port controller_port admin_pw store_pw
+    make_tls "$dir"
+    read -r broker_port controller_port <<<"$(two_ports)"
+    mkdir -p "$dir/data"
+    [[ -f "$dir/admin.password" ]] || (umask 077 && random_secret >"$dir/admin.password")
+    admin_pw="$(cat "$dir/admin.password")"
+    store_pw="$(cat "$tls/store.password")"
+    local listeners="SASL_SSL://127.0.0.1:$broker_port" advertised="SASL_SSL://127.0.0.1:$broker_port"
+    local protocols="CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL" extra="" store name lower port
+    local used=" $broker_port $controller_port "
+    for store in "$tls"/listener-*.p12; do
+        [[ -e "$store" ]] || continue
+        lower="$(basename "$store" .p12)"
+        lower="${lower#listener-}"
+        [[ "$lower" =~ ^[a-z][a-z0-9_]*$ && "$lower" != controller && "$lower" != sasl_ssl ]] ||
+            die "$store: an extra listener's name must be lower-case letters, digits and '_' (not controller or sasl_ssl)"
+        name="${lower^^}"
+        port="$(free_port)"
+        while [[ "$used" == *" $port "* ]]; do port="$(free_port)"; done
+        used+="$port "
+        listeners+=",$name://127.0.0.1:$port"
+        advertised+=",$name://127.0.0.1:$port"
+        protocols+=",$name:SASL_SSL"
+        extra+="listener.name.$lower.ssl.keystore.type=PKCS12
+listener.name.$lower.ssl.keystore.location=$store
+listener.name.$lower.ssl.keystore.password=$store_pw
+listener.name.$lower.ssl.key.password=$store_pw
+listener.name.$lower.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+"
+    done
+    (
+        umask 077 # the file holds the admin's password and the store password
+        {
+            cat <<EOF
+# Written by deploy/local/kafka.sh start --secure: a single-node KRaft broker + controller with SASL_SSL
+# (SCRAM-SHA-512), a throw-away CA, and ACLs enforced by the standard authoriser.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=$listeners,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=$advertised
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=$protocols
+# Clients: SCRAM-SHA-512 over TLS. Credentials live in the metadata log (the admin's from format time).
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_pw";
+# The controller listener (127.0.0.1 only) knows one user, the admin, with PLAIN: SCRAM credentials
+# are metadata, which the controller cannot need before it can be reached.
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin_pw" user_admin="$admin_pw";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls/broker.p12
+ssl.keystore.password=$store_pw
+ssl.key.password=$store_pw
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls/ca.pem
+ssl.endpoint.identification.algorithm=https
+ssl.client.auth=none
+# Nothing without an ACL, except for the admin.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin
+EOF
+            printf '%s' "$extra"
+            common_props "$dir"
+        } >"$dir/server.properties"
+        cat >"$dir/admin.properties" <<EOF
+# librdkafka settings of the broker's super user (written by deploy/local/kafka.sh start --secure)
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.username=admin
+sasl.password=$admin_pw
+ssl.ca.location=$tls/ca.pem
+EOF
+    )
+    write_log4j "$dir"
+}
+
+is_secure() {
+    [[ -f "$1/admin.properties" ]]
+}
+
+# host:port of the first advertised listener (the client listener).
+bootstrap_of() {
+    local advertised first
+    advertised="$(read_prop advertised.listeners "$1/server.properties")"
+    first="${advertised%%,*}"
+    echo "${first#*://}"
+}
+
+# What clients need, as KEY=value lines on stdout (values shell-quoted for eval).
+print_settings() {
+    local dir="$1" entry name
+    printf 'KAFKA_BOOTSTRAP_SERVERS=%q\n' "$(bootstrap_of "$dir")"
+    is_secure "$dir" || return 0
+    printf 'KAFKA_SECURITY_PROTOCOL=SASL_SSL\nKAFKA_SASL_MECHANISM=SCRAM-SHA-512\n'
+    printf 'KAFKA_SSL_CA_LOCATION=%q\n' "$dir/tls/ca.pem"
+    printf 'KAFKA_ADMIN_CONFIG=%q\n' "$dir/admin.properties"
+    local advertised
+    advertised="$(read_prop advertised.listeners "$dir/server.properties")"
+    IFS=',' read -r -a entries <<<"$advertised"
+    for entry in "${entries[@]:1}"; do
+        name="${entry%%://*}"
+        printf 'KAFKA_LISTENER_%s=%q\n' "$name" "${entry#*://}"
+    done
+}
+
 log_tail() {
     local dir="$1"
     {
@@ -168,38 +377,61 @@ log_tail() {
 }
 
 cmd_start() {
-    if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+    local dir="" secure=0 arg
+    for arg in "$@"; do
+        case "$arg" in
+        --secure) secure=1 ;;
+        -*) die "start: unknown option $arg" ;;
+        *) dir="$arg" ;;
+        esac
+    done
+    if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" && $secure -eq 0 ]]; then
         # Generous: a busy broker can take seconds to answer its first metadata request.
         probe "$KAFKA_BOOTSTRAP_SERVERS" "$START_TIMEOUT" ||
             die "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS does not answer within $START_TIMEOUT s"
         echo "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS"
         return 0
     fi
-    local dir="${1:?usage: kafka.sh start DIR}"
+    [[ -n "$dir" ]] || die "usage: kafka.sh start DIR [--secure]"
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
     command -v java >/dev/null || die "java not found: Java 17+ is needed to run the broker"
     cmd_fetch
 
-    [[ -f "$dir/server.properties" ]] || write_config "$dir"
-    local listeners port bootstrap
-    listeners="$(read_prop listeners "$dir/server.properties")"
-    port="$(sed -n 's/.*PLAINTEXT:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' <<<"$listeners")"
-    bootstrap="127.0.0.1:$port"
+    if [[ -f "$dir/server.properties" ]]; then
+        if [[ $secure -eq 1 ]] && ! is_secure "$dir"; then
+            die "$dir holds a broker without security: use another DIR for --secure"
+        fi
+    elif [[ $secure -eq 1 ]]; then
+        write_secure_config "$dir"
+    else
+        write_config "$dir"
+    fi
+    local bootstrap probe_config=""
+    bootstrap="$(bootstrap_of "$dir")"
+    if is_secure "$dir"; then probe_config="$dir/admin.properties"; fi
 
     if broker_pid "$dir" >/dev/null; then
-        probe "$bootstrap" 10 || die "broker in $dir is running (pid $(cat "$dir/kafka.pid")) but does not answer"
+        probe "$bootstrap" 10 "$probe_config" ||
+            die "broker in $dir is running (pid $(cat "$dir/kafka.pid")) but does not answer"
         log "already running in $dir"
-        echo "KAFKA_BOOTSTRAP_SERVERS=$bootstrap"
+        print_settings "$dir"
         return 0
     fi
 
     local classpath="$LIBS/*"
     if [[ ! -f "$dir/data/meta.properties" ]]; then
-        local cluster_id
-        cluster_id="$(java -cp "$classpath" kafka.tools.StorageTool random-uuid 2>>"$dir/stdout.log")"
-        java -cp "$classpath" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
-            >>"$dir/stdout.log" 2>&1 || {
+        local cluster_id format_args
+        # What `kafka-storage random-uuid` prints (Kafka's Uuid: 16 random bytes, URL-safe base64 without
+        # padding, never starting with '-'), without starting a JVM for it.
+        cluster_id="$(python3 -c 'import base64, os
+while (u := base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")).startswith("-"): pass
+print(u)')"
+        format_args=(format -t "$cluster_id" -c "$dir/server.properties")
+        if is_secure "$dir"; then
+            format_args+=(--add-scram "$(scram_credential "$dir/admin.password")")
+        fi
+        java -cp "$classpath" kafka.tools.StorageTool "${format_args[@]}" >>"$dir/stdout.log" 2>&1 || {
             log_tail "$dir"
             die "formatting the storage in $dir failed"
         }
@@ -221,9 +453,9 @@ cmd_start() {
             log_tail "$dir"
             die "the broker exited during start-up"
         fi
-        if probe "$bootstrap" 2; then
-            log "broker up in $((SECONDS - started)) s (pid $pid, dir $dir)"
-            echo "KAFKA_BOOTSTRAP_SERVERS=$bootstrap"
+        if probe "$bootstrap" 2 "$probe_config"; then
+            log "broker up in $((SECONDS - started)) s (pid $pid, dir $dir$(is_secure "$dir" && echo ', secure'))"
+            print_settings "$dir"
             return 0
         fi
         sleep 0.5
@@ -253,22 +485,31 @@ cmd_stop() {
 }
 
 cmd_status() {
-    local dir="${1:?usage: kafka.sh status DIR}" port
+    local dir="${1:?usage: kafka.sh status DIR}" probe_config=""
     [[ -f "$dir/server.properties" ]] || die "no broker configured in $dir"
-    port="$(sed -n 's/.*PLAINTEXT:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' <<<"$(read_prop listeners "$dir/server.properties")")"
+    if is_secure "$dir"; then probe_config="$dir/admin.properties"; fi
     broker_pid "$dir" >/dev/null || die "no broker running in $dir"
-    probe "127.0.0.1:$port" 5 || die "broker in $dir does not answer"
-    echo "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$port"
+    probe "$(bootstrap_of "$dir")" 5 "$probe_config" || die "broker in $dir does not answer"
+    print_settings "$dir"
+}
+
+cmd_tls() {
+    local dir="${1:?usage: kafka.sh tls DIR}"
+    mkdir -p "$dir"
+    dir="$(cd "$dir" && pwd)"
+    make_tls "$dir"
+    printf 'KAFKA_SSL_CA_LOCATION=%q\n' "$dir/tls/ca.pem"
 }
 
 case "${1:-}" in
 fetch) cmd_fetch ;;
-start) cmd_start "${2:-}" ;;
+start) cmd_start "${@:2}" ;;
 stop) cmd_stop "${2:-}" ;;
 restart)
     cmd_stop "${2:?usage: kafka.sh restart DIR}"
     cmd_start "$2"
     ;;
 status) cmd_status "${2:-}" ;;
+tls) cmd_tls "${2:-}" ;;
 *) usage ;;
 esac

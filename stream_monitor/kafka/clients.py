@@ -1,7 +1,6 @@
 """Thin typed wrappers over confluent-kafka: clients, topics, and the records the service writes.
 
-Only this module, :mod:`stream_monitor.kafka.state`, :mod:`stream_monitor.kafka.checkpoint` and
-:mod:`stream_monitor.kafka.service` import ``confluent_kafka``. Settings come from
+Only the modules of :mod:`stream_monitor.kafka` import ``confluent_kafka``. Settings come from
 :func:`stream_monitor.config.consumer_config` / :func:`~stream_monitor.config.producer_config`
 (pinned defaults plus the user's librdkafka passthrough); nothing here invents a setting silently.
 
@@ -129,8 +128,13 @@ class DeliveryTracker:
             if error is None:
                 self.delivered += 1
             else:
+                denied = (
+                    " (not authorised to WRITE this topic)"
+                    if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+                    else ""
+                )
                 self.failures.append(
-                    f"{message.topic()}[{message.partition()}] key={message.key()!r}: {error.str()}"
+                    f"{message.topic()}[{message.partition()}] key={message.key()!r}: {error.str()}{denied}"
                 )
 
     def raise_failures(self) -> None:
@@ -168,7 +172,10 @@ class OutputProducer:
             settings["error_cb"] = error_cb
         if transactional_id is not None:
             settings["transactional.id"] = transactional_id
-        self.producer = Producer(settings)
+        try:
+            self.producer = Producer(settings)
+        except KafkaException as exc:
+            raise _client_error("producer", exc) from None
         self.triggers_topic = triggers_topic
         self.dlq_topic = dlq_topic
         self.deliveries = DeliveryTracker()
@@ -248,7 +255,10 @@ def make_consumer(
     if stats_cb is not None:
         settings["stats_cb"] = stats_cb
         settings.setdefault("statistics.interval.ms", statistics_interval_ms)
-    return Consumer(settings)
+    try:
+        return Consumer(settings)
+    except KafkaException as exc:
+        raise _client_error("consumer", exc) from None
 
 
 class RepeatFilter(logging.Filter):
@@ -282,8 +292,19 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+def connection_failures_are_warnings(record: logging.LogRecord) -> bool:
+    """librdkafka logs each failed connection attempt (``FAIL``: refused, a TLS handshake, a SASL
+    exchange) at error level, and then retries it. They are warnings: the service decides what is
+    fatal (a rejected password or certificate, an outage past the start-up timeout) and says so in
+    one error of its own."""
+    if record.levelno > logging.WARNING and record.getMessage().startswith("FAIL "):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
 #: librdkafka's own log lines (connection failures, ...) go here, rate-limited.
 LIBRDKAFKA_LOG = logging.getLogger("stream_monitor.librdkafka")
+LIBRDKAFKA_LOG.addFilter(connection_failures_are_warnings)
 LIBRDKAFKA_LOG.addFilter(RepeatFilter())
 
 
@@ -293,9 +314,24 @@ def connection_config(bootstrap_servers: str, common: Mapping[str, str]) -> dict
     return {**dict(common), "bootstrap.servers": bootstrap_servers, "logger": LIBRDKAFKA_LOG}
 
 
-def admin_client(connection: Mapping[str, Any]) -> AdminClient:
-    """An AdminClient on the connection settings (security included)."""
-    return AdminClient(dict(connection))
+def _client_error(kind: str, exc: KafkaException) -> KafkaIOError:
+    """A client librdkafka refused to create (an unreadable keystore, a wrong key password, an unknown
+    setting): one line, no traceback. librdkafka's text names the setting, never a secret's value."""
+    return KafkaIOError(f"cannot create the Kafka {kind}: {exc.args[0] if exc.args else exc}")
+
+
+def admin_client(
+    connection: Mapping[str, Any], error_cb: Callable[[KafkaError], None] | None = None
+) -> AdminClient:
+    """An AdminClient on the connection settings (security included); ``error_cb`` sees its errors
+    (served by ``poll()`` and its blocking calls)."""
+    settings = dict(connection)
+    if error_cb is not None:
+        settings["error_cb"] = error_cb
+    try:
+        return AdminClient(settings)
+    except KafkaException as exc:
+        raise _client_error("admin client", exc) from None
 
 
 # Largest state snapshot record we write (and the max.message.bytes of the state topic we create).

@@ -26,6 +26,7 @@ import logging
 import signal
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -41,11 +42,19 @@ from stream_monitor.core.engine import EngineOutput, MonitoringEngine
 from stream_monitor.core.events import Rejection
 from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.errors import StateError, StreamMonitorError
+from stream_monitor.kafka.acls import (
+    check_access,
+    denied_message,
+    missing_message,
+    principal_of,
+    transactional_id_prefix,
+)
 from stream_monitor.kafka.checkpoint import CheckpointDeferred, Checkpointer, crash_point
 from stream_monitor.kafka.clients import (
     BROKER_DOWN_CODES,
     STATE_MAX_MESSAGE_BYTES,
     FatalKafkaError,
+    KafkaIOError,
     OutputProducer,
     admin_client,
     connection_config,
@@ -55,6 +64,8 @@ from stream_monitor.kafka.clients import (
     make_consumer,
 )
 from stream_monitor.kafka.input_order import InputOrder
+from stream_monitor.kafka.security import permanent_failure
+from stream_monitor.kafka.signing import REJECT_REASONS, UNRESTORABLE, RecordRejected, signer_from_settings
 from stream_monitor.kafka.state import StateRecord, digest, read_latest, record_offsets, state_key
 from stream_monitor.kafka.topics import co_partitioning_problem, partition_counts
 from stream_monitor.web.metrics import ServiceMetrics
@@ -66,6 +77,10 @@ ROLES = ("predictions", "labels")
 LAG_REFRESH_SECONDS = 1.0
 #: While the cluster cannot be reached at start-up, one log line per this many seconds.
 RETRY_LOG_SECONDS = 10.0
+#: Missing permissions at start-up are asked again this often (granting them needs no restart).
+PERMISSION_RECHECK_SECONDS = 3.0
+#: A broker that cannot answer the permission check for this long is not waited for.
+PERMISSION_CHECK_GIVE_UP_SECONDS = 30.0
 #: Dead-letter reason of an input after which a partition-task's state could not be serialised.
 UNSTORABLE_STATE = "unstorable_state"
 
@@ -133,8 +148,10 @@ class PartitionTask:
 
     @property
     def now(self) -> float:
-        """The engine clock: the event-time watermark of this task's predictions."""
-        return max(self.engine.watermark, 0.0)
+        """The engine clock: the event-time watermark of this task's predictions (``-inf`` before the
+        first). Not clamped at 0: events before 1970 are event time too (a clock held at 0 would expire
+        every pending prediction of a 1950s stream at once)."""
+        return self.engine.watermark
 
     def process(self, role: str, raws: list[bytes | None], wall_now: float) -> EngineOutput:
         """Feed one batch of one input stream to the engine and count it."""
@@ -227,7 +244,7 @@ class Service:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.app = app
-        k = app.kafka
+        k = app.require_kafka()
         self.group = k.group_id
         self.topics = {"predictions": k.topics.predictions, "labels": k.topics.labels}
         self.role_of = {v: r for r, v in self.topics.items()}
@@ -259,6 +276,17 @@ class Service:
         self.admin: AdminClient | None = None
         for outcome in ("ok", "deferred", "unstorable"):
             self.checkpoints.labels(outcome)
+        # State records: signed and checked with the configured keys (kafka/signing.py).
+        self.signer = signer_from_settings(app.state)  # the keys from the environment (ConfigError)
+        self.state_rejected = Counter(
+            "stream_monitor_state_records_rejected",
+            "State records not restored, by reason (bad_signature, unsigned: HMAC; unrestorable)",
+            ["reason"],
+            registry=r,
+        )
+        self.state_rejected_counts = dict.fromkeys(REJECT_REASONS, 0)  # the same counts, for /state
+        for reason in REJECT_REASONS:
+            self.state_rejected.labels(reason)
         self.health = HealthState()
         self.tasks: dict[int, PartitionTask] = {}
         self.status_page: Any = None
@@ -284,7 +312,9 @@ class Service:
                 log.warning("broker unreachable: %s", err.str())
             self.broker_up = False
         if is_fatal(err):
-            self._fatal = f"fatal Kafka error {err.name()}: {err.str()}"
+            # A permission revoked while running, or a password rotated away, names what is missing.
+            cause = denied_message(err, self.app) or permanent_failure(err, self.app.kafka.common, False)
+            self._fatal = self._fatal or cause or f"fatal Kafka error {err.name()}: {err.str()}"
         else:
             log.debug("kafka error (retried by the client): %s", err.str())
 
@@ -356,26 +386,43 @@ class Service:
         A record that cannot be restored (written by an older stream-monitor, built against another
         reference than the configured one, corrupt) is not fatal, or the member would crash-loop on
         it: one error naming the partition, and the task starts with fresh state at the offsets the
-        record reflects (at the committed offsets when even those cannot be read)."""
+        record reflects (at the committed offsets when even those cannot be read). A record whose
+        HMAC tag is wrong or missing while a state key is configured (kafka/signing.py) is not
+        restored either, and nothing it says is believed, its offsets included: the task starts
+        fresh at the committed offsets. Every such record is counted by reason
+        (``stream_monitor_state_records_rejected``, ``/state``)."""
         task = PartitionTask(p, self._new_engine(), self.topics, self._new_order())
         if raw is None:
             return task, False
         try:
-            task.restore(StateRecord.decode(raw))
-            return task, True
+            record = self.signer.open(state_key(self.group, p), raw)
+        except RecordRejected as exc:
+            return self._fresh_task(p, exc.reason, exc, None), False
+        try:
+            task.restore(StateRecord.decode(record))
         except StateError as exc:
-            offsets = record_offsets(raw)
-            log.error(
-                "partition-task %d: its state record on %s cannot be restored (%s); starting the task "
-                "with fresh state at %s",
-                p,
-                self.app.kafka.topics.state,
-                exc,
-                f"the offsets the record reflects {offsets}" if offsets else "the committed offsets",
-            )
-            task = PartitionTask(p, self._new_engine(), self.topics, self._new_order())
-            task.offsets = {r: (offsets or {}).get(r) for r in ROLES}
-            return task, False
+            return self._fresh_task(p, UNRESTORABLE, exc, record_offsets(record)), False
+        # Signed by an older key (or unsigned, during a migration): re-signed at the next checkpoint.
+        task.dirty = not self.signer.current(raw)
+        return task, True
+
+    def _fresh_task(
+        self, p: int, reason: str, exc: StateError, offsets: dict[str, int | None] | None
+    ) -> PartitionTask:
+        """The task that replaces a state record that was not restored (see _task_from_record)."""
+        self.state_rejected.labels(reason).inc()
+        self.state_rejected_counts[reason] += 1
+        log.error(
+            "partition-task %d: its state record on %s cannot be restored (%s); starting the task "
+            "with fresh state at %s",
+            p,
+            self.app.kafka.topics.state,
+            exc,
+            f"the offsets the record reflects {offsets}" if offsets else "the committed offsets",
+        )
+        task = PartitionTask(p, self._new_engine(), self.topics, self._new_order())
+        task.offsets = {r: (offsets or {}).get(r) for r in ROLES}
+        return task
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
@@ -496,7 +543,10 @@ class Service:
                     continue
                 self.metrics.kafka_errors.labels(err.name()).inc()
                 if is_fatal(err):
-                    raise FatalKafkaError(f"consume from {msg.topic()}[{msg.partition()}]: {err.str()}")
+                    denied = denied_message(err, self.app, topic=msg.topic(), operation="READ")
+                    raise FatalKafkaError(
+                        denied or f"consume from {msg.topic()}[{msg.partition()}]: {err.str()}"
+                    )
                 log.warning("consume error on %s[%s]: %s", msg.topic(), msg.partition(), err.str())
                 continue
             role = role_of.get(msg.topic() or "")
@@ -728,10 +778,13 @@ class Service:
     def _reach_cluster(self) -> AdminClient | None:
         """Wait until the cluster answers; ``None`` when stopped or when ``kafka.startup_timeout_seconds``
         passes first (the error names the bootstrap address). Meanwhile ``/readyz`` is 503 with the
-        reason and one line per ``RETRY_LOG_SECONDS`` is logged, not one per librdkafka attempt."""
+        reason and one line per ``RETRY_LOG_SECONDS`` is logged, not one per librdkafka attempt. A
+        rejected password or certificate (:mod:`stream_monitor.kafka.security`) ends the wait at once,
+        with one error naming the cause."""
         k = self.app.kafka
         address = k.bootstrap_servers
-        admin = admin_client(self.connection)
+        errors: deque[KafkaError] = deque(maxlen=20)  # what the admin's error_cb saw
+        admin = admin_client(self.connection, error_cb=errors.append)
         started = time.monotonic()
         last_log = -float("inf")
         while not self.stop_requested:
@@ -742,7 +795,17 @@ class Service:
                 return admin
             except KafkaException as exc:
                 error = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
-            admin.poll(0)  # serves librdkafka's (rate-limited) log lines
+            admin.poll(0)  # serves librdkafka's (rate-limited) log lines and the error callback
+            # A rejected password or certificate does not pass with time: give up now, naming it.
+            refused = next(filter(None, (permanent_failure(e, k.common) for e in errors)), None)
+            errors.clear()
+            if refused is not None:
+                reason = f"cannot connect to the Kafka cluster at {address}: {refused}"
+                self.broker_up = False
+                self.health.set(False, {"assigned": [], "broker_up": False, "reason": reason})
+                self.metrics.service_ready.set(0.0)
+                log.error("giving up: %s", reason)
+                return None
             waited = time.monotonic() - started
             reason = f"broker unreachable at {address}: {error}"
             self.broker_up = False
@@ -769,6 +832,59 @@ class Service:
             while not self.stop_requested and time.monotonic() < deadline:
                 time.sleep(0.1)  # pacing the retries; the signal handler sets stop_requested
         return None
+
+    def _await_permissions(self, admin: AdminClient) -> bool:
+        """Check the principal's permissions (:mod:`stream_monitor.kafka.acls`) before touching a topic.
+
+        Missing ones give one error naming the principal and each resource and operation, and
+        ``/readyz`` 503 with that reason; they are asked again every ``PERMISSION_RECHECK_SECONDS``, so
+        granting them lets the service start without a restart. ``False`` (exit 1) once
+        ``kafka.startup_timeout_seconds`` pass first, or on SIGTERM. A broker that cannot report
+        permissions (before Kafka 2.3) or keeps failing to is not waited for: a warning, and on."""
+        k = self.app.kafka
+        principal = principal_of(self.app)
+        started = time.monotonic()
+        reported: str | None = None
+        while not self.stop_requested:
+            waited = time.monotonic() - started
+            try:
+                report = check_access(admin, self.app)
+            except KafkaIOError as exc:  # a group coordinator still loading, a timeout
+                if waited >= min(PERMISSION_CHECK_GIVE_UP_SECONDS, k.startup_timeout_seconds):
+                    log.warning("permissions not checked (%s); going on", exc)
+                    return True
+                log.debug("permissions not checked yet: %s", exc)
+                pause = 0.5
+            else:
+                if report.unchecked:
+                    log.warning("the broker reports no permissions for %s: not checked", report.unchecked)
+                if not report.missing:
+                    if reported is not None:
+                        log.info("the missing permissions were granted: starting")
+                    return True
+                message = missing_message(report.missing, principal)
+                if message != reported:
+                    reported = message
+                    log.error(
+                        "%s; grant them (`stream-monitor acls --config FILE` prints the whole set, "
+                        'README "Security"); waiting up to %.0fs (kafka.startup_timeout_seconds)',
+                        message,
+                        k.startup_timeout_seconds,
+                    )
+                detail = {"assigned": [], "broker_up": True, "max_lag": 0, "assigned_once": False}
+                self.health.set(False, {**detail, "reason": message})
+                self.metrics.service_ready.set(0.0)
+                if waited >= k.startup_timeout_seconds:
+                    log.error(
+                        "giving up: still not authorised after %.0fs (kafka.startup_timeout_seconds)",
+                        k.startup_timeout_seconds,
+                    )
+                    return False
+                pause = PERMISSION_RECHECK_SECONDS
+            deadline = time.monotonic() + pause
+            while not self.stop_requested and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return False
 
     def _check_co_partitioning(self, admin: AdminClient | None = None) -> None:
         """Check that the two input topics can be joined partition by partition (same partition count,
@@ -806,7 +922,15 @@ class Service:
         return best
 
     def _state_route(self) -> tuple[int, str, bytes]:
-        body = {"group": self.group, "tasks": {str(p): t.describe() for p, t in list(self.tasks.items())}}
+        body = {
+            "group": self.group,
+            "tasks": {str(p): t.describe() for p, t in list(self.tasks.items())},
+            "state_records": {
+                "signed": self.signer.signing,
+                "key_id": self.signer.key_id,
+                "rejected": dict(self.state_rejected_counts),
+            },
+        }
         return 200, "application/json", orjson.dumps(body)
 
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
@@ -831,10 +955,11 @@ class Service:
         log.info(
             "serving /metrics /healthz /readyz /state on %s:%d", self.app.metrics.host, observability.port
         )
+        self.signer.warn_if_unsigned(self.app.kafka.topics.state)
         code = 0
         try:
             admin = self.admin = self._reach_cluster()
-            if admin is None:
+            if admin is None or not self._await_permissions(admin):
                 code = 0 if self.stop_requested else 1
                 return code
             big = {"max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
@@ -848,9 +973,12 @@ class Service:
             )
             if created:
                 log.info("created topics %s", created)
+                if not self._await_permissions(admin):  # the new topics' ACLs
+                    code = 0 if self.stop_requested else 1
+                    return code
             self._check_co_partitioning(admin)
             transactional_id = (
-                f"stream-monitor-{self.group}-{uuid.uuid4().hex[:12]}" if k.exactly_once else None
+                f"{transactional_id_prefix(self.group)}{uuid.uuid4().hex[:12]}" if k.exactly_once else None
             )
             self.producer = OutputProducer(
                 producer_config(self.app),
@@ -862,9 +990,16 @@ class Service:
             self.consumer = make_consumer(
                 self.consumer_settings, error_cb=self._on_error, stats_cb=self._on_stats
             )
-            self.checkpointer = Checkpointer(self.consumer, self.producer, self.group, k.topics.state)
+            self.checkpointer = Checkpointer(
+                self.consumer, self.producer, self.group, k.topics.state, signer=self.signer
+            )
             if k.exactly_once:
-                self.producer.producer.init_transactions(60)
+                try:
+                    self.producer.producer.init_transactions(60)
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                    denied = None if err is None else denied_message(err, self.app)
+                    raise FatalKafkaError(denied or f"cannot start transactions: {exc}") from None
                 self.producer.producer.begin_transaction()
             self.consumer.subscribe(
                 [k.topics.predictions, k.topics.labels],
@@ -910,6 +1045,7 @@ class Service:
 
 def run_service(app: AppConfig, install_signals: bool = True) -> int:
     """Entry point of ``stream-monitor run``."""
+    app.require_kafka()  # before the references are read: a configuration without kafka fails first
     service = Service(app, load_references(app))
     if install_signals:
         handler: Callable[[int, FrameType | None], None] = service.request_stop

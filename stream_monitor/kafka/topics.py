@@ -78,7 +78,7 @@ def create_topics(app: AppConfig, partitions: int, replication_factor: int = -1)
     Raises :class:`KafkaIOError` when an input topic exists with another partition count than its
     partner (the label join would silently fail).
     """
-    k = app.kafka
+    k = app.require_kafka()
     admin = admin_client(connection_config(k.bootstrap_servers, k.common))
     big = {"max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
     wanted: dict[str, tuple[int, dict[str, str]]] = {
@@ -124,7 +124,7 @@ def tail_triggers(
     Stops after ``max_records`` (0: never) or when ``timeout`` seconds (0: never) pass; returns how
     many it read. Uses no consumer group offsets (a throw-away group, nothing committed).
     """
-    k = app.kafka
+    k = app.require_kafka()
     consumer = Consumer(
         {
             **connection_config(k.bootstrap_servers, k.common),
