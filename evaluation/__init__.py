@@ -1,0 +1,6 @@
+"""Real-data evaluation of stream-monitor: ``python -m evaluation`` writes EVALUATION.md.
+
+``datasets`` loads time-ordered data sets shipped inside pip packages, ``cases`` pairs each with a
+model and a monitor configuration, ``runner`` drives the real command line, ``truth`` decides what is
+true without stream-monitor, ``verdict`` compares the two, ``report`` renders the table.
+"""
