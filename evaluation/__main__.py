@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 
 from evaluation.cases import CASES, case_named
+from evaluation.insight import INSIGHT_CASES, Comparison, compare
+from evaluation.prepare import prepare
 from evaluation.report import render
 from evaluation.suite import Outcome, evaluate
 
@@ -19,9 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", action="append", help="run only this case (repeatable)")
     parser.add_argument("--out", default=str(REPOSITORY / "EVALUATION.md"), help="the report to write")
     parser.add_argument("--workdir", help="keep the generated files here (default: a temporary folder)")
+    parser.add_argument(
+        "--no-insight",
+        action="store_true",
+        help="leave out 'Retraining insight against an independent computation' (plan and DNA)",
+    )
     args = parser.parse_args(argv)
     cases = [case_named(name) for name in args.case] if args.case else list(CASES)
     outcomes: list[Outcome] = []
+    comparisons: list[Comparison] = []
     with tempfile.TemporaryDirectory(prefix="stream-monitor-evaluation-") as scratch:
         folder = Path(args.workdir or scratch)
         for case in cases:
@@ -34,7 +42,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{outcome.seconds:5.1f}s {failed}",
                 file=sys.stderr,
             )
-    Path(args.out).write_text(render(outcomes))
+            if case.name in INSIGHT_CASES and not args.no_insight:
+                comparison = compare(case, prepare(case), folder / case.name)
+                comparisons.append(comparison)
+                print(
+                    f"{'':<22} insight: horizon agrees {comparison.horizon_agrees}, regimes "
+                    f"{comparison.regimes_agree} {comparison.seconds:5.1f}s",
+                    file=sys.stderr,
+                )
+    Path(args.out).write_text(render(outcomes, comparisons))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

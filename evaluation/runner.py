@@ -192,6 +192,8 @@ def run_case(prepared: Prepared, folder: Path) -> RunResult:
         str(labels_path),
         "--out",
         str(triggers_path),
+        "--insights-dir",  # the bucket profiles, for `insights dna` (evaluation/insight.py)
+        str(folder / "insights"),
     )
     if replayed.returncode != 0:
         result.failed = f"replay exited {replayed.returncode}: {_last_line(replayed.stderr)}"
