@@ -286,3 +286,46 @@ def test_restore_rejects_other_kinds_and_seeds() -> None:
         EventTimeWindows.restore(count_snapshot, make_sketch)
     with pytest.raises(StateError, match="seed"):
         CountWindows.restore(count_snapshot, lambda: WindowSketch(SCHEMA, REFERENCE, seed=1))
+
+
+def test_weekly_event_time_windows_are_iso_weeks_and_keep_their_origin_across_a_restore() -> None:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from stream_monitor.core.reference import ReferenceProfile
+    from stream_monitor.core.schema import ModelSchema
+    from stream_monitor.core.windows import EventTimeWindows, WindowSketch, week_origin
+
+    schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+    week = 7 * 86400.0
+    windows = EventTimeWindows(
+        week, make_sketch=lambda: WindowSketch(schema, reference), origin=week_origin(week)
+    )
+    ts = np.arange(
+        datetime(2024, 1, 3, tzinfo=UTC).timestamp(), datetime(2024, 2, 1, tzinfo=UTC).timestamp(), 3600.0
+    )
+
+    def batch(t: np.ndarray) -> SimpleNamespace:
+        n = t.size
+        return SimpleNamespace(
+            model_id="m",
+            index=np.arange(n),
+            event_id=[str(x) for x in t],
+            ts=t,
+            model_version=[None] * n,
+            numeric=np.empty((0, n)),
+            categorical=[],
+            score=np.full(n, np.nan),
+            pred_label=[None] * n,
+            segments={},
+            unknown_features=0,
+        )
+
+    half = ts.size // 2
+    closed = windows.add(batch(ts[:half]))
+    restored = EventTimeWindows.restore(windows.snapshot(), windows.make_sketch)
+    closed += restored.add(batch(ts[half:])) + restored.flush()
+    starts = [datetime.fromtimestamp(w.start, UTC) for w in closed]
+    assert {d.weekday() for d in starts} == {0} and {d.hour for d in starts} == {0}  # Mondays, 00:00
+    assert starts[0] == datetime(2024, 1, 1, tzinfo=UTC)
+    assert sum(w.sketch.n_events for w in closed) == ts.size

@@ -49,7 +49,7 @@ from stream_monitor.core.settings import ModelSettings
 from stream_monitor.core.sketches import WindowSketch
 from stream_monitor.core.state_format import StateReader
 from stream_monitor.core.triggers import Trigger
-from stream_monitor.core.windows import CountWindows, EventTimeWindows, slice_batch
+from stream_monitor.core.windows import CountWindows, EventTimeWindows, slice_batch, week_origin
 from stream_monitor.errors import StateError
 
 _FORMAT = 2  # 1 was JSON with base64 parts and the whole reference in every snapshot
@@ -144,7 +144,11 @@ class ModelMonitor:
         w = self.settings.window
         if w.kind == "count":
             return CountWindows(w.size, w.slide, make_sketch=self._make_sketch)
-        return EventTimeWindows(w.width, w.time_slide, w.allowed_lateness, make_sketch=self._make_sketch)
+        # Weekly windows are ISO weeks (or start on insights.week_start), as the insight buckets are.
+        origin = week_origin(w.time_slide or w.width, self.settings.insights.week_start)
+        return EventTimeWindows(
+            w.width, w.time_slide, w.allowed_lateness, make_sketch=self._make_sketch, origin=origin
+        )
 
     def _use_reference(self, reference: ReferenceProfile) -> None:
         self.reference = reference

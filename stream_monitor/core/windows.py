@@ -76,6 +76,27 @@ class ClosedWindow:
     closed_by_ts: float = math.inf
 
 
+_DAY = 86400.0
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def week_origin(slide: float, week_start: str = "monday") -> float:
+    """Where boundaries of panes ``slide`` seconds wide start: panes of whole days begin on
+    ``week_start`` (a weekly window is an ISO week by default, not the Thursday-to-Thursday of the
+    Unix epoch) at UTC midnight; other widths keep the epoch (0). Event-time windows and insight
+    buckets both align with it.
+
+    >>> week_origin(7 * _DAY) / _DAY, week_origin(7 * _DAY, "sunday") / _DAY  # 1970-01-05 and -04
+    (4.0, 3.0)
+    >>> week_origin(_DAY), week_origin(3600.0)
+    (0.0, 0.0)
+    """
+    if slide <= 0 or slide % _DAY:
+        return 0.0
+    offset = ((_WEEKDAYS.index(week_start) - 3) % 7) * _DAY  # 1970-01-01 was a Thursday (3)
+    return offset % slide
+
+
 def _replace(batch: PredictionBatch, **changes: Any) -> PredictionBatch:
     # Works for the PredictionBatch dataclass and for duck-typed stand-ins (SimpleNamespace) alike.
     if dataclasses.is_dataclass(batch):
@@ -374,6 +395,7 @@ class EventTimeWindows:
         allowed_lateness: float = 0.0,
         *,
         make_sketch: Callable[[], WindowSketch],
+        origin: float = 0.0,
     ) -> None:
         slide = width if slide is None else slide
         panes_per_window = round(width / slide) if slide > 0 else 0
@@ -386,6 +408,9 @@ class EventTimeWindows:
         self.width = width
         self.slide = slide
         self.allowed_lateness = allowed_lateness
+        # Where pane boundaries start (mod the slide): 0 is the Unix epoch, a Thursday; weekly windows
+        # start on the configured week day instead (see week_origin).
+        self.origin = origin % slide
         self.make_sketch = make_sketch
         self._panes_per_window = panes_per_window
         self._panes: dict[int, WindowSketch] = {}
@@ -402,7 +427,7 @@ class EventTimeWindows:
 
     def _pane_after(self, watermark: np.ndarray, floor: int) -> np.ndarray:
         """Last pane of the oldest window still open at each watermark (at least ``floor``)."""
-        return np.maximum(np.floor(watermark / self.slide), floor).astype(np.int64)
+        return np.maximum(np.floor((watermark - self.origin) / self.slide), floor).astype(np.int64)
 
     def add(self, batch: PredictionBatch) -> list[ClosedWindow]:
         """Add the batch's timely events to their panes; return the windows that closed, oldest first.
@@ -429,7 +454,7 @@ class EventTimeWindows:
                 self.late_events += n
                 return []
             first_ts = float(ts[np.argmax(timed)])
-            first_pane = math.floor((first_ts - self.allowed_lateness) / self.slide)
+            first_pane = math.floor((first_ts - self.allowed_lateness - self.origin) / self.slide)
             self._next_last_pane = first_pane + self._panes_per_window - 1
         # Watermark just before each event, as if the batch were processed one event at a time.
         running_max = np.maximum.accumulate(np.where(timed, ts, -math.inf))
@@ -438,7 +463,7 @@ class EventTimeWindows:
         np.maximum(running_max[:-1], self._max_ts, out=max_before[1:])
         last_pane_before = self._pane_after(max_before - self.allowed_lateness, self._next_last_pane)
         pane = np.zeros(n, dtype=np.int64)
-        pane[timed] = np.floor(ts[timed] / self.slide).astype(np.int64)
+        pane[timed] = np.floor((ts[timed] - self.origin) / self.slide).astype(np.int64)
         late = ~timed | (pane < last_pane_before - (self._panes_per_window - 1))
         self.late_events += int(late.sum())
         self._max_ts = max(self._max_ts, float(running_max[-1]))
@@ -504,8 +529,12 @@ class EventTimeWindows:
         for end in window_ends:
             parts = [self._panes[p] for p in range(end - m + 1, end + 1) if p in self._panes]
             sketch = parts[0] if m == 1 else merge_sketches(parts)
-            start = (end - m + 1) * self.slide
-            closed.append(ClosedWindow(start, (end + 1) * self.slide, self._next_index, sketch, closed_by_ts))
+            start = self.origin + (end - m + 1) * self.slide
+            closed.append(
+                ClosedWindow(
+                    start, self.origin + (end + 1) * self.slide, self._next_index, sketch, closed_by_ts
+                )
+            )
             self._next_index += 1
         self._next_last_pane = last_pane
         oldest_needed = last_pane - m + 1
@@ -545,6 +574,7 @@ class EventTimeWindows:
             late_events=self.late_events,
             # max_ts is -inf before the first event: an array keeps it (and the settings) exactly.
             floats=np.array([self.width, self.slide, self.allowed_lateness, self._max_ts], dtype=np.float64),
+            origin=self.origin,
             panes={str(name): sketch.to_state() for name, sketch in sorted(self._panes.items())},
         )
 
@@ -563,8 +593,10 @@ class EventTimeWindows:
         r = state if isinstance(state, StateReader) else StateReader(state, what)
         r.expect("event_time_windows", WINDOWS_FORMAT)
         width, slide, allowed_lateness, max_ts = r.array("floats", np.float64, shape=(4,)).tolist()
+        # Pane numbers count from the origin they were written with (the epoch before it was stored).
+        origin = r.number("origin") if r.has("origin") else 0.0
         try:
-            windows = cls(width, slide, allowed_lateness, make_sketch=make_sketch)
+            windows = cls(width, slide, allowed_lateness, make_sketch=make_sketch, origin=origin)
         except ValueError as exc:
             raise StateError(f"{r.what}: {exc}") from exc
         template = make_sketch()
