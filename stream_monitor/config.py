@@ -870,6 +870,7 @@ _MODEL_KEYS = (
     "task",
     "version",
     "positive_class",
+    "decision_threshold",
     "classes",
     "features",
     "key_features",
@@ -1262,6 +1263,7 @@ def _build_model(data: Any, path: str, ctx: _Context) -> ModelConfig:
             segment_keys=s.str_list("segment_keys"),
             max_segments=s.integer("max_segments", ModelSchema.max_segments),
             classes=classes,
+            decision_threshold=s.number("decision_threshold", ModelSchema.decision_threshold, _OPEN_UNIT),
         )
     except ValueError as exc:
         if task == "binary" and not classes:

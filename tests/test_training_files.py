@@ -297,3 +297,22 @@ def test_the_baseline_decision_survives_json_and_state() -> None:
     assert ReferenceProfile.from_state(profile.to_state()) == profile
     # Profiles without it are written exactly as before (their digests do not change).
     assert b"baseline_decision" not in ReferenceProfile(1, "m").to_json()
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
+def test_the_configured_decision_threshold_decides_baseline_and_live_alike(
+    tmp_path: Path, threshold: float
+) -> None:
+    from dataclasses import replace
+
+    schema = replace(SCHEMA, decision_threshold=threshold)
+    training = TrainingDataSettings(prediction_column="y_score", label_column="y_true")
+    data = read_training_data(y_pred_file(tmp_path), schema, training)
+    reference = build_reference_file(y_pred_file(tmp_path), schema, tmp_path / "ref.json", training=training)
+    live = RollingPerformance("binary", decision_threshold=threshold)
+    live.update_arrays(data.batch.score, data.labels if data.labels is not None else np.empty(0), [None] * 5)
+    positive = data.batch.score >= threshold
+    truth = data.labels == 1.0
+    tp = float(np.sum(positive & truth))
+    expected_f1 = 2 * tp / (2 * tp + np.sum(positive & ~truth) + np.sum(~positive & truth))
+    assert reference.baseline["f1"] == pytest.approx(live.metrics()["f1"]) == pytest.approx(expected_f1)

@@ -102,7 +102,11 @@ class ModelMonitor:
         self.windows: CountWindows | EventTimeWindows | None = None
         self.labels = LabelJoinBuffer(self.settings.label_buffer_entries, self.settings.label_ttl_seconds)
         self.performance = RollingPerformance(
-            schema.task, self.settings.performance_window, schema.positive_class, adwin_delta=d.adwin_delta
+            schema.task,
+            self.settings.performance_window,
+            schema.positive_class,
+            adwin_delta=d.adwin_delta,
+            decision_threshold=schema.decision_threshold,
         )
         self.score_drift: StreamDriftDetector = make_stream_detector("adwin", delta=d.adwin_delta)
         self.policy = TriggerPolicy(
@@ -420,6 +424,7 @@ class ModelMonitor:
             )
         mon.labels = LabelJoinBuffer.from_state(r.child("labels"))
         mon.performance = RollingPerformance.from_state(r.child("performance"))
+        mon.performance.decision_threshold = schema.decision_threshold  # configuration, not state
         mon.score_drift = StreamDriftDetector.from_state(r.child("score_drift"))
         mon.policy.load_state(r.child("policy"))
         mon._score_carry = r.array("score_carry", np.float64, ndim=1)

@@ -16,7 +16,15 @@ import numpy as np
 
 from stream_monitor.core import state_format
 from stream_monitor.core.detectors.adwin import Adwin
-from stream_monitor.core.quality import binary_auc, binary_decisions, f1_from_counts, mae, per_class_f1, rmse
+from stream_monitor.core.quality import (
+    DECISION_THRESHOLD,
+    binary_auc,
+    binary_decisions,
+    f1_from_counts,
+    mae,
+    per_class_f1,
+    rmse,
+)
 from stream_monitor.core.settings import DetectorSettings, ModelSettings
 from stream_monitor.core.state_format import StateReader
 from stream_monitor.errors import StateError
@@ -82,6 +90,7 @@ class RollingPerformance:
         *,
         adwin_delta: float = DetectorSettings.adwin_delta,
         max_classes: int = 64,
+        decision_threshold: float = DECISION_THRESHOLD,
     ) -> None:
         if task not in ("binary", "multiclass", "regression"):
             raise ValueError(f"unknown task {task!r}")
@@ -90,6 +99,8 @@ class RollingPerformance:
         self.task: Task = task
         self.window = int(window)
         self.positive_class = str(positive_class)
+        # Configuration (the schema's), not state: a restored object takes the configured one.
+        self.decision_threshold = float(decision_threshold)
         self.adwin_delta = float(adwin_delta)
         self.max_classes = int(max_classes)
         self._score = np.zeros(self.window, dtype=np.float64)
@@ -177,7 +188,7 @@ class RollingPerformance:
             error = (pred != truth).astype(np.float64)
         elif self.task == "binary":
             truth = (label > 0.5).astype(np.int32)
-            positive, _ = binary_decisions(score, pred_class, self.positive_class)
+            positive, _ = binary_decisions(score, pred_class, self.positive_class, self.decision_threshold)
             pred = positive.astype(np.int32)
             error = np.abs(label - score)
         else:

@@ -718,7 +718,9 @@ def _build(
             else:
                 # The live rule, row by row: the predicted class where the data gives one (the model's
                 # own decision), else the score at the threshold; rows with neither are not decided.
-                predicted_positive, decided = binary_decisions(score, pred_label, schema.positive_class)
+                predicted_positive, decided = binary_decisions(
+                    score, pred_label, schema.positive_class, schema.decision_threshold
+                )
                 keep = decided & ~np.isnan(label_values)
                 baseline = _binary_baseline(score[keep], predicted_positive[keep], label_values[keep])
                 if "accuracy" in baseline:
@@ -1002,6 +1004,8 @@ def _schema_to_dict(schema: ModelSchema) -> dict[str, Any]:
     }
     if schema.classes:  # only when configured: snapshots of models without stay byte for byte as before
         data["classes"] = list(schema.classes)
+    if schema.decision_threshold != ModelSchema.decision_threshold:  # likewise
+        data["decision_threshold"] = schema.decision_threshold
     return data
 
 
@@ -1018,6 +1022,7 @@ def _schema_from_dict(data: Any) -> ModelSchema:
             segment_keys=tuple(str(k) for k in data["segment_keys"]),
             max_segments=int(data["max_segments"]),
             classes=tuple(str(c) for c in data.get("classes", ())),
+            decision_threshold=float(data.get("decision_threshold", ModelSchema.decision_threshold)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise StateError(f"bad warm-up snapshot: schema {exc!r}") from exc

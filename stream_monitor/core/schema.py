@@ -55,6 +55,9 @@ class ModelSchema:
     max_segments: int = 20
     #: Class labels (classification only); empty: binary ``("0", "1")``, multiclass unchecked.
     classes: tuple[str, ...] = ()
+    #: Binary: a score at or above it is a positive decision where an event names no predicted class
+    #: (the live F1/accuracy and the reference baseline alike: core/quality.py binary_decisions).
+    decision_threshold: float = 0.5
     _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
