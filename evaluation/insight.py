@@ -104,6 +104,7 @@ class PlannerRun:
     window: int
     cadence: int
     starts: int
+    lag1_starts: int | None  # the starts that measured lag 1 (a later period may hold too few rows)
     origin: pd.Timestamp | None  # where period 0 starts, from the dates in the report
     lag_loss: dict[int, float]  # lag → median loss, the rows of the report's decay table
     warnings: list[str]
@@ -115,11 +116,12 @@ def _parse_plan(report: str, period_seconds: float) -> dict[str, object]:
     horizon = re.search(r"Decay horizon: \*\*([\d,]+) ", decay)
     recent = re.search(r"From the latest half of the starts \(.*?\): \*\*([\d,]+) ", decay)
     window = re.search(r"trained on the\s+([\d,]+) .*? up to it", decay, re.S)
-    starts = re.search(r"(\d+) starts\), trained on", decay)
+    starts = re.search(r"(\d+) starts(?:;[^)]*)?\), trained on", decay)
     first = re.search(r"periods? (\d+)–\d+ \((\d{4}-\d\d-\d\d) to", decay) or re.search(
         r" (\d+) \((\d{4}-\d\d-\d\d) to", decay
     )
     cadence = re.search(r"\*\*Retrain every ([\d,]+) ", report)
+    lag1 = re.search(r"the `starts` column: (\d+) at lag 1", decay)
     if not (horizon and window and starts and cadence):
         raise ValueError("retraining_plan.md: decay horizon, window or cadence not found")
     origin = None
@@ -136,6 +138,7 @@ def _parse_plan(report: str, period_seconds: float) -> dict[str, object]:
         "window": int(window.group(1).replace(",", "")),
         "cadence": int(cadence.group(1).replace(",", "")),
         "starts": int(starts.group(1)),
+        "lag1_starts": int(lag1.group(1)) if lag1 else None,
         "origin": origin,
         "lag_loss": lags,
         "warnings": re.findall(r"^> \*\*Warning:\*\* (.*)$", report, re.M),
@@ -405,14 +408,24 @@ def _facts(
     ids = dna.ids[positions]
     gaps = [f"{labels[k]}–{labels[k + 1]}" for k in range(len(ids) - 1) if ids[k + 1] - ids[k] > 1]
     if gaps:
+        # A `recurring` regime whose buckets follow one another among the buckets with data: only gaps
+        # separate its runs.
+        seq = [int(dna.groups[p]) for p in positions]
+        split = [
+            g
+            for g, kind in dna.kinds.items()
+            if kind == "recurring"
+            and (at := [k for k, x in enumerate(seq) if x == g])
+            and at[-1] - at[0] + 1 == len(at)
+        ]
         facts.append(
             f"{len(gaps)} gap(s) of buckets without data between {', '.join(gaps[:6])}"
             + (" …" if len(gaps) > 6 else "")
-            + ": the DNA counts a run of a regime only over adjacent buckets, so adjacent surveys on either "
-            "side of a gap are separate runs"
             + (
-                " and a regime of several runs is named `recurring`"
-                if any(k == "recurring" for k in dna.kinds.values())
+                ": the DNA counts a run of a regime only over adjacent buckets, so surveys on either side "
+                f"of a gap are separate runs and {len(split)} regime(s) with no other regime between their "
+                "buckets are named `recurring`"
+                if split
                 else ""
             )
         )
@@ -432,8 +445,8 @@ def _facts(
             why = f"fewer than the {TREND_MIN_GROUPS} groups a DNA trend needs"
         elif plateau:
             why = (
-                "an end group more than twice as long as the others counts as a plateau, not part of a "
-                "trend (README), and what is left is fewer than three groups"
+                "an end group more than twice as long as the others counts as a plateau when it stands "
+                "still, not part of a trend (README), and what is left is fewer than three groups"
             )
         else:
             why = "the DNA's other trend conditions (steady, without a jump) do not hold"
@@ -617,6 +630,7 @@ def details(c: Comparison) -> list[str]:
         lines += [
             f"- **Planner**: `{p.command}` → retrain every {p.cadence} {u} on the last {p.window}; decay "
             f"horizon {_horizon(p.horizon, p.bounded, u)} over {p.starts} starts"
+            + (f" ({p.lag1_starts} at lag 1)" if p.lag1_starts not in (None, p.starts) else "")
             + (f", {p.recent} {u} from the latest half of the starts (the plan counts it)" * bool(p.recent))
             + "."
             + "".join(f" Warning: {w}" for w in p.warnings),

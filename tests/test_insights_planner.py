@@ -7,6 +7,7 @@ import io
 import math
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import orjson
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from stream_monitor.cli import main
 from stream_monitor.core import quality
+from stream_monitor.errors import StreamMonitorError
 from stream_monitor.offline import planner
 from stream_monitor.offline.planner import (
     DAY,
@@ -289,6 +291,106 @@ def test_wape_is_the_one_implementation_and_matches_brute_force() -> None:
     error = rng.normal(size=200)
     assert quality.wape(error, label) == pytest.approx(np.sum(np.abs(error)) / np.sum(np.abs(label)))
     assert math.isnan(quality.wape(error[:2], np.zeros(2)))
+
+
+# -- gaps, one class, few positives ---------------------------------------------------------------
+YEAR = 365 * DAY
+#: A survey that skips years (1962, 1964–65, …), from before 1970.
+SURVEY_YEARS = [1960, 1961, 1963, 1966, 1967, 1969, 1972, 1974, 1975, 1978, 1980, 1981, 1984, 1986, 1989]
+
+
+class _Strict:
+    """Refuses what scikit-learn refuses — no rows; one class for a classifier — and records every fit."""
+
+    fits: ClassVar[list[tuple[int, int]]] = []  # (rows, classes) of every fit
+
+    def __init__(self, binary: bool) -> None:
+        self.binary = binary
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _Strict:
+        _Strict.fits.append((len(y), len(np.unique(y))))
+        if not len(y):
+            raise ValueError(f"Found array with 0 sample(s) (shape={X.shape})")
+        if self.binary and len(np.unique(y)) < 2:
+            raise ValueError("This solver needs samples of at least 2 classes in the data")
+        self.inner = (logistic() if self.binary else ridge()).fit(X, y)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.inner.predict(X)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.inner.predict_proba(X)
+
+
+def _survey_csv(path: Path, binary: bool = False, seed: int = 0) -> Path:
+    """300 interviews a survey year (March to September), none in the years between; binary: about 12 %
+    positive, none at all in some years."""
+    import datetime as dt
+
+    rng = np.random.default_rng(seed)
+    lines = ["ts,x,z,y"]
+    for year in SURVEY_YEARS:
+        start = dt.datetime(year, 3, 1, tzinfo=dt.UTC).timestamp()
+        ts = np.sort(start + rng.uniform(0, 200 * DAY, 300))
+        x, z = rng.normal(size=300), rng.normal(size=300)
+        if binary:
+            y = (x + 0.5 * rng.normal(size=300) > 1.6).astype(int) * (year not in (1967, 1978, 1989))
+        else:
+            y = 10 + x * (1 + 0.05 * (year - 1960)) + z + rng.normal(size=300)
+        lines += [f"{t:.0f},{a:.4f},{b:.4f},{c}" for t, a, b, c in zip(ts, x, z, y, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_plan_skips_years_without_a_survey_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The default model (additive_bins) crashed in np.quantile on an empty training window.
+    csv = _survey_csv(tmp_path / "survey.csv")
+    args = ["plan", str(csv), "--time-column", "ts", "--target", "y", "--period-seconds", f"{YEAR:.0f}"]
+    assert main([*args, "--out", str(tmp_path / "plan"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    report = (tmp_path / "plan" / "retraining_plan.md").read_text()
+    warning = r"\*\*Warning:\*\* 15 of the 30 365-day periods hold no rows \(365-day period 2 \(1962-"
+    assert re.search(warning, report) and "hold no rows" in err
+    one_year = "Window experiment: training on the last 1 365-day period is left out: that window has nothing"
+    assert f"{one_year} to train on (no rows) before" in err
+    # Dates before 1970 too, and no "nan" where a lag was measured on too few starts.
+    assert "(1960-03-01 to " in report and "nan%" not in report
+    assert "– : measured on fewer than 5 starts" in report
+    lag1 = re.search(r"\| 1 \| (\d+) \| \+0\.0% \|", report)
+    assert lag1 and f"the `starts` column: {lag1.group(1)} at lag 1" in report
+
+
+def test_no_model_is_ever_trained_on_zero_rows(tmp_path: Path) -> None:
+    # scikit-learn raised "Found array with 0 sample(s)"; the built-in ridge fitted nothing silently.
+    data = load_dataset(_survey_csv(tmp_path / "s.csv"), "ts", "y", period_seconds=YEAR)
+    _Strict.fits.clear()
+    plan = RetrainingPlanner(data, lambda: _Strict(binary=False)).run()
+    assert _Strict.fits and min(rows for rows, _ in _Strict.fits) > 0
+    assert plan.advice.window >= 2  # a one-year window holds nothing before every other year
+    window = plan.advice.window
+    assert all(len(data.rows(range(t - window + 1, t + 1))) > 0 for t in plan.decay.starts)
+    assert plan.data is not None and plan.data.dated and not synthetic_decay(periods=3, rows=5).dated
+
+
+def test_a_classifier_skips_windows_of_one_class_and_warns_of_few_positives(tmp_path: Path) -> None:
+    data = load_dataset(_survey_csv(tmp_path / "s.csv", binary=True), "ts", "y", period_seconds=YEAR)
+    _Strict.fits.clear()
+    plan = RetrainingPlanner(data, lambda: _Strict(binary=True), task="binary").run()
+    assert min(classes for _, classes in _Strict.fits) == 2  # never a fit on one class
+    said = " ".join(plan.warnings)
+    assert "fewer than the 50 of the rarer class a per-365-day period AUC needs" in said
+    assert "3 365-day period(s) hold one class only and are not scored" in said
+    assert "that window has nothing to train on (no rows, or one class only) before" in said
+    assert plan.metric == "auc" and 0.5 < plan.decay.fresh <= 1.0
+
+
+def test_a_binary_history_of_one_class_is_refused_clearly() -> None:
+    X = np.random.default_rng(0).normal(size=(800, 1))
+    with pytest.raises(StreamMonitorError, match="needs labels of both classes; every label is negative"):
+        RetrainingPlanner(Dataset(X, np.zeros(800), np.repeat(np.arange(8), 100), ["x"]), logistic, "binary")
 
 
 # -- consistency by construction (property tests) -------------------------------------------------

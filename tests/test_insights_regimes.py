@@ -34,18 +34,26 @@ def _reference(seed: int = 0) -> ReferenceProfile:
 
 
 def _profiles(
-    basket_locs: list[float], *, seed: int = 0, jitter: float = 0.0, n: int = N, last_hours: float = 24.0
+    basket_locs: list[float],
+    *,
+    seed: int = 0,
+    jitter: float = 0.0,
+    n: int = N,
+    last_hours: float = 24.0,
+    days: list[int] | None = None,
 ) -> TimeBucketProfiles:
-    """Daily buckets whose ``basket`` mean is ``basket_locs[d]`` plus day-to-day ``jitter`` (a real
-    stream's background: weather, news), the other features unchanged; the last day may stop early."""
+    """Daily buckets whose ``basket`` mean is ``basket_locs[k]`` plus day-to-day ``jitter`` (a real
+    stream's background: weather, news), the other features unchanged; the last day may stop early.
+    ``days``: the days that hold data (default: one after the other); the others have no bucket."""
     rng = np.random.default_rng(seed)
     reference = _reference(seed)
     profiles = TimeBucketProfiles(SCHEMA, reference)
-    for d, loc in enumerate(basket_locs):
+    for k, loc in enumerate(basket_locs):
+        d = k if days is None else days[k]
         batch = make_batch(
             rng, d, n, basket_loc=loc + rng.normal(0, jitter), hour_loc=13 + rng.normal(0, jitter)
         )
-        if d == len(basket_locs) - 1 and last_hours < 24:
+        if k == len(basket_locs) - 1 and last_hours < 24:
             keep = np.flatnonzero(batch.ts < d * DAY + last_hours * 3600)
             from stream_monitor.core.windows import take_batch
 
@@ -114,6 +122,48 @@ def test_a_staircase_of_long_plateaus_is_shifts_not_a_trend() -> None:
         ("one_off", 10, 19),
         ("normal", 20, 29),
     ]
+
+
+#: A survey's schedule: the days that hold data, with gaps of one to three days without any.
+SURVEY = [0, 4, 6, 9, 10, 11, 12, 13, 15, 16, 18, 20, 22]
+
+
+def test_days_without_data_do_not_split_a_regime_into_recurring_runs() -> None:
+    # The planted shift on a survey's schedule: each regime is one run over the days that hold data.
+    days = [d + (d // 3) + (d // 7) for d in range(30)]  # gaps of one and two days
+    dna = _dna(_profiles([0.0] * 15 + [0.35] * 15, seed=1, jitter=0.04, days=days))
+    assert [(r.kind, list(r.buckets), r.runs, r.period) for r in dna.regimes] == [
+        ("one_off", days[:15], 1, None),
+        ("normal", days[15:], 1, None),
+    ]
+
+
+@pytest.mark.parametrize("seed", [8, 10])
+def test_a_steady_rise_on_a_survey_schedule_is_one_trend(seed: int) -> None:
+    # The rise is linear in time; clustering cuts it into a short group or two and one long group (the
+    # long one counted as a plateau before), and the gaps split runs (`recurring` before).
+    t = np.asarray(SURVEY, dtype=float)
+    dna = _dna(_profiles(list(0.6 * t / t[-1]), seed=seed, n=1500, days=SURVEY))
+    assert _runs(dna) == [("trend", SURVEY)]
+
+
+def test_a_long_end_group_that_keeps_moving_is_part_of_the_trend_a_flat_one_is_a_plateau() -> None:
+    from stream_monitor.core.insights.dna import _trend_of
+
+    rng = np.random.default_rng(0)
+    # Buckets on a straight line in time (divergence = squared distance), clustered in groups of 2, 3, 8.
+    x = 0.1 * np.arange(13) + rng.normal(0, 0.01, 13)
+    groups = {0: [0, 1], 1: [2, 3, 4], 2: list(range(5, 13))}
+    assert _trend_of([0, 1, 2], groups, list(range(13)), (x[:, None] - x[None, :]) ** 2, 0.02, 0.005) == [
+        0,
+        1,
+        2,
+    ]
+    # Sixteen buckets standing still, then a rise in groups of two: the flat group is a plateau.
+    x = np.r_[np.zeros(16), 0.1 * np.arange(1, 7)] + rng.normal(0, 0.01, 22)
+    groups = {0: list(range(16)), 1: [16, 17], 2: [18, 19], 3: [20, 21]}
+    matrix = (x[:, None] - x[None, :]) ** 2
+    assert _trend_of([0, 1, 2, 3], groups, list(range(22)), matrix, 0.02, 0.005) == [1, 2, 3]
 
 
 def test_small_buckets_get_a_wider_cut_from_their_own_noise() -> None:

@@ -1,7 +1,6 @@
 """The status page in a real headless Chromium during a demo run: what the user should see is there.
 
-Needs Debian's ``chromium`` (``.ci/run`` installs it). Locally the test skips without it; under CI
-(``CI`` set) a missing browser fails the test instead.
+Needs Debian's ``chromium`` (see ``tests/browser_fixtures.py``).
 """
 
 from __future__ import annotations
@@ -17,16 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        message = "chromium not installed (apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+from browser_fixtures import chromium, run_chromium
 
 
 def _free_port() -> int:
@@ -37,7 +27,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    _chromium()
+    chromium()
     port = _free_port()
     work = tmp_path_factory.mktemp("demo")
     cmd = [
@@ -75,31 +65,8 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def _browser(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp / 'profile'}",
-            *args,
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_status_page_shows_models_drift_triggers_and_dna(demo_url: str, tmp_path: Path) -> None:
-    result = _browser(demo_url, tmp_path, "--dump-dom")
+    result = run_chromium(demo_url, tmp_path, "--dump-dom")
     dom = result.stdout
     assert result.returncode == 0 and "</html>" in dom, result.stderr[-2000:]
     # The models, current drift per feature with the drifting temperature flagged.
@@ -123,7 +90,7 @@ def test_status_page_shows_models_drift_triggers_and_dna(demo_url: str, tmp_path
 
 def test_status_page_renders_as_an_image(demo_url: str, tmp_path: Path) -> None:
     shot = tmp_path / "status.png"
-    result = _browser(demo_url, tmp_path, f"--screenshot={shot}", "--window-size=1200,2400")
+    result = run_chromium(demo_url, tmp_path, f"--screenshot={shot}", "--window-size=1200,2400")
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.exists() and shot.stat().st_size > 20_000
     keep = os.environ.get("STREAM_MONITOR_STATUS_SCREENSHOT")

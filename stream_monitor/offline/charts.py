@@ -7,6 +7,7 @@ so the service never loads it.
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stream_monitor.core.insights.buckets import Bucket
 from stream_monitor.core.insights.dna import DataDNA
 from stream_monitor.core.settings import PolicySettings
 from stream_monitor.errors import StreamMonitorError
@@ -35,26 +37,128 @@ def pyplot() -> Any:
     return plt
 
 
-def dna_heatmap_png(dna: DataDNA, path: str | Path, title: str) -> Path:
+def _duration(seconds: float) -> str:
+    """``1 day``, ``7 days``, ``365 days``, ``6 hours``, ``90 minutes``: a bucket's width in words."""
+    for unit, size in (("day", 86400.0), ("hour", 3600.0), ("minute", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            n = seconds / size
+            return f"{n:g} {unit}" + ("" if n == 1 else "s")
+    return f"{seconds:g} seconds"
+
+
+def _date(ts: float, seconds: float) -> str:
+    import datetime as dt
+
+    when = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=ts)
+    return when.strftime("%Y-%m-%d" if seconds % 86400 == 0 else "%Y-%m-%d %H:%M")
+
+
+def dna_caption(dna: DataDNA, buckets: Sequence[Bucket] = (), still_open: Sequence[int] = ()) -> str:
+    """What the DNA chart shows: what a bucket is (its width, the dates), the colour, and the regime
+    cut and where it came from."""
+    n = len(dna.bucket_ids)
+    parts = []
+    if buckets:
+        width = buckets[0].end - buckets[0].start
+        ids = [b.index for b in buckets]
+        gaps = sum(1 for a, b in itertools.pairwise(ids) if b - a > 1)
+        parts.append(
+            f"Each row and column is one bucket: {_duration(width)} of event time (UTC), labelled with the "
+            f"date it starts; {n} buckets with data, from {_date(buckets[0].start, width)} to "
+            f"{_date(buckets[-1].end, width)} (end exclusive)"
+            + (f"; {gaps} gap(s) of buckets without data are left out" if gaps else "")
+            + "."
+        )
+    else:
+        parts.append(f"Each row and column is one bucket of event time; {n} buckets, in time order.")
+    metric = dna.metric.upper()
+    parts.append(
+        f"Colour: the {metric} between two buckets' feature histograms (on the reference's bins and "
+        "categories), averaged over the features by importance, key features counting double."
+    )
+    if dna.cut_source == "configured":
+        cut = f"configured (insights.dna_cut): {metric} {dna.cut:.3g}"
+    else:
+        cut = (
+            f"{metric} {dna.cut:.3g}, from the buckets' own noise: what sampling alone puts between two "
+            "resamples of a bucket, scaled to the stream's background between neighbouring buckets "
+            f"(×{dna.overdispersion:.2f}, typical {dna.background:.3g}), at its 99th percentile, never "
+            "below insights.dna_min_cut"
+        )
+    parts.append(
+        "Strip above: each bucket's regime — average-linkage clusters of the matrix cut at "
+        f"{cut}; a trend is three or more such groups moving steadily away from the first."
+    )
+    if dna.partial:
+        parts.append(
+            "Hatched: a partial bucket (the stream started or stopped inside it); it does not shape the "
+            "regimes, and joins the nearest one if within its own, wider noise cut (else it stands alone)."
+        )
+    opened = [b for b in buckets if b.index in set(still_open)]
+    if opened:
+        parts.append(
+            "Still open when the profiles were saved (the stream ended inside it): "
+            + ", ".join(_date(b.start, b.end - b.start) for b in opened)
+            + "."
+        )
+    return " ".join(parts)
+
+
+def dna_heatmap_png(
+    dna: DataDNA,
+    path: str | Path,
+    title: str,
+    *,
+    buckets: Sequence[Bucket] = (),
+    still_open: Sequence[int] = (),
+) -> Path:
+    """:func:`dna_heatmap_figure` as a PNG."""
+    plt = pyplot()
+    fig = dna_heatmap_figure(dna, title, buckets=buckets, still_open=still_open)
+    out = Path(path)
+    fig.savefig(out, dpi=110, bbox_inches="tight", pad_inches=0.15)
+    plt.close(fig)
+    return out
+
+
+def dna_heatmap_figure(
+    dna: DataDNA, title: str, *, buckets: Sequence[Bucket] = (), still_open: Sequence[int] = ()
+) -> Any:
     """The DNA matrix as a heatmap (darker = more different), buckets ordered in time, with a regime
-    strip above it and the regimes in the legend."""
+    strip above it over exactly the matrix's columns, the regimes in the legend and a caption saying
+    what a bucket is and where the regime cut came from (:func:`dna_caption`). ``buckets``: the
+    :class:`Bucket` profiles behind ``dna`` (for their width and dates). Its axes are labelled
+    ``matrix``, ``regimes`` (the strip) and ``colour bar``."""
     plt = pyplot()
     from matplotlib.patches import Patch
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
 
     n = len(dna.bucket_ids)
-    fig, (strip, ax) = plt.subplots(
-        2, 1, figsize=(9, 9.6), gridspec_kw={"height_ratios": [0.35, 9]}, sharex=True
-    )
+    fig = plt.figure(figsize=(9, 9))
+    ax = fig.add_axes((0.12, 0.08, 0.76, 0.84))
+    image = ax.imshow(dna.matrix, cmap="Blues", vmin=0, vmax=max(float(np.nanmax(dna.matrix)), dna.cut * 2))
+    # The strip and the colour bar are carved out of the matrix's own box, so the strip spans exactly
+    # the matrix's columns and the colour bar exactly its rows.
+    divider = make_axes_locatable(ax)
+    strip = divider.append_axes("top", size="3.5%", pad=0.06)
+    cax = divider.append_axes("right", size="3.5%", pad=0.12)
+    for axes, name in ((ax, "matrix"), (strip, "regimes"), (cax, "colour bar")):
+        axes.set_label(name)
     colours = [REGIME_COLOURS.get(dna.kind_of(int(b)), "#999999") for b in dna.bucket_ids]
-    strip.bar(np.arange(n), np.ones(n), width=1.0, color=colours)
+    partial = [int(b) in set(dna.partial) for b in dna.bucket_ids]
+    strip.bar(np.arange(n), np.ones(n), width=1.0, color=colours, edgecolor="none")
+    for i in np.flatnonzero(partial):
+        strip.bar(i, 1.0, width=1.0, color=colours[i], hatch="///", edgecolor="white", linewidth=0)
+    strip.set_xlim(ax.get_xlim())
+    strip.set_ylim(0, 1)
+    strip.set_xticks([])
     strip.set_yticks([])
     strip.set_title(title)
-    image = ax.imshow(dna.matrix, cmap="Blues", vmin=0, vmax=max(float(np.nanmax(dna.matrix)), dna.cut * 2))
     step = max(1, n // 15)
     labels = dna.labels or [str(int(b)) for b in dna.bucket_ids]
     ax.set_xticks(range(0, n, step), [labels[i] for i in range(0, n, step)], rotation=70, fontsize=7)
     ax.set_yticks(range(0, n, step), [labels[i] for i in range(0, n, step)], fontsize=7)
-    fig.colorbar(image, ax=ax, shrink=0.7, label=f"weighted {dna.metric.upper()} between buckets")
+    fig.colorbar(image, cax=cax, label=f"weighted {dna.metric.upper()} between buckets")
     handles = [
         Patch(
             color=REGIME_COLOURS.get(r.kind, "#999999"),
@@ -65,12 +169,25 @@ def dna_heatmap_png(dna: DataDNA, path: str | Path, title: str) -> Path:
     ]
     if any(dna.groups < 0):
         handles.append(Patch(color=REGIME_COLOURS["incident"], label="integrity incident"))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    if any(partial):
+        handles.append(Patch(facecolor="#bbbbbb", hatch="///", edgecolor="white", label="partial bucket"))
+    # Legend and caption below the tick labels, wherever those end.
+    fig.canvas.draw()
+    to_figure = fig.transFigure.inverted()
+    box = ax.get_tightbbox(fig.canvas.get_renderer()).transformed(to_figure)
+    inner = ax.get_position()
+    legend = fig.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=((inner.x0 + inner.x1) / 2, box.y0 - 0.01),
+        ncol=2,
+        fontsize=8,
+    )
+    fig.canvas.draw()
+    below = legend.get_window_extent().transformed(to_figure).y0 - 0.015
+    caption = textwrap.wrap(dna_caption(dna, buckets, still_open), 145)
+    fig.text(box.x0, below, "\n".join(caption), fontsize=7.5, va="top", ha="left", color="#333333")
+    return fig
 
 
 def segments_png(
@@ -156,7 +273,7 @@ def plan_charts(plan: Plan, out: Path) -> list[str]:
         if plan.metric == "auc":
             ax.set_ylim(0.5, 1.0)  # 0.5 is chance
         else:
-            ax.set_ylim(0, max(lc.high) * 1.1)
+            ax.set_ylim(0, float(np.nanmax(lc.high)) * 1.1)
             if plan.metric == "wape":
                 ax.yaxis.set_major_formatter(percent)
         better = "higher is better" if plan.higher_is_better else "lower is better"
@@ -289,7 +406,9 @@ def plan_charts(plan: Plan, out: Path) -> list[str]:
         chart(
             "decay.png",
             "Decay: how fast does a model age?",
-            f"{model}: one model per start {u} t ({plan.describe(first, last)}, {len(dc.starts)} starts), "
+            f"{model}: one model per start {u} t ({plan.describe(first, last)}, {len(dc.starts)} starts"
+            + (f"; {len(dc.unfit)} without a model, nothing to train on" if dc.unfit else "")
+            + "), "
             f"trained on the {count(dc.train_periods, u)} up to t, tested on {u} t + L; the fresh model is "
             f"trained up to t + L − 1 and tested on the same {u}. Line: median, band: interquartile range "
             f"across starts (every lag shown has at least {min(measured, default=0)} starts)"

@@ -27,10 +27,14 @@ def cmd_dna(args: argparse.Namespace) -> int:
     from stream_monitor.offline.insights_store import load_insights
 
     tracker = load_insights(args.dir, args.model)
-    buckets = tracker.buckets.closed()
+    # The open buckets too: after a replay the last one is open (the stream ended before it did) and
+    # holds the latest data. The DNA judges from its coverage whether it is partial.
+    buckets = tracker.buckets.with_data()
+    still_open = [b.index for b in buckets if b.end > tracker.buckets.watermark]
     if len(buckets) < 2:
         print(
-            f"stream-monitor: only {len(buckets)} closed bucket(s) for {args.model}; need 2", file=sys.stderr
+            f"stream-monitor: only {len(buckets)} bucket(s) with data for {args.model}; need 2",
+            file=sys.stderr,
         )
         return 2
     dna = tracker.dna(buckets)
@@ -40,6 +44,8 @@ def cmd_dna(args: argparse.Namespace) -> int:
         dna,
         out / f"{args.model}_dna.png",
         f"data DNA of {args.model}: {len(buckets)} buckets × {len(buckets)}",
+        buckets=buckets,
+        still_open=still_open,
     )
     segments = [r.to_dict() for r in tracker.segments.latest()]
     seg_png = None
@@ -55,6 +61,8 @@ def cmd_dna(args: argparse.Namespace) -> int:
         **dna.to_dict(),
         "bucket_start": [b.start for b in buckets],
         "bucket_events": [b.sketch.n_events for b in buckets],
+        "bucket_seconds": tracker.buckets.bucket_seconds,
+        "open": still_open,
         "incidents": [i.to_dict() for i in tracker.incidents],
         "segments": segments,
         "surges": list(tracker.surges),
@@ -69,6 +77,17 @@ def cmd_dna(args: argparse.Namespace) -> int:
         print(f"  regime {r.id} {r.kind:<10} {len(members):>3} buckets in {r.runs} run(s){period}: {days}")
     for i in tracker.incidents:
         print(f"  incident   {_day(i.start)}: {i.reason}")
+    for b in buckets:
+        if b.index in still_open:
+            print(
+                f"  bucket {_day(b.start)} is still open (the stream ended inside it): {b.sketch.n_events:,} "
+                "events, included"
+                + (
+                    ", partial: it does not shape the regimes (it joins the nearest within its own cut)"
+                    if b.index in dna.partial
+                    else ""
+                )
+            )
     print(f"wrote {png}, {json_path}" + (f", {seg_png}" if seg_png else ""))
     return 0
 
@@ -132,6 +151,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         model_name=factory_spec,
         label_unit=unit,
     ).run()
+    for warning in plan.warnings:
+        if data.period_choice is None or warning != data.period_choice.warning:  # said above
+            print(f"stream-monitor: warning: {warning}", file=sys.stderr)
     report = planner.write_report(plan, args.out)
     print(plan.schedule())
     print(f"wrote {report} and " + ", ".join(plan.charts.values()))

@@ -10,8 +10,8 @@ own period, which would make every later period look decayed at once.
    tolerance from sampling alone). Shorter than a day is never chosen: it would compare the hours of a
    daily cycle with each other. ``--period-seconds`` overrides it (a warning below the minimum).
 1. **Learning curve** — how many rows does the model need? Random subsets of growing size from the
-   periods before the last ``test_periods``, scored on those; enough = the smallest size within
-   ``tolerance / 4`` of the full pool.
+   periods before the last ``test_periods`` (the last that hold rows, when the latest are empty), scored
+   on those; enough = the smallest size within ``tolerance / 4`` of the full pool.
 2. **Training window** — train on the last ``m`` periods before each of the last few periods, score on
    that period; suggested: the shortest window within ``tolerance / 4`` of the best, reconciled with the
    learning curve (:func:`choose_window` says which constraint wins and why).
@@ -27,6 +27,13 @@ own period, which would make every later period look decayed at once.
    (:func:`choose_cadence`).
 
 The advice is one sentence per decision, each with the figure behind it (:class:`Advice`).
+
+**Gaps and classes.** No model is trained on nothing: a training set without rows — or, for a binary
+task, of one class — is not fitted (:meth:`RetrainingPlanner._fit` returns None). Periods without rows
+(a survey that skips years) are listed in a warning and never scored; lags and cadences still count them
+as time. The window experiment leaves out a window length with nothing to train on before some test
+period; a decay start without a model is reported, and the cadence replay keeps the model before it. A
+binary task warns when a period holds fewer than :data:`MIN_CLASS_ROWS_PER_PERIOD` of the rarer class.
 
 Models: ``--model-factory module:function`` returns an object with ``fit(X, y)`` and ``predict(X)``
 or ``predict_proba(X)`` (scikit-learn style; scikit-learn itself works). Built in:
@@ -47,11 +54,11 @@ import csv
 import datetime as dt
 import importlib
 import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from warnings import catch_warnings, simplefilter
 
 import numpy as np
 
@@ -72,6 +79,10 @@ MIN_PERIODS = 8
 MIN_TEST_ROWS = 20
 #: A lag of the decay experiment counts only when this many start periods measured it.
 MIN_STARTS_PER_LAG = 5
+#: Rows of the rarer class a period should hold for its AUC (binary task): with 50 of them the AUC of a
+#: period has a standard error of about 0.04 (Hanley & McNeil, AUC 0.75) — 5 % of the AUC, like the MAE
+#: of :data:`MIN_ROWS_PER_PERIOD` rows; with fewer, one period's AUC moves by the tolerance from sampling.
+MIN_CLASS_ROWS_PER_PERIOD = 50
 #: The longest cadence the replay tries, in periods.
 MAX_CADENCE = 28
 
@@ -100,7 +111,7 @@ def period_origin(first_ts: float, seconds: float) -> float:
     """Where period 0 starts: weeks (and multiples) on a Monday — ISO weeks; the Unix epoch was a
     Thursday — longer periods at midnight UTC, shorter ones on a multiple of their length.
 
-    >>> time.strftime("%a %Y-%m-%d %H:%M", time.gmtime(period_origin(1736899490.0, WEEK)))
+    >>> dt.datetime.fromtimestamp(period_origin(1736899490.0, WEEK), dt.UTC).strftime("%a %Y-%m-%d %H:%M")
     'Mon 2025-01-13 00:00'
     """
     if seconds % WEEK == 0:
@@ -199,8 +210,9 @@ class Dataset:
     period: np.ndarray  # int, 0 = first period
     feature_names: list[str]
     period_seconds: float = DAY
-    start: float = 0.0  # epoch seconds where period 0 starts; 0 for synthetic data
+    start: float = 0.0  # epoch seconds where period 0 starts (before 1970: negative)
     period_choice: PeriodChoice | None = None
+    dated: bool = False  # the periods have dates (real data); synthetic periods are numbers only
 
     @property
     def n_periods(self) -> int:
@@ -214,15 +226,21 @@ class Dataset:
         return np.flatnonzero(np.isin(self.period, np.asarray(list(periods))))
 
     def describe(self, first: int, last: int) -> str:
-        """``days 3–9 (2025-01-04 to 2025-01-10)``: periods by index, with dates for real data."""
+        """``days 3–9 (2025-01-04 to 2025-01-10)``: periods by index, with dates for real data (any year:
+        1958 too).
+
+        >>> empty = np.zeros((0, 1)), np.zeros(0), np.zeros(0, int), ["x"]
+        >>> Dataset(*empty, 365 * DAY, -376704000.0, dated=True).describe(0, 1)
+        '365-day periods 0–1 (1958-01-24 to 1960-01-23)'
+        """
         unit = unit_name(self.period_seconds)
         what = f"{unit} {first}" if first == last else f"{unit}s {first}–{last}"
-        if self.start <= 0:
+        if not self.dated:
             return what
 
         def day(p: int, end: bool = False) -> str:
             ts = self.start + (p + end) * self.period_seconds - end
-            return time.strftime("%Y-%m-%d", time.gmtime(ts))
+            return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=ts)).strftime("%Y-%m-%d")
 
         return f"{what} ({day(first)} to {day(last, end=True)})"
 
@@ -241,7 +259,9 @@ def make_dataset(
     order = timed[np.argsort(ts, kind="stable")]
     start = period_origin(float(ts.min()), choice.seconds)
     period = ((table.ts[order] - start) // choice.seconds).astype(np.int64)
-    return Dataset(table.X[order], table.y[order], period, table.feature_names, choice.seconds, start, choice)
+    return Dataset(
+        table.X[order], table.y[order], period, table.feature_names, choice.seconds, start, choice, dated=True
+    )
 
 
 def synthetic_decay(
@@ -597,6 +617,7 @@ class LearningCurve:
     train_periods: tuple[int, int] = (0, 0)  # drawn from these periods (inclusive)
     test_periods: tuple[int, int] = (0, 0)  # scored on these
     repeats: int = 3
+    skipped: int = 0  # draws not fitted: one class only (binary)
 
 
 @dataclass
@@ -608,6 +629,7 @@ class Window:
     loss_q75: list[float]
     test_periods: list[int] = field(default_factory=list)
     suggested: int = 1  # shortest within tolerance / 4 of the best, before the learning curve
+    left_out: str = ""  # windows and test periods left out because a window held nothing to train on
 
     @property
     def best(self) -> int:
@@ -632,6 +654,7 @@ class Decay:
     horizon_recent: int = 0  # from the latest half of the starts (0: no crossing measured there)
     recent_from: int = 0  # the first of those starts
     loss_recent: list[float] = field(default_factory=list)  # their median loss per lag
+    unfit: list[int] = field(default_factory=list)  # starts without a model (nothing to train on)
 
     @property
     def limit(self) -> int:
@@ -928,8 +951,14 @@ class RetrainingPlanner:
         order = np.argsort(data.period, kind="stable")
         bounds = np.searchsorted(data.period[order], np.arange(P + 1))
         self._by_period = [order[bounds[p] : bounds[p + 1]] for p in range(P)]
+        if task == "binary" and len(np.unique(data.y > 0.5)) < 2:
+            raise StreamMonitorError(
+                "a binary task needs labels of both classes; every label is "
+                + ("positive" if bool(np.all(data.y > 0.5)) else "negative")
+            )
         self._done = 0
         self._total = 0
+        self._unfit_starts: dict[int, str] = {}  # decay starts without a model → why
 
     # -- plumbing --
     def _span(self, first: int, last: int) -> np.ndarray:
@@ -937,13 +966,28 @@ class RetrainingPlanner:
         parts = self._by_period[max(0, first) : last + 1]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
-    def _fit(self, rows: np.ndarray) -> Any:
+    def _cannot_fit(self, rows: np.ndarray) -> str | None:
+        """Why ``rows`` cannot be trained on — ``"no rows"``, ``"one class"`` (binary) — or None."""
+        if not len(rows):
+            return "no rows"
+        if self.task == "binary" and len(np.unique(self.data.y[rows] > 0.5)) < 2:
+            return "one class"
+        return None
+
+    def _fit(self, rows: np.ndarray) -> Any | None:
+        """A model trained on ``rows``, or None when they cannot be trained on (:meth:`_cannot_fit`):
+        never a fit on nothing."""
+        if self._cannot_fit(rows) is not None:
+            self._tick()
+            return None
         model = self.factory()
         model.fit(self.data.X[rows], self.data.y[rows])
         self._tick()
         return model
 
-    def _score(self, model: Any, rows: np.ndarray) -> float:
+    def _score(self, model: Any | None, rows: np.ndarray) -> float:
+        if model is None or not len(rows):
+            return math.nan
         X, y = self.data.X[rows], self.data.y[rows]
         if self.metric == "auc":
             if hasattr(model, "predict_proba"):
@@ -955,6 +999,10 @@ class RetrainingPlanner:
 
     def _scorable(self, p: int) -> bool:
         return 0 <= p < len(self._by_period) and len(self._by_period[p]) >= MIN_TEST_ROWS
+
+    def _fit_span(self, first: int, last: int) -> Any | None:
+        """A model trained on periods ``first … last``, or None (see :meth:`_fit`)."""
+        return self._fit(self._span(first, last))
 
     def _loss(self, score: float, ref: float) -> float:
         return relative_loss(score, ref, self.higher_is_better)
@@ -975,13 +1023,21 @@ class RetrainingPlanner:
         warnings = []
         if self.data.period_choice is not None and self.data.period_choice.warning:
             warnings.append(self.data.period_choice.warning)
+        warnings += self._data_warnings()
 
         lc = self.learning_curve(sizes, repeats)
+        if lc.skipped:
+            warnings.append(
+                f"Learning curve: {lc.skipped} of the {len(sizes) * repeats} random draws hold one class "
+                "only and are not fitted; each size is the mean of the others."
+            )
         rows_pp = self.data.rows_per_period
         need_periods = periods_holding(lc.suggested_size, rows_pp)
         window = self.window(need_periods)
         window_choice = choose_window(lc, window, rows_pp, self.tolerance, self.unit, self.train_periods)
         W = window_choice.value
+        if window.left_out:
+            warnings.append(window.left_out)
 
         starts = self._starts(W)
         self._total = self._done + len(starts)
@@ -995,6 +1051,8 @@ class RetrainingPlanner:
                 f"{MIN_STARTS_PER_LAG}): its horizon rests on very few models"
             )
         scores = self._matrix(starts, W, max_lag)
+        if self._unfit_starts:
+            warnings.append(self._unfit_note(W))
         decay = self.decay(scores, starts, W, max_lag)
         cadence = self.cadence(scores, starts, min(max_lag, MAX_CADENCE))
         cadence_choice = choose_cadence(decay, cadence, self.tolerance, self.unit)
@@ -1036,19 +1094,34 @@ class RetrainingPlanner:
         smallest = min(pool, max(30, 5 * self.data.X.shape[1]))
         return sorted({int(v) for v in np.geomspace(smallest, pool, n_sizes)})
 
+    def _lc_test(self) -> int:
+        """The first of the learning curve's test periods: the last ``test_periods`` periods, or further
+        back when they hold fewer than :data:`MIN_TEST_ROWS` rows (a survey that skipped the last years)."""
+        P = self.data.n_periods
+        scorable = [p for p in range(P) if self._scorable(p)]
+        first = P - self.test_periods
+        if sum(p >= first for p in scorable) < self.test_periods and len(scorable) > self.test_periods:
+            first = scorable[-self.test_periods]
+        return max(1, first)
+
     def learning_curve(self, sizes: Sequence[int], repeats: int = 3) -> LearningCurve:
         P = self.data.n_periods
-        test = self._span(P - self.test_periods, P - 1)
-        pool = self._span(0, P - self.test_periods - 1)
+        first_test = self._lc_test()
+        test = self._span(first_test, P - 1)
+        pool = self._span(0, first_test - 1)
         mean, low, high = [], [], []
+        skipped = 0
         for size in sizes:
             runs = []
             for _ in range(repeats):
                 rows = np.sort(self.rng.choice(pool, size=min(size, len(pool)), replace=False))
-                runs.append(self._score(self._fit(rows), test))
-            mean.append(float(np.nanmean(runs)))
-            low.append(float(np.nanmin(runs)))
-            high.append(float(np.nanmax(runs)))
+                model = self._fit(rows)
+                skipped += model is None
+                runs.append(self._score(model, test))
+            finite = [v for v in runs if not math.isnan(v)]  # a draw of one class is not fitted
+            mean.append(float(np.mean(finite)) if finite else math.nan)
+            low.append(float(np.min(finite)) if finite else math.nan)
+            high.append(float(np.max(finite)) if finite else math.nan)
         full = mean[-1]
         ok = [s for s, v in zip(sizes, mean, strict=True) if self._loss(v, full) <= self.tolerance / 4]
         return LearningCurve(
@@ -1057,9 +1130,10 @@ class RetrainingPlanner:
             low,
             high,
             ok[0] if ok else sizes[-1],
-            (0, P - self.test_periods - 1),
-            (P - self.test_periods, P - 1),
+            (0, first_test - 1),
+            (first_test, P - 1),
             repeats,
+            skipped,
         )
 
     @staticmethod
@@ -1076,20 +1150,53 @@ class RetrainingPlanner:
             raise StreamMonitorError(f"no recent period holds {MIN_TEST_ROWS} rows to test on")
         candidates = self._window_candidates(min(tests), need_periods)
         self._total = self._done + len(candidates) * len(tests) + P - 1  # decay: at most P - 1 starts
+        # A window that holds nothing to train on before a test period (no rows, one class) is not
+        # fitted: a test period no window can train for is dropped, then a window that cannot train
+        # for every remaining one (its mean would be over other periods than the rest's).
+        fittable = np.array(
+            [[self._cannot_fit(self._span(e - m, e - 1)) is None for e in tests] for m in candidates]
+        )
+        keep_tests = np.asarray(fittable.any(axis=0), dtype=bool)
+        keep = np.asarray(fittable[:, keep_tests].all(axis=1), dtype=bool)
+        nothing = "nothing to train on (no rows" + (", or one class only)" if self.task == "binary" else ")")
+        if not keep.any():
+            raise StreamMonitorError(
+                f"every training window tried ({', '.join(map(str, candidates))} {self.unit}s) has "
+                f"{nothing} before one of the recent {self.unit}s there is to test on"
+            )
+        notes = []
+        if not keep_tests.all():
+            lost = ", ".join(
+                self.data.describe(e, e) for e, k in zip(tests, keep_tests, strict=True) if not k
+            )
+            notes.append(f"every window has {nothing} before {lost}, so it is not a test {self.unit}")
+        for m, k, row in zip(candidates, keep, fittable[:, keep_tests], strict=True):
+            if not k:
+                notes.append(
+                    f"training on the last {count(m, self.unit)} is left out: that window has {nothing} "
+                    f"before {int((~row).sum())} of the {int(keep_tests.sum())} test {self.unit}s"
+                )
+        left_out = ("Window experiment: " + "; ".join(notes) + ".") if notes else ""
+        tests = [e for e, k in zip(tests, keep_tests, strict=True) if k]
+        candidates = [m for m, k in zip(candidates, keep, strict=True) if k]
         table = np.array(
             [
-                [self._score(self._fit(self._span(e - m, e - 1)), self._by_period[e]) for e in tests]
+                [self._score(self._fit_span(e - m, e - 1), self._by_period[e]) for e in tests]
                 for m in candidates
             ]
         )
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), catch_warnings():
+            simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(table, axis=1)
+        if np.isnan(mean).all():
+            raise StreamMonitorError(f"no training window could be scored on the recent {self.unit}s")
         best = int(np.nanargmax(mean) if self.higher_is_better else np.nanargmin(mean))
         per_test = np.array(
             [[self._loss(v, b) for v, b in zip(row, table[best], strict=True)] for row in table]
         )
         loss = [self._loss(float(v), float(mean[best])) for v in mean]
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), catch_warnings():
+            simplefilter("ignore", RuntimeWarning)
             q25, q75 = np.nanpercentile(per_test, [25, 75], axis=1)
         within = [m for m, v in zip(candidates, loss, strict=True) if v <= self.tolerance / 4]
         return Window(
@@ -1100,29 +1207,88 @@ class RetrainingPlanner:
             [float(v) for v in q75],
             tests,
             within[0] if within else candidates[best],
+            left_out,
         )
 
     def _starts(self, W: int) -> list[int]:
         """Start periods: every period with a full window behind it and a later period to score, or the
-        latest ``starts`` of them (contiguous, so the fresh model of every scored period is among them)."""
+        latest ``starts`` of them (contiguous, so the fresh model of every scored period is among them).
+        The first start is one whose window can be trained on (the "never retrain" model)."""
         P = self.data.n_periods
         first = min(W - 1, P - 3)
         if self.starts is not None:
             first = max(first, P - 1 - self.starts)
+        while first < P - 2 and self._cannot_fit(self._span(first - W + 1, first)) is not None:
+            first += 1
         return list(range(first, P - 1))
 
     def _matrix(self, starts: Sequence[int], W: int, max_lag: int) -> np.ndarray:
         """``S[t, u]``: the model trained on the ``W`` periods up to ``t``, scored on period ``u > t``
-        (up to ``max_lag`` later; the first start on every later period, for "never retrain")."""
+        (up to ``max_lag`` later; the first start on every later period, for "never retrain"). A start
+        whose window holds nothing to train on (no rows, one class) has no model: its row stays NaN."""
         P = self.data.n_periods
         S = np.full((P, P), math.nan)
+        self._unfit_starts = {}
         for t in starts:
-            model = self._fit(self._span(t - W + 1, t))
+            model = self._fit_span(t - W + 1, t)
+            if model is None:
+                self._unfit_starts[t] = self._cannot_fit(self._span(t - W + 1, t)) or ""
+                continue
             reach = P - 1 if t == starts[0] else min(P - 1, t + max_lag)
             for u in range(t + 1, reach + 1):
                 if self._scorable(u):
                     S[t, u] = self._score(model, self._by_period[u])
         return S
+
+    def _unfit_note(self, W: int) -> str:
+        """The start periods without a model, and what the experiments do about them."""
+        starts = sorted(self._unfit_starts)
+        spans = _spans(starts)
+        shown = ", ".join(self.data.describe(a, b) for a, b in spans[:4]) + (" …" if len(spans) > 4 else "")
+        reasons = {"no rows" if w == "no rows" else "one class only" for w in self._unfit_starts.values()}
+        one = len(starts) == 1
+        return (
+            f"Decay: {count(len(starts), f'start {self.unit}')} ({shown}) {'has' if one else 'have'} no "
+            f"model: the last {count(W, self.unit)} up to {'it hold' if one else 'each hold'} "
+            f"{' or '.join(sorted(reasons))}. Nothing is trained there, and the cadence replay keeps the "
+            "model of the retrain before."
+        )
+
+    def _data_warnings(self) -> list[str]:
+        """What the data lack: periods without rows (a survey that skips a year), and for a binary task
+        periods with too few of the rarer class for their AUC to mean much."""
+        P, unit = self.data.n_periods, self.unit
+        sizes = np.array([len(rows) for rows in self._by_period])
+        out = []
+        empty = np.flatnonzero(sizes == 0)
+        if empty.size:
+            spans = _spans(empty.tolist())
+            shown = ", ".join(self.data.describe(a, b) for a, b in spans[:4]) + (
+                " …" if len(spans) > 4 else ""
+            )
+            out.append(
+                f"{empty.size} of the {count(P, unit)} hold no rows ({shown}): they are skipped — no model "
+                f"is trained on a window without rows and no empty {unit} is scored; lags and cadences "
+                "still count them as time."
+            )
+        if self.task == "binary":
+            scored = [rows for rows in self._by_period if len(rows) >= MIN_TEST_ROWS]
+            pos = np.array([int(np.sum(self.data.y[rows] > 0.5)) for rows in scored])
+            rarer = np.minimum(pos, np.array([len(rows) for rows in scored]) - pos) if scored else pos
+            one = int(np.sum(rarer == 0))
+            typical = float(np.median(rarer)) if rarer.size else 0.0
+            if typical < MIN_CLASS_ROWS_PER_PERIOD:
+                which = "positives" if float(np.median(pos)) <= float(np.median(rarer)) else "negatives"
+                out.append(
+                    f"a {unit} holds {typical:,.0f} {which} (median over the {unit}s scored), fewer than the "
+                    f"{MIN_CLASS_ROWS_PER_PERIOD} of the rarer class a per-{unit} AUC needs (with fewer, one "
+                    f"{unit}'s AUC moves by about the tolerance from sampling alone): its figures are noisy; "
+                    "choose a longer --period-seconds"
+                    + (f"; {one} {unit}(s) hold one class only and are not scored" if one else "")
+                )
+            elif one:
+                out.append(f"{count(one, unit)} hold one class only: no AUC, not scored")
+        return out
 
     def decay(self, S: np.ndarray, starts: Sequence[int], W: int, max_lag: int) -> Decay:
         P = self.data.n_periods
@@ -1155,6 +1321,7 @@ class RetrainingPlanner:
             horizon_recent if recent_bounded else 0,
             recent_from,
             recent,
+            sorted(self._unfit_starts),
         )
 
     def _lag_quartiles(
@@ -1186,6 +1353,7 @@ class RetrainingPlanner:
         if not scored:
             raise StreamMonitorError("no period could be scored by a fresh model")
         fresh = float(np.mean([S[u - 1, u] for u in scored]))
+        unfit = set(self._unfit_starts)
 
         def replay(k: int, phase: int) -> float:
             values = []
@@ -1194,8 +1362,11 @@ class RetrainingPlanner:
                 since = u - 1 - first - phase
                 t = first if since < 0 else first + phase + (since // k) * k
                 t = max(t, first)
+                while t > first and t in unfit:  # nothing to train on then: the model before stays
+                    t = max(first, t - k)
                 values.append(S[t, u])
-            return float(np.nanmean(values))
+            finite = [v for v in values if not math.isnan(v)]
+            return float(np.mean(finite)) if finite else math.nan
 
         every, loss, low, high = [], [], [], []
         for k in range(1, longest + 1):
@@ -1204,8 +1375,24 @@ class RetrainingPlanner:
             loss.append(float(np.mean(phases)))
             low.append(float(np.min(phases)))
             high.append(float(np.max(phases)))
-        never_score = float(np.nanmean([S[first, u] for u in scored]))
+        never = [S[first, u] for u in scored if not math.isnan(S[first, u])]
+        never_score = float(np.mean(never)) if never else math.nan
         return Cadence(every, loss, low, high, self._loss(never_score, fresh), (scored[0], scored[-1]))
+
+
+def _spans(values: Sequence[int]) -> list[tuple[int, int]]:
+    """Consecutive integers as (first, last) spans.
+
+    >>> _spans([1, 3, 4, 5, 9])
+    [(1, 1), (3, 5), (9, 9)]
+    """
+    out: list[tuple[int, int]] = []
+    for v in values:
+        if out and v == out[-1][1] + 1:
+            out[-1] = (out[-1][0], v)
+        else:
+            out.append((v, v))
+    return out
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -1234,23 +1421,41 @@ def write_report(plan: Plan, out_dir: str | Path, title: str = "Retraining plan"
     metric = plan.metric_label()
 
     def fmt(v: float) -> str:
+        if math.isnan(v):
+            return "–"
         return f"{v:.2%}" if plan.metric == "wape" else f"{v:.4g}"
+
+    def pct(v: float) -> str:
+        return "–" if math.isnan(v) else f"{v:+.1%}"
 
     lc_rows = "\n".join(
         f"| {s:,} | {fmt(m)} | {fmt(lo)} – {fmt(hi)} |"
         for s, m, lo, hi in zip(lc.sizes, lc.scores, lc.low, lc.high, strict=True)
     )
     wd_rows = "\n".join(
-        f"| {m} | {fmt(s)} | {loss:+.1%} | {a:+.1%} … {b:+.1%} |"
+        f"| {m} | {fmt(s)} | {pct(loss)} | {pct(a)} … {pct(b)} |"
         for m, s, loss, a, b in zip(wd.periods, wd.scores, wd.loss, wd.loss_q25, wd.loss_q75, strict=True)
     )
+    picked = _picked(len(dc.lags), [dc.horizon, dc.limit])
     dc_rows = "\n".join(
-        f"| {lag} | {dc.n_starts[lag - 1]} | {dc.loss[lag - 1]:+.1%} | {dc.loss_q25[lag - 1]:+.1%} … "
-        f"{dc.loss_q75[lag - 1]:+.1%} |"
-        for lag in _picked(len(dc.lags), [dc.horizon, dc.limit])
+        f"| {lag} | {dc.n_starts[lag - 1]} | {pct(dc.loss[lag - 1])} | "
+        + (
+            "–"
+            if math.isnan(dc.loss[lag - 1])
+            else f"{pct(dc.loss_q25[lag - 1])} … {pct(dc.loss_q75[lag - 1])}"
+        )
+        + " |"
+        for lag in picked
     )
+    few = [lag for lag in picked if math.isnan(dc.loss[lag - 1])]
+    if few:
+        dc_rows += (
+            f"\n\n– : measured on fewer than {MIN_STARTS_PER_LAG} starts (lag "
+            + ", ".join(map(str, few))
+            + "): too few for a median, not used."
+        )
     cd_rows = "\n".join(
-        f"| {k} | {cd.loss[k - 1]:+.1%} | {cd.low[k - 1]:+.1%} … {cd.high[k - 1]:+.1%} |"
+        f"| {k} | {pct(cd.loss[k - 1])} | {pct(cd.low[k - 1])} … {pct(cd.high[k - 1])} |"
         for k in _picked(len(cd.every), [plan.advice.cadence])
     )
     warnings = "".join(f"\n> **Warning:** {w}\n" for w in plan.warnings)
@@ -1265,6 +1470,7 @@ def write_report(plan: Plan, out_dir: str | Path, title: str = "Retraining plan"
             "the plan counts the shorter one."
         )
     unit_text = f" Labels in {plan.label_unit}." if plan.label_unit else ""
+    unfit_text = f"; {len(dc.unfit)} without a model, nothing to train on" if dc.unfit else ""
     text = f"""# {title}
 
 {plan.n_rows:,} labelled rows over {count(plan.n_periods, u)}; task {plan.task}; model `{plan.model_name}`;
@@ -1306,11 +1512,12 @@ experiment alone: {count(wd.suggested, u)}; the plan trains on **{count(plan.adv
 
 ![decay]({names[2]})
 
-One model per start {u} ({plan.describe(first, last)}, {len(dc.starts)} starts), trained on the
-{count(dc.train_periods, u)} up to it and scored on every later {u}; the loss is against the fresh
-model — trained up to the {u} before — on the same {u}. Fresh {metric}: median {fmt(dc.fresh)}
-(interquartile range {fmt(dc.fresh_q25)} – {fmt(dc.fresh_q75)}). Lags measured on fewer than
-{MIN_STARTS_PER_LAG} starts are left out. {horizon_text}
+One model per start {u} ({plan.describe(first, last)}, {len(dc.starts)} starts{unfit_text}), trained on the
+{count(dc.train_periods, u)} up to it and scored on every later {u} that holds at least {MIN_TEST_ROWS} rows;
+the loss is against the fresh model — trained up to the {u} before — on the same {u}. A lag is measured
+on the starts whose {u} at that lag is scored (the `starts` column: {dc.n_starts[0]} at lag 1). Fresh
+{metric}: median {fmt(dc.fresh)} (interquartile range {fmt(dc.fresh_q25)} – {fmt(dc.fresh_q75)}). Lags
+measured on fewer than {MIN_STARTS_PER_LAG} starts are not used. {horizon_text}
 
 | {u}s since training | starts | median loss vs fresh | interquartile range |
 |---|---|---|---|

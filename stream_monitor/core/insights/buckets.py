@@ -174,6 +174,13 @@ class TimeBucketProfiles:
         """Buckets still receiving windows, oldest first."""
         return [self._buckets[i] for i in sorted(self._buckets) if self._buckets[i].end > self._watermark]
 
+    def with_data(self) -> list[Bucket]:
+        """Closed buckets and the open ones that already hold events, oldest first: what the stream has
+        seen so far. After a replay the last bucket is usually open — the stream ended before the
+        bucket did — and still the latest data (:func:`partial_buckets` tells whether it covers enough of
+        its time to count as a full bucket)."""
+        return [b for b in (self._buckets[i] for i in sorted(self._buckets)) if b.sketch.n_events > 0]
+
     def __len__(self) -> int:
         return len(self._buckets)
 

@@ -28,9 +28,14 @@ time: at least three groups, each one contiguous run of buckets, following one a
 (no neighbouring pair beyond the cut) and moving steadily away from the first (the mean divergence from
 the first group grows group after group, and from the last group likewise) — a change made of steps each
 within the noise, which clustering alone would shatter into one-offs. A first or last group more than
-twice as long as the chain's others is a plateau before or after the trend, not part of it; a lone bucket
-whose neighbours agree with each other (a spike) does not break a chain. Each group is then named from
-where its buckets sit in time:
+twice as long as the chain's others is a plateau before or after the trend, not part of it, when it stands
+still — one level for it and a straight line through the other groups explain the buckets better (BIC)
+than one straight line through all; a long end group that keeps moving with the rest is where a steady
+change was slowest to cross the cut, and stays in the trend. A lone bucket whose neighbours agree with
+each other (a spike) does not break a chain. Each group is then named from
+where its buckets sit in time, in *runs*: buckets of the group that follow one another among the buckets
+that hold data (a time with no data — a survey that skips a year, an outage — has no bucket, and an
+incident bucket belongs to no regime: neither ends a run):
 
 - ``trend``: the groups of a trend, as one regime;
 - ``normal``: the largest other group (ties: the one with the most recent bucket);
@@ -432,10 +437,11 @@ def data_dna(
 ) -> DataDNA:
     """Drift matrix and regimes from ``(B, F, bins)`` bucket counts; see the module docstring.
 
-    ``bucket_ids`` are the buckets' indices in time (consecutive ids are adjacent buckets; a gap
-    breaks a run); ``incidents`` lists bucket ids left out of the clustering, ``partial`` those that
-    join a regime without shaping it. ``cut`` fixes the cut (default: from the noise, at least
-    ``min_cut``, default :data:`DEFAULT_MIN_CUT` of the metric).
+    ``bucket_ids`` are the buckets' indices in time; only buckets that hold data are given, and a run
+    of a regime goes over them (a bucket id with no data in between does not break it);
+    ``incidents`` lists bucket ids left out of the clustering, ``partial`` those that join a regime
+    without shaping it. ``cut`` fixes the cut (default: from the noise, at least ``min_cut``, default
+    :data:`DEFAULT_MIN_CUT` of the metric).
     """
     n = counts.shape[0]
     ids = np.arange(n) if bucket_ids is None else np.asarray(bucket_ids, dtype=np.int64)
@@ -582,18 +588,40 @@ def _trend_of(
     cut: float,
     background: float,
 ) -> list[int]:
-    """``chain`` without plateaus at its ends, if what is left is a trend; else ``[]``."""
-    chain = list(chain)
-    while len(chain) >= TREND_MIN_GROUPS:
-        lengths = [len(members[g]) for g in chain]
-        if lengths[0] > PLATEAU_RATIO * float(np.median(lengths[1:])):
-            chain.pop(0)
-        elif lengths[-1] > PLATEAU_RATIO * float(np.median(lengths[:-1])):
-            chain.pop()
-        else:
-            break
-    if len(chain) < TREND_MIN_GROUPS:
-        return []
+    """``chain`` without plateaus at its ends, if what is left is a trend; else ``[]``.
+
+    A first or last group more than :data:`PLATEAU_RATIO` times as long as the others is left out when
+    it stands still (:func:`_plateau`); when it moves with the rest, the chain is tried with it first,
+    then without it."""
+    queue = [list(chain)]
+    seen: set[tuple[int, ...]] = set()
+    while queue:
+        c = queue.pop(0)
+        fallbacks: list[list[int]] = []
+        while len(c) >= TREND_MIN_GROUPS:
+            lengths = [len(members[g]) for g in c]
+            long_first = lengths[0] > PLATEAU_RATIO * float(np.median(lengths[1:]))
+            long_last = lengths[-1] > PLATEAU_RATIO * float(np.median(lengths[:-1]))
+            if long_first and _plateau(c, 0, members, seq, matrix):
+                c = c[1:]
+            elif long_last and _plateau(c, -1, members, seq, matrix):
+                c = c[:-1]
+            else:
+                fallbacks = [short for short, long in ((c[1:], long_first), (c[:-1], long_last)) if long]
+                break
+        if len(c) < TREND_MIN_GROUPS or tuple(c) in seen:
+            continue
+        seen.add(tuple(c))
+        if _steady(c, members, seq, matrix, cut):
+            return c
+        queue = fallbacks + queue
+    return []
+
+
+def _steady(
+    chain: list[int], members: dict[int, list[int]], seq: list[int], matrix: np.ndarray, cut: float
+) -> bool:
+    """Whether the groups of ``chain`` make one steady change (see the module docstring)."""
 
     def between(a: int, b: int) -> float:
         return float(np.mean(matrix[np.ix_(members[a], members[b])]))
@@ -603,14 +631,14 @@ def _trend_of(
         # Steadily away from the first group, and beyond the cut at the far end. Steadily: in rank
         # (Spearman), since far-apart buckets differ by noisy amounts (PSI's spread grows with it).
         if away[-1] <= cut or (len(away) > 2 and _rank_correlation(away) < TREND_MIN_RANK_CORRELATION):
-            return []
+            return False
     # Made of many small steps, not of a few shifts between plateaus (a staircase). When most groups
     # are one or two buckets, every step is a change: there is no plateau. Otherwise, on the chain's
     # main axis (classical scaling of the matrix, whose divergences behave as squared distances), a
     # straight line through time must explain the buckets at least as well as one level per group
     # (BIC: the line has 2 parameters, the levels one per group).
     if float(np.median([len(members[g]) for g in chain])) <= 2:
-        return chain
+        return True
     path = [p for p in seq if p in set().union(*(members[g] for g in chain))]
     level = {p: i for i, g in enumerate(chain) for p in members[g]}
     x = _main_axis(matrix[np.ix_(path, path)])
@@ -621,9 +649,35 @@ def _trend_of(
     n, tiny = len(path), 1e-12 * (float(np.sum(x**2)) + 1e-300)
     bic_line = n * np.log(float(np.sum(line**2)) / n + tiny) + 2 * np.log(n)
     bic_levels = n * np.log(float(np.sum(levels**2)) / n + tiny) + len(chain) * np.log(n)
-    if bic_line > bic_levels:
-        return []
-    return chain
+    return bool(bic_line <= bic_levels)
+
+
+def _plateau(
+    chain: list[int], end: int, members: dict[int, list[int]], seq: list[int], matrix: np.ndarray
+) -> bool:
+    """Whether the long group at ``end`` (0 or -1) of ``chain`` stands still beside the trend rather
+    than carries it on. On the chain's main axis (classical scaling of the matrix, buckets in time
+    order), a plateau — one level for the group and a straight line through the other groups'
+    buckets — must explain the buckets better than one straight line through all of them (BIC: 3
+    parameters against 2). A steady change that the clustering cut into a few short groups and one long
+    one (where the change is slowest to cross the cut) is one line: the long group is part of it.
+    """
+    chain_members = set().union(*(members[g] for g in chain))
+    path = [p for p in seq if p in chain_members]
+    x = _main_axis(matrix[np.ix_(path, path)])
+    t = np.arange(len(path), dtype=np.float64)
+    own = np.isin(path, members[chain[end]])
+    if (~own).sum() < 2:
+        return True
+
+    def line_rss(t: np.ndarray, x: np.ndarray) -> float:
+        return float(np.sum((x - np.polyval(np.polyfit(t, x, 1), t)) ** 2))
+
+    n, tiny = len(path), 1e-12 * (float(np.sum(x**2)) + 1e-300)
+    flat = line_rss(t[~own], x[~own]) + float(np.sum((x[own] - x[own].mean()) ** 2))
+    bic_line = n * np.log(line_rss(t, x) / n + tiny) + 2 * np.log(n)
+    bic_plateau = n * np.log(flat / n + tiny) + 3 * np.log(n)
+    return bool(bic_plateau < bic_line)
 
 
 def _rank_correlation(values: Sequence[float]) -> float:
@@ -660,19 +714,17 @@ def _name_regimes(
     n_groups = int(groups.max()) + 1 if groups.size and groups.max() >= 0 else 0
     if n_groups == 0:
         return []
-    # Runs are consecutive in time among the non-incident buckets, judged on bucket ids: an incident
-    # bucket inside a run does not split it, a missing day does.
     valid = groups >= 0
     latest = int(ids[valid].max())
     sizes = np.bincount(groups[valid], minlength=n_groups)
     last_seen = [max(int(i) for i in ids[groups == g]) for g in range(n_groups)]
     others = [g for g in range(n_groups) if g not in trends]
     normal = max(others, key=lambda g: (sizes[g], last_seen[g])) if others else None
+    all_runs = _runs(groups, ids)
     regimes = []
     for g in range(n_groups):
         members = sorted(int(i) for i in ids[groups == g])
-        # Adjacent in time = adjacent ids, or separated only by incident buckets.
-        runs = _merge_runs(members, ids, groups)
+        runs = all_runs[g]
         period = None
         if g in trends:
             kind = "trend"
@@ -690,18 +742,28 @@ def _name_regimes(
     return regimes
 
 
-def _merge_runs(members: list[int], ids: np.ndarray, groups: np.ndarray) -> list[list[int]]:
-    incident_ids = {int(i) for i, g in zip(ids, groups, strict=True) if g < 0}
-    runs: list[list[int]] = []
-    for b in members:
-        if runs:
-            prev = runs[-1][-1]
-            between = range(prev + 1, b)
-            if all(x in incident_ids for x in between):
-                runs[-1].append(b)
-                continue
-        runs.append([b])
-    return runs
+def _runs(groups: np.ndarray, ids: np.ndarray) -> dict[int, list[list[int]]]:
+    """Per group, its runs: bucket ids that follow one another among the buckets that hold data, in
+    time. A bucket without data (a survey that skips a year, an outage: it has no profile) and an
+    incident bucket (``-1``) are not buckets of another regime, so neither splits a run.
+
+    >>> groups = np.array([0, 0, 1, -1, 1, 0])
+    >>> _runs(groups, np.array([1, 3, 4, 5, 8, 9]))   # ids 2, 6 and 7 hold no data
+    {0: [[1, 3], [9]], 1: [[4, 8]]}
+    """
+    out: dict[int, list[list[int]]] = {}
+    previous = -1
+    for i in np.argsort(ids, kind="stable"):
+        g = int(groups[i])
+        if g < 0:
+            continue
+        runs = out.setdefault(g, [])
+        if g == previous:
+            runs[-1].append(int(ids[i]))
+        else:
+            runs.append([int(ids[i])])
+        previous = g
+    return out
 
 
 def dna_from_buckets(
