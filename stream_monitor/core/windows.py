@@ -81,20 +81,19 @@ _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
 
 
 def week_origin(slide: float, week_start: str = "monday") -> float:
-    """Where boundaries of panes ``slide`` seconds wide start: panes of whole days begin on
-    ``week_start`` (a weekly window is an ISO week by default, not the Thursday-to-Thursday of the
-    Unix epoch) at UTC midnight; other widths keep the epoch (0). Event-time windows and insight
-    buckets both align with it.
+    """Where boundaries of panes ``slide`` seconds wide start: panes of whole weeks begin on
+    ``week_start`` at UTC midnight (a weekly window is an ISO week by default, not the
+    Thursday-to-Thursday of the Unix epoch); other widths keep the epoch (0), so days start at
+    midnight. Event-time windows and insight buckets both align with it.
 
-    >>> week_origin(7 * _DAY) / _DAY, week_origin(7 * _DAY, "sunday") / _DAY  # 1970-01-05 and -04
+    >>> week_origin(7 * _DAY) / _DAY, week_origin(14 * _DAY, "sunday") / _DAY  # 1970-01-05 and -04
     (4.0, 3.0)
-    >>> week_origin(_DAY), week_origin(3600.0)
-    (0.0, 0.0)
+    >>> week_origin(_DAY), week_origin(30 * _DAY), week_origin(3600.0)
+    (0.0, 0.0, 0.0)
     """
-    if slide <= 0 or slide % _DAY:
+    if slide <= 0 or slide % (7 * _DAY):
         return 0.0
-    offset = ((_WEEKDAYS.index(week_start) - 3) % 7) * _DAY  # 1970-01-01 was a Thursday (3)
-    return offset % slide
+    return ((_WEEKDAYS.index(week_start) - 3) % 7) * _DAY  # 1970-01-01 was a Thursday (3)
 
 
 def _replace(batch: PredictionBatch, **changes: Any) -> PredictionBatch:
@@ -222,6 +221,19 @@ class CountWindows:
         self._next_index = 0
         self._emitted_since_reset = False
         self.late_events = 0  # the event count decides membership, so no event is ever late
+
+    def may_close(self, events: int, max_ts: float) -> bool:
+        """Whether adding ``events`` more events (the latest at ``max_ts``) may close a window: they
+        fill the open pane. Never False when a window would close.
+
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+        >>> windows = CountWindows(4, make_sketch=lambda: WindowSketch(schema, reference))
+        >>> windows.may_close(3, 0.0), windows.may_close(4, 0.0)
+        (False, True)
+        """
+        return events >= self.slide - self._open_count
 
     def add(self, batch: PredictionBatch) -> list[ClosedWindow]:
         """Count the batch into the open pane(s); return the windows it closed, oldest first.
@@ -424,6 +436,31 @@ class EventTimeWindows:
     def watermark(self) -> float:
         """Largest event time seen minus the allowed lateness (``-inf`` before any event)."""
         return self._max_ts - self.allowed_lateness
+
+    def may_close(self, events: int, max_ts: float) -> bool:
+        """Whether events up to event time ``max_ts`` may close a window: the watermark they make
+        passes the oldest open window (always True before the first event). Never False when a
+        window would close.
+
+        >>> from types import SimpleNamespace
+        >>> from stream_monitor.core.reference import ReferenceProfile
+        >>> from stream_monitor.core.schema import ModelSchema
+        >>> schema, reference = ModelSchema("m", "regression", ()), ReferenceProfile(1, "m")
+        >>> make_sketch = lambda: WindowSketch(schema, reference)
+        >>> windows = EventTimeWindows(10.0, allowed_lateness=2.0, make_sketch=make_sketch)
+        >>> _ = windows.add(SimpleNamespace(model_id="m", index=np.arange(1), event_id=["a"],
+        ...     ts=np.array([3.0]), model_version=[None], numeric=np.empty((0, 1)), categorical=[],
+        ...     score=np.full(1, np.nan), pred_label=[None], segments={}, unknown_features=0))
+        >>> windows.may_close(5, 11.9), windows.may_close(5, 12.0)
+        (False, True)
+        """
+        if self._next_last_pane is None:
+            return True
+        watermark = max(self._max_ts, max_ts) - self.allowed_lateness
+        if not math.isfinite(watermark):
+            return False
+        # The arithmetic of _pane_after, so the answer is exact.
+        return bool(self._pane_after(np.array([watermark]), self._next_last_pane)[0] > self._next_last_pane)
 
     def _pane_after(self, watermark: np.ndarray, floor: int) -> np.ndarray:
         """Last pane of the oldest window still open at each watermark (at least ``floor``)."""

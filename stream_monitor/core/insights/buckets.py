@@ -14,7 +14,7 @@ Pure: no files, no clock (``insights.store`` reads and writes folders).
 >>> from stream_monitor.core.reference import NumericProfile, ReferenceProfile
 >>> from stream_monitor.core.schema import FeatureSpec, ModelSchema
 >>> from stream_monitor.core.sketches import WindowSketch
->>> from stream_monitor.core.windows import ClosedWindow
+>>> from stream_monitor.core.windows import ClosedWindow, week_origin
 >>> schema = ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),))
 >>> reference = ReferenceProfile(1, "m", numeric={"x": NumericProfile.from_values(np.arange(8.0), bins=2)})
 >>> def window(i, start, end):
@@ -48,16 +48,13 @@ from stream_monitor.core.schema import ModelSchema
 from stream_monitor.core.settings import DAY_SECONDS, IncidentSettings, InsightSettings
 from stream_monitor.core.sketches import WindowSketch, merge_sketches
 from stream_monitor.core.state_format import StateReader
-from stream_monitor.core.windows import ClosedWindow
+from stream_monitor.core.windows import ClosedWindow, week_origin
 from stream_monitor.errors import StateError
 
 #: Version of the layout written by :meth:`TimeBucketProfiles.to_state`.
 BUCKETS_FORMAT = 2  # 1 was JSON
 
 DAY = DAY_SECONDS
-#: Weekday names in ISO order (Monday first); 1970-01-01, the Unix epoch, was a Thursday.
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_EPOCH_WEEKDAY = 3
 
 
 @dataclass
@@ -275,20 +272,16 @@ class TimeBucketProfiles:
 
 
 def bucket_origin(bucket_seconds: float, week_start: str = InsightSettings.week_start) -> float:
-    """Where bucket boundaries start (``origin`` of :class:`TimeBucketProfiles`): buckets of whole days
-    begin on ``week_start`` — weekly buckets are ISO weeks by default, not the Thursdays of the Unix
-    epoch. Buckets of whole days still start at UTC midnight; other widths keep the epoch (0), so bucket
-    numbers of day and sub-day buckets are the same as before weeks could be aligned.
+    """Where bucket boundaries start (``origin`` of :class:`TimeBucketProfiles`): where the model's
+    event-time windows start (:func:`~stream_monitor.core.windows.week_origin`) — weekly buckets are
+    ISO weeks by default, not the Thursdays of the Unix epoch; other widths keep the epoch.
 
     >>> bucket_origin(7 * DAY) / DAY, bucket_origin(7 * DAY, "sunday") / DAY  # 1970-01-05 and -04
     (4.0, 3.0)
     >>> bucket_origin(DAY), bucket_origin(600.0)
     (0.0, 0.0)
     """
-    if bucket_seconds <= 0 or bucket_seconds % DAY:
-        return 0.0
-    offset = ((WEEKDAYS.index(week_start) - _EPOCH_WEEKDAY) % 7) * DAY
-    return offset % bucket_seconds
+    return week_origin(bucket_seconds, week_start)
 
 
 def covered_seconds(bucket: Bucket) -> float:
