@@ -16,6 +16,7 @@ from common import machine_info, target_line
 SECTIONS = [
     ("hotpath.md", "1. Hot path, in process (issue 5 point 2) and in-process targets"),
     ("hotpath-before.md", "1b. Hot path before the batch-checked decoder (commit 416d078), for comparison"),
+    ("replay_small_windows.md", "1c. Replay with small count windows (`bench/replay_small_windows.py`)"),
     ("throughput.md", "2. End to end against the real broker (points 1 and 4)"),
     ("throughput-before.md", "2b. End to end before the decoder and service changes (416d078)"),
     ("peers.md", "3. Side by side with the tools users would otherwise pick (point 3)"),
@@ -31,6 +32,7 @@ def summary(results: Path) -> list[str]:
         return json.loads(path.read_text()) if path.exists() else None
 
     hot, tp, q = load("hotpath.json"), load("throughput.json"), load("quality.json")
+    small = load("replay_small_windows.json")
     rows = [
         "## Targets at a glance",
         "",
@@ -47,6 +49,10 @@ def summary(results: Path) -> list[str]:
     if hot:
         rows.append(target_line("RSS, 10 models × 50 features", hot["memory"]["rss_mb"], 200, "MB", False))
         rows.append(target_line("bytes per pending prediction", hot["bytes_per_pending"], 64, "B", False))
+    if small:
+        rate = next((r["events_per_s"] for r in small["results"] if r["size"] == 365), None)
+        if rate is not None:
+            rows.append(target_line("replay, 365-event windows", rate, 30_000, "events/s", True))
     if q:
         c = q["control"]
         false = c["alarms"]["stream-monitor (default)"]
@@ -74,7 +80,8 @@ def summary(results: Path) -> list[str]:
     rows += [
         "",
         "Commands: `bash bench/run_all.sh` runs everything below and rewrites this file; alone:",
-        "`python bench/hotpath.py`, `python bench/peers.py`, `python bench/throughput.py` (needs the broker:",
+        "`python bench/hotpath.py`, `python bench/replay_small_windows.py`, `python bench/peers.py`, "
+        "`python bench/throughput.py` (needs the broker:",
         "`KAFKA_BOOTSTRAP_SERVERS`, or it runs `deploy/local/kafka.sh fetch` + `start` itself), "
         "`python bench/quality.py`.",
         "",

@@ -20,13 +20,16 @@ if [[ -n "${QUICK:-}" ]]; then
     TP=(--events 200000 --runs 1 --latency-seconds 10)
     PEERS=(--events 50000 --adwin-events 5000)
     QUAL=(--control-events 500000 --seeds 1 --calibration-windows 40)
+    REPLAY=(--events 50000 --sizes 365,2000)
 else
     HOT=(--events 500000 --repeat 3)
     TP=(--events 1000000 --runs 3 --latency-seconds 20)
     PEERS=(--events 200000 --adwin-events 20000)
     QUAL=(--control-events 10000000 --seeds 3)
+    REPLAY=(--events 200000 --sizes 365,2000,5000)
 fi
 "$PY" bench/hotpath.py "${HOT[@]}" --json "$OUT/hotpath.json" | tee "$OUT/hotpath.md"
+"$PY" bench/replay_small_windows.py "${REPLAY[@]}" --json "$OUT/replay_small_windows.json" | tee "$OUT/replay_small_windows.md"
 "$PY" bench/peers.py "${PEERS[@]}" --json "$OUT/peers.json" | tee "$OUT/peers.md"
 "$PY" bench/throughput.py "${TP[@]}" --json "$OUT/throughput.json" | tee "$OUT/throughput.md"
 "$PY" bench/quality.py "${QUAL[@]}" --json "$OUT/quality.json" | tee "$OUT/quality.md"

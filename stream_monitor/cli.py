@@ -19,15 +19,29 @@ log = logging.getLogger("stream_monitor")
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from stream_monitor.offline.replay import label_heap, open_lines, read_batches, replay, write_triggers
+    from stream_monitor.offline.replay import (
+        label_heap,
+        open_lines,
+        read_batches,
+        replay,
+        summary_lines,
+        write_triggers,
+    )
 
     app = load_config(args.config)
     engine = build_engine(app, load_references(app, Path(args.config).parent))
+    report = None
+    if args.report:
+        from stream_monitor.offline.report import ReplayReport
+
+        report = ReplayReport(args.report, engine)
     out_file = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115 - closed below
 
     def write(out: EngineOutput, stream: str) -> None:
         emitted_at = time.time()
         write_triggers(out_file, (t.with_emitted_at(emitted_at) for t in out.triggers))
+        if report is not None:
+            report.add(out, emitted_at)
 
     labels = None
     if args.labels:
@@ -45,27 +59,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         from stream_monitor.offline.insights_store import save_all_insights
 
         save_all_insights(engine, args.insights_dir)
-    rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
-    print(
-        f"replayed {summary.events} events and {summary.labels} joined labels in {summary.seconds:.2f}s "
-        f"({rate:,.0f} events/s); {summary.windows} windows; {summary.rejected} rejected; "
-        f"{len(summary.triggers)} triggers",
-        file=sys.stderr,
-    )
-    for reason, n in sorted(summary.rejections_by_reason.items()):
-        print(f"  rejected {n:>7}  {reason}", file=sys.stderr)
-    for t in summary.triggers:
-        feats = sorted({r.feature or r.statistic for r in t.reasons})
+    for line in summary_lines(summary, engine):
+        print(line, file=sys.stderr)
+    if report is not None:
+        page = report.close(title=f"stream-monitor replay of {Path(args.events).name}")
         print(
-            f"  trigger {t.model_id:<10} {t.kind:<16} {t.severity:<8} window end "
-            f"{_iso(t.event_time)}  on {', '.join(feats)}  -> {t.recommendation.action}",
+            f"report: {page} (and the windows, detectors, performance and triggers as CSV and JSONL)",
             file=sys.stderr,
         )
     return 0
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _cmd_reference_build(args: argparse.Namespace) -> int:
@@ -186,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("events")
     rp.add_argument("labels", nargs="?")
     rp.add_argument("--insights-dir", help="save the time-bucket profiles here (for `insights dna`)")
+    rp.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write every window's statistics (CSV, JSONL) and an HTML report with charts here",
+    )
     rp.set_defaults(func=_cmd_replay)
 
     demo = sub.add_parser("demo", help="self-contained drifting stream (seed 003's bike sharing)")

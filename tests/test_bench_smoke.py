@@ -63,3 +63,12 @@ def test_peers_smoke(tmp_path: Path) -> None:
     out, data = _run("peers", "--events", "20000", "--adwin-events", "2000", "--skip-venv", tmp_path=tmp_path)
     assert "| tool (same 20-numeric + 3-categorical stream) |" in out
     assert data["ours"]["stream-monitor engine"] > 0
+
+
+def test_replay_small_windows_smoke(tmp_path: Path) -> None:
+    out, data = _run("replay_small_windows", "--events", "6000", "--sizes", "365,2000", tmp_path=tmp_path)
+    assert "| window size | windows | triggers | events/s |" in out
+    sizes = {r["size"]: r for r in data["results"]}
+    assert set(sizes) == {365, 2000}
+    assert sizes[365]["windows"] == 6000 // 365 + 1 and sizes[365]["events_per_s"] > 0
+    assert len(sizes[365]["ms_per_window_by_tenth"]) == 10

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -198,3 +199,26 @@ def test_without_registration_the_toy_is_unknown() -> None:
     r = DetectorResult("toy_mean_shift", "x", "mean_shift", 0.9, 0.5, drift=True)
     policy = TriggerPolicy("m", ("x",), PolicySettings(consecutive_windows=1, cooldown_seconds=0.0))
     assert policy.decide(WindowEvaluation("m", 0, 0.0, 60.0, 1000, (r,), {})) == []
+
+
+def test_the_psi_alarm_is_never_below_the_sampling_noise_of_a_small_window() -> None:
+    from scipy.stats import chi2
+
+    rng = np.random.default_rng(4)
+    shares = np.full(10, 0.1)
+    reference = (shares * 50_000).astype(np.int64)
+    ctx = table.WindowContext(0, 3600.0, None, DetectorSettings(), 0.1, 0.15)
+
+    def psi_of(n: int) -> DetectorResult:
+        window = rng.multinomial(n, shares)
+        (result,) = table.PSI.evaluate([table.InputWindow("x", "numeric", reference, window)], ctx)
+        return result
+
+    big, small, tiny = psi_of(5000), psi_of(120), psi_of(60)
+    assert big.threshold == 0.15  # a window of thousands: the configured alarm
+    assert small.threshold == pytest.approx(chi2.ppf(0.99, 9) * (1 / 120 + 1 / 50_000))  # ≈ 0.18
+    assert tiny.threshold == math.inf and not tiny.drift  # 6 events a bin: no verdict
+    # Undrifted 120-event windows cross 0.15 often by chance, the noise level about 1 % of the time.
+    values = np.array([psi_of(120).value for _ in range(1000)])
+    assert np.mean(values >= 0.15) > 0.03
+    assert np.mean(values >= small.threshold) < 0.03

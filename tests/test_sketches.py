@@ -353,6 +353,66 @@ def test_sample_bounded_subset_of_present_values(seed: int, sizes: list[int], sa
     assert not Counter(sketch.score_sample.tolist()) - scores
 
 
+def _numeric_batch(ids: list[str], values: np.ndarray) -> PredictionBatch:
+    n = len(ids)
+    no = [None] * n
+    return PredictionBatch(
+        "m", np.arange(n), ids, np.arange(float(n)), no, values, [], np.full(n, np.nan), no, {}, 0
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=2**32 - 1),
+    st.lists(st.integers(min_value=1, max_value=120), min_size=1, max_size=6),
+    st.integers(min_value=1, max_value=80),
+)
+def test_samples_of_features_without_missing_values_equal_the_bottom_k_oracle(
+    seed: int, sizes: list[int], sample_size: int
+) -> None:
+    """Features whose samples hold the same events are sampled together (one sort for all): each
+    feature's sample is still its own bottom-k by (priority, value), after updates and merges alike,
+    also when one feature has a missing value in some batches and event ids repeat."""
+    rng = np.random.default_rng(seed)
+    names = ("a", "b", "c", "d")
+    schema = ModelSchema("m", "regression", tuple(FeatureSpec(f, "numeric") for f in names))
+    profile = NumericProfile(np.array([0.0]), np.array([1, 1]), -3.0, 3.0, 0.0, 1.0, 0.0, np.empty(0))
+    reference = ReferenceProfile(1, "m", numeric=dict.fromkeys(names, profile))
+    parts, seen = [], []
+    for j, n in enumerate(sizes):
+        values = np.round(rng.normal(size=(len(names), n)), 1)  # value ties
+        if j % 2:
+            values[2, rng.random(n) < 0.2] = np.nan  # feature c leaves the shared sample
+        ids = [f"{j}-{i if rng.random() > 0.1 else 0}" for i in range(n)]  # priority ties
+        part = WindowSketch(schema, reference, sample_size=sample_size)
+        part.update(_numeric_batch(ids, values))
+        parts.append(part)
+        seen.append((event_priorities(ids), values))
+    whole = WindowSketch(schema, reference, sample_size=sample_size)
+    for part_batch in parts:
+        whole = merge_sketches([whole, part_batch])
+    priority = np.concatenate([p for p, _ in seen])
+    for f in range(len(names)):
+        row = np.concatenate([v[f] for _, v in seen])
+        present = ~np.isnan(row)
+        order = np.lexsort((row[present], priority[present]))[:sample_size]
+        expected = row[present][order]
+        assert np.array_equal(merge_sketches(parts).numeric_sample[f], expected)
+        assert np.array_equal(whole.numeric_sample[f], expected)
+    one = WindowSketch(schema, reference, sample_size=sample_size)
+    for j, (_, values) in enumerate(seen):
+        n = values.shape[1]
+        ids = [f"{j}-{i}" for i in range(n)]
+        one.update(_numeric_batch(ids, values))
+    ids_all = [f"{j}-{i}" for j, (_, v) in enumerate(seen) for i in range(v.shape[1])]
+    priority = event_priorities(ids_all)
+    for f in range(len(names)):
+        row = np.concatenate([v[f] for _, v in seen])
+        present = ~np.isnan(row)
+        order = np.lexsort((row[present], priority[present]))[:sample_size]
+        assert np.array_equal(one.numeric_sample[f], row[present][order])
+
+
 def test_merge_keeps_inputs_and_takes_smallest_sample_size() -> None:
     rng = np.random.default_rng(2)
     small, large = (

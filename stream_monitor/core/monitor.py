@@ -174,6 +174,12 @@ class ModelMonitor:
         """True once the model has a reference (loaded or warmed up) and detects drift."""
         return self.reference is not None
 
+    def may_close_window(self, events: int, max_ts: float) -> bool:
+        """Whether ``events`` more predictions, the latest at event time ``max_ts``, may close a window
+        (or end the warm-up, after which windows start). Never False when one would close: replay
+        feeds the predictions between two window closes in one call."""
+        return self.windows is None or self.windows.may_close(events, max_ts)
+
     # -- processing ---------------------------------------------------------------------------
     def process_predictions(self, batch: PredictionBatch, now: float) -> MonitorOutput:
         """Feed one model's decoded predictions; returns evaluations and triggers they caused."""

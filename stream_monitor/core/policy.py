@@ -140,6 +140,21 @@ def mae_standard_error(perf: dict[str, float]) -> float:
     return math.sqrt(max(rmse * rmse - mae * mae, 0.0) / n)
 
 
+@dataclass(frozen=True)
+class PerformanceRule:
+    """One performance metric against its rule in one window (:meth:`TriggerPolicy.performance_rules`).
+
+    ``worse``: past ``limit``, a drop; ``near``: not yet back within hysteresis of the baseline.
+    """
+
+    metric: str
+    value: float
+    baseline: float
+    limit: float
+    worse: bool
+    near: bool
+
+
 @dataclass
 class _Condition:
     streak: int = 0
@@ -309,31 +324,29 @@ class TriggerPolicy:
             reasons += [rule, *others]
         return reasons, clear and share < s.hysteresis * s.dataset_drift_share
 
-    def _performance(self, ev: WindowEvaluation) -> tuple[list[DetectorResult], bool]:
+    def performance_rules(self, perf: dict[str, float], base: dict[str, float]) -> list[PerformanceRule]:
+        """Each watched metric (AUC, the F1 of :meth:`_f1_pair`, MAE) against its rule: the rolling
+        value, the baseline and the limit past which it is a drop; none below
+        ``min_labels_for_performance`` labels. The performance condition and ``replay --report``
+        both read it."""
         s = self.settings
-        perf, base = ev.performance, ev.baseline
         if perf.get("n", 0.0) < s.min_labels_for_performance:
-            return [], False
-        reasons: list[DetectorResult] = []
-        clear = True
-
-        def check(name: str, value: float, threshold: float, worse: bool, near: bool) -> None:
-            nonlocal clear
-            if worse:
-                reasons.append(DetectorResult("performance", None, name, value, threshold, drift=True))
-            if near:
-                clear = False
-
+            return []
+        rules: list[PerformanceRule] = []
         if "auc" in perf and "auc" in base and not math.isnan(perf["auc"]):
             # The drop must be large (auc_drop) and beyond the noise of the rolling window's AUC.
             drop = max(s.auc_drop, s.performance_standard_errors * auc_standard_error(base["auc"], perf))
             limit = base["auc"] - drop
-            check(
-                "auc",
-                perf["auc"],
-                limit,
-                perf["auc"] <= limit,
-                perf["auc"] <= base["auc"] - s.hysteresis * drop,
+            value = perf["auc"]
+            rules.append(
+                PerformanceRule(
+                    "auc",
+                    value,
+                    base["auc"],
+                    limit,
+                    value <= limit,
+                    value <= base["auc"] - s.hysteresis * drop,
+                )
             )
         f1 = self._f1_pair(perf, base)
         if f1 is not None:
@@ -342,20 +355,34 @@ class TriggerPolicy:
                 reference * s.f1_drop_relative, s.performance_standard_errors * f1_standard_error(perf)
             )
             limit = reference - drop
-            check(name, value, limit, value < limit, value < reference - s.hysteresis * drop)
+            rules.append(
+                PerformanceRule(
+                    name, value, reference, limit, value < limit, value < reference - s.hysteresis * drop
+                )
+            )
         if "mae" in perf and "mae" in base and base["mae"] > 0:
             rise = max(
                 base["mae"] * s.mae_rise_relative, s.performance_standard_errors * mae_standard_error(perf)
             )
             limit = base["mae"] + rise
-            check(
-                "mae",
-                perf["mae"],
-                limit,
-                perf["mae"] > limit,
-                perf["mae"] > base["mae"] + s.hysteresis * rise,
+            value = perf["mae"]
+            rules.append(
+                PerformanceRule(
+                    "mae", value, base["mae"], limit, value > limit, value > base["mae"] + s.hysteresis * rise
+                )
             )
-        return reasons, clear and not reasons
+        return rules
+
+    def _performance(self, ev: WindowEvaluation) -> tuple[list[DetectorResult], bool]:
+        if ev.performance.get("n", 0.0) < self.settings.min_labels_for_performance:
+            return [], False
+        rules = self.performance_rules(ev.performance, ev.baseline)
+        reasons = [
+            DetectorResult("performance", None, r.metric, r.value, r.limit, drift=True)
+            for r in rules
+            if r.worse
+        ]
+        return reasons, not reasons and not any(r.near for r in rules)
 
     def _f1_pair(self, perf: dict[str, float], base: dict[str, float]) -> tuple[str, float, float] | None:
         """The F1 to watch: ``(name, rolling value, baseline)``, or None when either side is unknown.

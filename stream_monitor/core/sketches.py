@@ -102,26 +102,42 @@ def event_priorities(event_ids: Sequence[str], seed: int = 0) -> np.ndarray:
 def _bottom_k(
     priority_parts: Sequence[np.ndarray], value_parts: Sequence[np.ndarray], k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k smallest (priority, value) pairs of the concatenated parts, in that order."""
+    """The k smallest (priority, value) pairs of the concatenated parts, in that order.
+
+    Values may also be rows (shape ``(features, events)``) of features whose samples hold the same
+    events, so share the priorities: each row keeps its values at the kept priorities (ties between
+    equal priorities broken by each row's own values), as if each row were sampled alone.
+    """
     priority = np.concatenate(priority_parts) if len(priority_parts) > 1 else priority_parts[0]
-    values = np.concatenate(value_parts) if len(value_parts) > 1 else value_parts[0]
+    values = np.concatenate(value_parts, axis=-1) if len(value_parts) > 1 else value_parts[0]
     if priority.size > k:
         if k == 0:
-            return _EMPTY_PRIORITY.copy(), _EMPTY_VALUES.copy()
+            return _EMPTY_PRIORITY.copy(), values[..., :0].copy()
         # Partition first so the sort touches about k elements; `<=` keeps every tie at the k-th
         # priority so that the value tie-break below decides, not the partition's arbitrary order.
         kth = np.partition(priority, k - 1)[k - 1]
         keep = priority <= kth
-        priority, values = priority[keep], values[keep]
+        priority, values = priority[keep], values[..., keep]
     # The kept sample is one sorted run plus a few candidates: a stable (tim)sort is near-linear on
     # that, far cheaper than lexsort. Equal priorities (a repeated event id) need the value tie-break.
     order = np.argsort(priority, kind="stable")
     sorted_priority = priority[order]
     if np.any(sorted_priority[1:] == sorted_priority[:-1]):
-        order = np.lexsort((values, priority))
-        sorted_priority = priority[order]
-    order = order[:k]
-    return sorted_priority[:k], values[order]
+        if values.ndim == 1:
+            order = np.lexsort((values, priority))
+            return priority[order][:k], values[order[:k]]
+        rows = [row[np.lexsort((row, priority))[:k]] for row in values]
+        return sorted_priority[:k], np.stack(rows) if rows else values[:, :0]
+    return sorted_priority[:k], values[..., order[:k]]
+
+
+def _shared_samples(priorities: Sequence[Sequence[np.ndarray]], features: Sequence[int]) -> list[list[int]]:
+    """``features`` grouped by the priority arrays of their samples (one array per sketch): features
+    whose samples are the same array objects in every sketch hold the same events."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for f in features:
+        groups.setdefault(tuple(id(p[f]) for p in priorities), []).append(f)
+    return list(groups.values())
 
 
 def _cap_counts(counts: dict[str, int], cap: int) -> tuple[dict[str, int], int]:
@@ -311,7 +327,9 @@ class WindowSketch:
         self.n_events += n
         self.ts_min = min(self.ts_min, float(np.min(ts)))
         self.ts_max = max(self.ts_max, float(np.max(ts)))
-        priority = event_priorities(batch.event_id, self.seed)
+        # Counts-only sketches (time buckets, segments: sample_size 0) keep no sample: hashing their
+        # event ids was a third of their update.
+        priority = event_priorities(batch.event_id, self.seed) if self.sample_size else _EMPTY_PRIORITY
         self._update_numeric(np.asarray(batch.numeric, dtype=np.float64), priority)
         for i, values in enumerate(batch.categorical):
             self._update_categorical(i, values)
@@ -348,19 +366,32 @@ class WindowSketch:
         self.numeric_sumsq += np.einsum("ij,ij->i", present_values, present_values)
 
         k = self.sample_size
+        if k == 0:
+            return
         # Once a sample is full only priorities up to its largest can enter; this filter skips most of
         # the batch in a window that has run for a while.
         threshold = np.array(
             [p[-1] if p.size >= k and k > 0 else _UINT64_MAX for p in self._numeric_priority], dtype=np.uint64
         )
         candidates = ~missing & (priority[None, :] <= threshold[:, None])
-        for f in range(n_features):
+        # Features without a missing value in the batch whose samples hold the same events (one shared
+        # priority array: the usual case) get the same candidates: their samples are updated together
+        # as rows, one sort for all instead of one per feature (most of a small batch's update).
+        complete = ~missing.any(axis=1)
+        groups = _shared_samples([self._numeric_priority], np.flatnonzero(complete).tolist())
+        groups += [[f] for f in np.flatnonzero(~complete).tolist()]
+        for group in groups:
+            f = group[0]
             chosen = np.flatnonzero(candidates[f])
-            if chosen.size == 0 or k == 0:
+            if chosen.size == 0:
                 continue
-            self._numeric_priority[f], self._numeric_values[f] = _bottom_k(
-                [self._numeric_priority[f], priority[chosen]], [self._numeric_values[f], values[f, chosen]], k
-            )
+            kept = [
+                np.stack([self._numeric_values[g] for g in group]),
+                values[np.ix_(np.asarray(group), chosen)],
+            ]
+            shared, rows = _bottom_k([self._numeric_priority[f], priority[chosen]], kept, k)
+            for g, row in zip(group, rows, strict=True):
+                self._numeric_priority[g], self._numeric_values[g] = shared, row
 
     def _bin_index(self, values: np.ndarray) -> np.ndarray:
         """``searchsorted(edges, x, side="right")`` for every feature row at once."""
@@ -653,10 +684,14 @@ def merge_sketches(sketches: Sequence[WindowSketch]) -> WindowSketch:
         "score_counts",
     ):
         setattr(merged, name, np.sum([getattr(s, name) for s in sketches], axis=0))
-    for f in range(len(merged._numeric_priority)):
-        merged._numeric_priority[f], merged._numeric_values[f] = _bottom_k(
-            [s._numeric_priority[f] for s in sketches], [s._numeric_values[f] for s in sketches], k
-        )
+    # Features whose samples are shared in every part stay shared (see _update_numeric).
+    parts = [s._numeric_priority for s in sketches]
+    for group in _shared_samples(parts, range(len(merged._numeric_priority))) if k else []:
+        f = group[0]
+        rows = [np.stack([s._numeric_values[g] for g in group]) for s in sketches]
+        shared, merged_rows = _bottom_k([s._numeric_priority[f] for s in sketches], rows, k)
+        for g, row in zip(group, merged_rows, strict=True):
+            merged._numeric_priority[g], merged._numeric_values[g] = shared, row
     merged._score_priority, merged._score_values = _bottom_k(
         [s._score_priority for s in sketches], [s._score_values for s in sketches], k
     )

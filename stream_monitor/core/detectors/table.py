@@ -31,13 +31,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
 
 from stream_monitor.core.detectors.base import DetectorResult
 from stream_monitor.core.detectors.chi_square import chi_square, cohens_w
-from stream_monitor.core.detectors.divergence import js_divergence
+from stream_monitor.core.detectors.divergence import js_divergence_matrix
 from stream_monitor.core.detectors.integrity import (
     missing_rate_check,
     new_category_check,
@@ -45,7 +46,7 @@ from stream_monitor.core.detectors.integrity import (
     volume_check,
 )
 from stream_monitor.core.detectors.ks import ks_2samp_sorted_many
-from stream_monitor.core.detectors.psi import psi
+from stream_monitor.core.detectors.psi import psi_matrix, psi_noise_level
 from stream_monitor.core.settings import PSI_PER_JS, DetectorSettings
 
 __all__ = [
@@ -94,9 +95,9 @@ class InputWindow:
     above: int = 0  # numeric: values above the reference maximum
     new_categories: int = 0  # categorical: values never seen in the reference
 
-    @property
+    @cached_property
     def observed(self) -> float:
-        """Non-missing values of the input in the window."""
+        """Non-missing values of the input in the window (summed once: every detector asks)."""
         return float(self.window_counts.sum())
 
 
@@ -196,17 +197,37 @@ def _missing_rate(inputs: Sequence[InputWindow], ctx: WindowContext) -> list[Det
     ]
 
 
+def _by_bins(
+    inputs: Sequence[InputWindow], matrix: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> list[tuple[InputWindow, float]]:
+    """``matrix(reference rows, window rows)`` of every observed input, in input order.
+
+    Inputs with as many bins are stacked and computed in one call (a row gives the same number alone
+    or stacked): one call per input was most of a small window's PSI and JS time.
+    """
+    observed = [i for i in inputs if i.observed > 0]
+    groups: dict[int, list[InputWindow]] = {}
+    for i in observed:
+        groups.setdefault(i.window_counts.size, []).append(i)
+    values: dict[int, float] = {}
+    for group in groups.values():
+        rows = matrix(
+            np.stack([i.reference_counts for i in group]), np.stack([i.window_counts for i in group])
+        )
+        values.update(zip(map(id, group), rows.tolist(), strict=True))
+    return [(i, values[id(i)]) for i in observed]
+
+
 def _psi(inputs: Sequence[InputWindow], ctx: WindowContext) -> list[DetectorResult]:
+    """PSI against the alarm, which is never below what sampling alone gives on a window of this
+    size (:func:`psi_noise_level` at the family-wise α): on a 50-event window PSI 0.15 is chance."""
+    eps, alpha = ctx.settings.psi_epsilon, ctx.settings.alpha
     out = []
-    for i in inputs:
-        if i.observed == 0:
-            continue
-        value = psi(i.reference_counts, i.window_counts, eps=ctx.settings.psi_epsilon)
-        alarm = ctx.psi_alarm
+    for i, value in _by_bins(inputs, lambda e, a: psi_matrix(e, a, eps=eps)):
+        noise = psi_noise_level(i.observed, float(i.reference_counts.sum()), i.window_counts.size, alpha)
+        alarm, warning = max(ctx.psi_alarm, noise), max(ctx.psi_warning, noise)
         out.append(
-            DetectorResult(
-                "psi", i.name, "psi", value, alarm, drift=value >= alarm, warning=value >= ctx.psi_warning
-            )
+            DetectorResult("psi", i.name, "psi", value, alarm, drift=value >= alarm, warning=value >= warning)
         )
     return out
 
@@ -214,16 +235,8 @@ def _psi(inputs: Sequence[InputWindow], ctx: WindowContext) -> list[DetectorResu
 def _js(inputs: Sequence[InputWindow], ctx: WindowContext) -> list[DetectorResult]:
     """Reported, never deciding: PSI decides; the threshold shown is the JS level of the PSI alarm."""
     return [
-        DetectorResult(
-            "js",
-            i.name,
-            "js_divergence",
-            js_divergence(i.reference_counts, i.window_counts),
-            ctx.psi_alarm * _JS_PER_PSI,
-            drift=False,
-        )
-        for i in inputs
-        if i.observed > 0
+        DetectorResult("js", i.name, "js_divergence", value, ctx.psi_alarm * _JS_PER_PSI, drift=False)
+        for i, value in _by_bins(inputs, js_divergence_matrix)
     ]
 
 
