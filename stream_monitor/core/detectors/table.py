@@ -224,7 +224,7 @@ def _psi(inputs: Sequence[InputWindow], ctx: WindowContext) -> list[DetectorResu
     eps, alpha = ctx.settings.psi_epsilon, ctx.settings.alpha
     out = []
     for i, value in _by_bins(inputs, lambda e, a: psi_matrix(e, a, eps=eps)):
-        noise = psi_noise_level(i.observed, float(i.reference_counts.sum()), i.window_counts.size, alpha)
+        noise = psi_noise_level(i.observed, float(i.reference_counts.sum()), i.window_counts.size, alpha, eps)
         alarm, warning = max(ctx.psi_alarm, noise), max(ctx.psi_warning, noise)
         out.append(
             DetectorResult("psi", i.name, "psi", value, alarm, drift=value >= alarm, warning=value >= warning)
