@@ -395,6 +395,8 @@ def summary_lines(summary: ReplaySummary, engine: MonitoringEngine) -> list[str]
         lines.append(
             f"  trigger {t.model_id:<10} {t.kind:<16} {t.severity:<8} window end "
             f"{_utc(t.event_time)}  on {', '.join(feats)}  -> {t.recommendation.action}"
+            # An escalation of a latched condition says why it fired again (and what it supersedes).
+            + (f"  (escalation: {', '.join(t.escalation)})" if t.escalation else "")
         )
     for model, counts in engine.label_buffers().items():
         delays = summary.label_delays.of(model) if summary.label_delays is not None else np.empty(0)

@@ -525,12 +525,15 @@ def _model_section(model: str, series: _Series) -> str:
         f"<tr><td>{html.escape(_utc(t.event_time))}</td><td>{html.escape(t.kind)}</td>"
         f"<td>{html.escape(t.severity)}</td><td>{html.escape(t.recommendation.action)}</td>"
         f"<td>{html.escape(', '.join(sorted({str(r.feature or r.statistic) for r in t.reasons})))}</td>"
-        f"<td><code>{html.escape(t.trigger_id)}</code></td></tr>"
+        f"<td><code>{html.escape(t.trigger_id)}</code></td>"
+        f"<td>{html.escape(', '.join(t.escalation or ()))}"
+        + (f" (supersedes <code>{html.escape(t.supersedes[:8])}</code>)" if t.supersedes else "")
+        + "</td></tr>"
         for t in series.triggers
     )
     triggers = (
         "<table><tr><th>event time</th><th>kind</th><th>severity</th><th>action</th><th>on</th>"
-        f"<th>trigger id</th></tr>{rows}</table>"
+        f"<th>trigger id</th><th>escalation</th></tr>{rows}</table>"
         if rows
         else '<p class="note">No triggers.</p>'
     )
