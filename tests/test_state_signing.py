@@ -146,7 +146,9 @@ def test_keys_come_from_the_environment_variables_the_config_names() -> None:
         ("MISSING_KEY", {}, r"state\.hmac_key_env\[0\]: environment variable MISSING_KEY is not set"),
         ("SHORT", {"SHORT": "x" * 31}, r"the key in environment variable SHORT is too short: at least 32"),
         (["A", "B"], {"A": GOOD, "B": GOOD}, r"hmac_key_env\[1\]: environment variable B holds the same key"),
-        (GOOD, {}, r"must name an environment variable that holds the key \(never the key itself\)"),
+        # A key pasted in place of a name: "0" + a hex key is never a variable name (a bare token_hex
+        # is one whenever its first digit is a letter, which is the next case).
+        ("0" + GOOD, {}, r"must name an environment variable that holds the key \(never the key itself\)"),
         ("a" + GOOD, {}, r"hmac_key_env\[0\]: the environment variable it names is not set or empty"),
     ],
 )
