@@ -50,6 +50,7 @@ import yaml
 from stream_monitor.core.events import MAX_EVENT_ID_LENGTH, MAX_MESSAGE_BYTES
 from stream_monitor.core.schema import FeatureKind, FeatureSpec, ModelSchema
 from stream_monitor.core.settings import (
+    AggregationSettings,
     DetectorSettings,
     EventTimeSettings,
     InsightSettings,
@@ -197,6 +198,8 @@ class TopicSettings:
     triggers: str = "retrain-triggers"
     dlq: str = "stream-monitor-dlq"
     state: str = "stream-monitor-state"
+    # Two-stage aggregation (aggregation.mode: two_stage): shard reports, keyed by model id.
+    partials: str = "stream-monitor-partials"
 
 
 @dataclass(frozen=True, repr=False)
@@ -319,6 +322,7 @@ class AppConfig:
     event_time: EventTimeSettings = field(default_factory=EventTimeSettings)
     state: StateSettings = field(default_factory=StateSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    aggregation: AggregationSettings = field(default_factory=AggregationSettings)
 
     def schemas(self) -> dict[str, ModelSchema]:
         """Schemas by model id, as the event decoder wants them."""
@@ -862,6 +866,7 @@ _TOP_KEYS = (
     "max_event_id_length",
     "state",
     "http",
+    "aggregation",
 )
 _KAFKA_KEYS = tuple(f.name for f in fields(KafkaSettings))
 _TOPIC_KEYS = tuple(f.name for f in fields(TopicSettings))
@@ -1311,7 +1316,24 @@ def _build_app(raw: Mapping[str, Any], ctx: _Context) -> AppConfig:
         event_time=_build_event_time(s.data.get("event_time"), ctx),
         state=_build_state(s.data.get("state"), ctx),
         http=_build_http(s.data.get("http"), ctx),
+        aggregation=_build_aggregation(s.data.get("aggregation"), models, ctx),
     )
+
+
+def _build_aggregation(data: Any, models: list[ModelConfig], ctx: _Context) -> AggregationSettings:
+    s = _Section(data, "aggregation", ctx, _keys(AggregationSettings))
+    settings = _build_settings(AggregationSettings, s)
+    if settings.mode == "two_stage":
+        for i, model in enumerate(models):
+            # Every shard must bin against the same reference for the partials to merge; a reference
+            # warmed up from live events would differ from shard to shard.
+            if model.reference_path is None:
+                raise ctx.error(
+                    f"models[{i}].reference",
+                    "is required with aggregation.mode: two_stage (every shard summarises against the same "
+                    "reference file; a reference warmed up from each shard's own events would not merge)",
+                )
+    return settings
 
 
 def _build_event_time(data: Any, ctx: _Context) -> EventTimeSettings:

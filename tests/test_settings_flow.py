@@ -222,6 +222,8 @@ ENGINE_READERS: dict[Path_, Callable[[MonitoringEngine], Any]] = {
     ("max_event_id_length",): lambda e: e.max_event_id_length,
     ("event_time", "max_future_seconds"): lambda e: e.event_time.max_future_seconds,
     ("event_time", "max_ahead_seconds"): lambda e: e.event_time.max_ahead_seconds,
+    ("aggregation", "mode"): lambda e: e.aggregation.mode,
+    ("aggregation", "shard_idle_timeout_seconds"): lambda e: e.aggregation.shard_idle_timeout_seconds,
 }
 LIBRDKAFKA_KEY: dict[Path_, str] = {  # in the consumer's configuration
     ("kafka", "bootstrap_servers"): "bootstrap.servers",
@@ -242,11 +244,32 @@ def _attribute_reads_outside_config() -> set[str]:
     return names
 
 
+@functools.cache
+def _reference_file() -> str:
+    """A reference of the base configuration's model (two-stage aggregation needs one)."""
+    import tempfile
+
+    from stream_monitor.core.events import decode_predictions
+    from stream_monitor.core.reference import build_reference
+
+    schema = parse_config(base_config(), env={}).models[0].schema
+    raws = [
+        b'{"event_id":"%d","model_id":"m","ts":%d,"features":{"x":%d},"prediction":0.5}' % (i, i, i % 7)
+        for i in range(50)
+    ]
+    batch = decode_predictions(raws, {"m": schema})[0]["m"]
+    path = Path(tempfile.mkdtemp()) / "m.json"
+    path.write_bytes(build_reference(schema, batch).to_json())
+    return str(path)
+
+
 @pytest.mark.parametrize("leaf", APP_LEAVES, ids=lambda leaf: ".".join(leaf.path))
 def test_every_app_setting_is_read_from_the_configuration_and_used(leaf: Leaf) -> None:
     def make(value: Any) -> dict[str, Any]:
         data = base_config()
         set_path(data, leaf.path, value)
+        if leaf.path[0] == "aggregation":
+            data["models"][0]["reference"] = _reference_file()
         return data
 
     value, app = first_valid(leaf, make)

@@ -35,13 +35,15 @@ from stream_monitor.core.events import (
     decode_labels,
     decode_predictions,
 )
+from stream_monitor.core.model_stage import ModelStage
 from stream_monitor.core.monitor import ModelMonitor, MonitorOutput
+from stream_monitor.core.partials import ShardMonitor, ShardReport
 from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
-from stream_monitor.core.settings import EventTimeSettings, ModelSettings
+from stream_monitor.core.settings import AggregationSettings, EventTimeSettings, ModelSettings
 from stream_monitor.core.state_format import StateReader
 from stream_monitor.core.triggers import Trigger
-from stream_monitor.core.windows import take_batch
+from stream_monitor.core.windows import EventTimeWindows, take_batch
 
 _FORMAT = 2  # 1 was JSON with every monitor's snapshot in base64
 #: Dead-letter reason of an event whose ``ts`` lies beyond the bounds of :class:`EventTimeSettings`.
@@ -64,6 +66,11 @@ class EngineOutput:
     def triggers(self) -> list[Trigger]:
         return [t for o in self.per_model.values() for t in o.triggers]
 
+    @property
+    def reports(self) -> list[ShardReport]:
+        """Two-stage aggregation: the shard reports of this batch, for the model stage."""
+        return [r for o in self.per_model.values() for r in o.reports]
+
 
 class MonitoringEngine:
     """Routes decoded batches to one :class:`ModelMonitor` per configured model."""
@@ -77,7 +84,16 @@ class MonitoringEngine:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         event_time: EventTimeSettings | None = None,
         max_event_id_length: int = MAX_EVENT_ID_LENGTH,
+        aggregation: AggregationSettings | None = None,
+        shard: int = 0,
+        shards: int = 1,
     ) -> None:
+        # Two-stage aggregation: this engine is shard ``shard`` (an input partition) and its monitors
+        # summarise windows into partials for the model stage (core/partials.py), judging nothing.
+        self.aggregation = aggregation or AggregationSettings()
+        self.shard = shard
+        self.shards = shards
+        self.two_stage = self.aggregation.mode == "two_stage"
         self.schemas = dict(schemas)
         self.event_time = event_time or EventTimeSettings()
         self.settings = {m: (settings or {}).get(m) or ModelSettings() for m in schemas}
@@ -88,10 +104,32 @@ class MonitoringEngine:
         self.watermark = float("-inf")
         # The configured references (static): a restored monitor must have been built against them.
         self.references = {m: r for m, r in (references or {}).items() if r is not None}
-        self.monitors = {
-            m: ModelMonitor(s, self.settings[m], self.references.get(m), self.versions.get(m))
-            for m, s in schemas.items()
+        self.monitors: dict[str, Monitor] = {m: self._new_monitor(m) for m in schemas}
+
+    @property
+    def judging_monitors(self) -> dict[str, ModelMonitor]:
+        """The monitors that judge (evaluations, policy, insights) by model: none on a shard of
+        two-stage aggregation, whose model stage judges elsewhere."""
+        return {m: mon for m, mon in self.monitors.items() if isinstance(mon, ModelMonitor)}
+
+    def pane_grids(self) -> list[tuple[float, float]]:
+        """``(slide, origin)`` of every model's event-time panes on a two-stage shard (replay cuts
+        its input at their boundaries: offline/replay.py)."""
+        grids = {
+            (mon.windows.slide, mon.windows.origin)
+            for mon in self.monitors.values()
+            if isinstance(mon, ShardMonitor) and isinstance(mon.windows, EventTimeWindows)
         }
+        return sorted(grids)
+
+    def _new_monitor(self, model_id: str) -> Monitor:
+        schema, settings = self.schemas[model_id], self.settings[model_id]
+        if self.two_stage:
+            reference = self.references.get(model_id)
+            if reference is None:  # config.py refuses this; a direct caller gets the same reason
+                raise ValueError(f"model {model_id!r}: two-stage aggregation needs a configured reference")
+            return ShardMonitor(schema, settings, reference, self.shard, self.shards)
+        return ModelMonitor(schema, settings, self.references.get(model_id), self.versions.get(model_id))
 
     def process_predictions(
         self, raws: Sequence[bytes | None], now: float, wall_now: float | None = None
@@ -151,6 +189,11 @@ class MonitoringEngine:
             out.per_model[model_id] = self.monitors[model_id].process_predictions(batch, now)
             if batch.unknown_features:
                 out.unknown_features[model_id] = batch.unknown_features
+        if self.two_stage:
+            for model_id, monitor in self.monitors.items():
+                idle = monitor.idle_report(now) if isinstance(monitor, ShardMonitor) else None
+                if idle is not None:
+                    out.per_model.setdefault(model_id, MonitorOutput()).reports.append(idle)
         return out
 
     def process_labels(
@@ -221,18 +264,66 @@ class MonitoringEngine:
         (watermark,) = r.array("watermark", np.float64, shape=(1,)).tolist()
         monitors = r.child("monitors")
         restored = {
-            m: ModelMonitor.from_state(
-                StateReader(monitors.child(m).parts, f"model {m!r}"),
-                self.schemas[m],
-                self.settings[m],
-                self.versions.get(m),
-                self.references.get(m),
-            )
+            m: self._restore_monitor(m, StateReader(monitors.child(m).parts, f"model {m!r}"))
             for m in monitors.parts
             if m in self.schemas
         }
         self.watermark = watermark
         self.monitors.update(restored)
+
+    def _restore_monitor(self, model_id: str, r: StateReader) -> Monitor:
+        schema, settings, reference = (
+            self.schemas[model_id],
+            self.settings[model_id],
+            self.references.get(model_id),
+        )
+        if self.two_stage:
+            assert reference is not None
+            return ShardMonitor.from_state(r, schema, settings, reference, self.shard, self.shards)
+        return ModelMonitor.from_state(r, schema, settings, self.versions.get(model_id), reference)
+
+
+#: What an engine holds per model: a monitor that judges, or a shard's share (two-stage aggregation).
+Monitor = ModelMonitor | ShardMonitor
+
+
+class InProcessTwoStage(MonitoringEngine):
+    """Both stages of two-stage aggregation in one process (``replay`` and ``demo`` of a two-stage
+    configuration): one shard whose reports go straight to a model stage, so a file replay makes the
+    decisions a consumer group makes on Kafka — the oracle of the two-stage tests."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        references = {m: r for m, r in self.references.items()}
+        self.stage = ModelStage(self.schemas, self.settings, references, self.versions, self.aggregation)
+
+    @property
+    def judging_monitors(self) -> dict[str, ModelMonitor]:
+        """The model stage's monitors (a model appears once its first shard report arrived)."""
+        return self.stage.monitors
+
+    def _judged(self, out: EngineOutput) -> EngineOutput:
+        reports = out.reports
+        if not reports:
+            return out
+        for model_id, judged in self.stage.process(reports, wall_now=None).items():
+            mine = out.per_model.setdefault(model_id, MonitorOutput())
+            mine.evaluations += judged.evaluations
+            mine.triggers += judged.triggers
+            mine.score_drift |= judged.score_drift
+            mine.error_drift |= judged.error_drift
+        return out
+
+    def process_decoded(self, batches: Mapping[str, PredictionBatch], now: float) -> EngineOutput:
+        return self._judged(super().process_decoded(batches, now))
+
+    def process_labels(
+        self, raws: Sequence[bytes | None], now: float, wall_now: float | None = None
+    ) -> EngineOutput:
+        return self._judged(super().process_labels(raws, now, wall_now))
+
+    def flush(self, now: float) -> EngineOutput:
+        return self._judged(super().flush(now))
 
 
 def _raw_bytes(value: RawValue) -> bytes:

@@ -41,6 +41,7 @@ from stream_monitor.core.evaluation import evaluate_window, window_covered_secon
 from stream_monitor.core.events import LabelBatch, PredictionBatch
 from stream_monitor.core.insights.tracker import InsightTracker, stride_for
 from stream_monitor.core.labels import LabelJoinBuffer
+from stream_monitor.core.partials import ShardReport
 from stream_monitor.core.performance import RollingPerformance
 from stream_monitor.core.policy import TriggerPolicy, WindowEvaluation
 from stream_monitor.core.reference import ReferenceProfile, ReferenceWarmup
@@ -49,7 +50,7 @@ from stream_monitor.core.settings import ModelSettings
 from stream_monitor.core.sketches import WindowSketch
 from stream_monitor.core.state_format import StateReader
 from stream_monitor.core.triggers import Trigger
-from stream_monitor.core.windows import CountWindows, EventTimeWindows, slice_batch, week_origin
+from stream_monitor.core.windows import ClosedWindow, CountWindows, EventTimeWindows, slice_batch, week_origin
 from stream_monitor.errors import StateError
 
 _FORMAT = 2  # 1 was JSON with base64 parts and the whole reference in every snapshot
@@ -69,6 +70,8 @@ class MonitorOutput:
     error_drift: bool = False
     # Events older than the open event-time windows allow (beyond allowed lateness): counted, not added.
     late_events: int = 0
+    # Two-stage aggregation: what a shard monitor (core/partials.py) has for the model stage.
+    reports: list[ShardReport] = field(default_factory=list)
 
     def extend(self, other: MonitorOutput) -> None:
         self.evaluations += other.evaluations
@@ -78,6 +81,7 @@ class MonitorOutput:
         self.score_drift |= other.score_drift
         self.error_drift |= other.error_drift
         self.late_events += other.late_events
+        self.reports += other.reports
 
 
 class ModelMonitor:
@@ -239,6 +243,25 @@ class ModelMonitor:
         return out
 
     def _close(self, window: Any, now: float, out: MonitorOutput, *, flushed: bool = False) -> None:
+        perf = self.performance.metrics()
+        if self.schema.task == "binary" and len(self.performance):
+            # Positives in the rolling window: the policy needs them for the AUC's standard error.
+            codes = self.performance._label_code[: len(self.performance)]
+            perf["positives"] = float(np.count_nonzero(codes == 1))
+        self.judge(window, perf, self.label_stats(now), out, flushed=flushed)
+
+    def judge(
+        self,
+        window: ClosedWindow,
+        perf: dict[str, float],
+        labels: dict[str, float],
+        out: MonitorOutput,
+        *,
+        flushed: bool = False,
+    ) -> WindowEvaluation:
+        """Evaluate a closed window with the given performance and label statistics, decide, and
+        add the evaluation and triggers to ``out`` (the model stage of two-stage aggregation calls
+        this with a window merged from its shards' partials)."""
         assert self.reference is not None
         p = self.settings.policy
         # The stream ran through the whole window unless it started, or resumed after a gap, inside
@@ -264,11 +287,6 @@ class ModelMonitor:
             p.psi_alarm,
             covered_seconds=covered,
         )
-        perf = self.performance.metrics()
-        if self.schema.task == "binary" and len(self.performance):
-            # Positives in the rolling window: the policy needs them for the AUC's standard error.
-            codes = self.performance._label_code[: len(self.performance)]
-            perf["positives"] = float(np.count_nonzero(codes == 1))
         ev = WindowEvaluation(
             model_id=self.schema.model_id,
             index=window.index,
@@ -278,7 +296,7 @@ class ModelMonitor:
             results=tuple(results),
             performance=perf,
             baseline=self._baseline(),
-            labels=self.label_stats(now),
+            labels=labels,
             segments={k: dict(v) for k, v in window.sketch.segment_counts.items()},
             covered_seconds=covered,
         )
@@ -287,6 +305,7 @@ class ModelMonitor:
         assert self.insights is not None
         self.insights.observe_window(window)
         out.triggers += [self.insights.enrich(t, ev.labels) for t in self.policy.decide(ev)]
+        return ev
 
     def _baseline(self) -> dict[str, float]:
         assert self.reference is not None

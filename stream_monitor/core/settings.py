@@ -124,6 +124,22 @@ class EventTimeSettings:
 
 
 @dataclass(frozen=True)
+class AggregationSettings:
+    """How a model's events spread over input partitions are judged (README: "Running it on Kafka").
+
+    ``per_partition`` (the default): each partition-task monitors and judges its own events — right
+    when events are keyed by ``model_id`` (one partition per model). ``two_stage``: for events keyed
+    by ``event_id`` and spread over partitions, each partition-task summarises its share of every
+    window into partials (core/partials.py) that a model stage merges and judges once per model and
+    window (core/model_stage.py), through the ``topics.partials`` topic. A shard that sends nothing
+    for ``shard_idle_timeout_seconds`` of wall clock no longer holds the model's windows open.
+    """
+
+    mode: Literal["per_partition", "two_stage"] = "per_partition"
+    shard_idle_timeout_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
 class TrainingDataSettings:
     """How a model's training file is read by ``reference build`` and ``calibrate`` (offline only).
 

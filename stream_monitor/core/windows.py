@@ -222,6 +222,11 @@ class CountWindows:
         self._emitted_since_reset = False
         self.late_events = 0  # the event count decides membership, so no event is ever late
 
+    @property
+    def emitted(self) -> int:
+        """Windows closed so far (the index of the next one)."""
+        return self._next_index
+
     def may_close(self, events: int, max_ts: float) -> bool:
         """Whether adding ``events`` more events (the latest at ``max_ts``) may close a window: they
         fill the open pane. Never False when a window would close.
@@ -436,6 +441,25 @@ class EventTimeWindows:
     def watermark(self) -> float:
         """Largest event time seen minus the allowed lateness (``-inf`` before any event)."""
         return self._max_ts - self.allowed_lateness
+
+    @property
+    def panes_per_window(self) -> int:
+        return self._panes_per_window
+
+    @property
+    def oldest_open_pane(self) -> int | None:
+        """First pane of the oldest window still open (None before the first event)."""
+        return None if self._next_last_pane is None else self._next_last_pane - self._panes_per_window + 1
+
+    @property
+    def closed_through(self) -> float:
+        """Every window that ends at or before this event time is closed (``-inf`` before the first
+        event): what a shard tells the model stage (core/partials.py)."""
+        return -math.inf if self._next_last_pane is None else self.origin + self._next_last_pane * self.slide
+
+    def pane_of(self, t: float) -> int:
+        """The pane that starts at the pane boundary ``t`` (a window's ``start`` or ``end``)."""
+        return round((t - self.origin) / self.slide)
 
     def may_close(self, events: int, max_ts: float) -> bool:
         """Whether events up to event time ``max_ts`` may close a window: the watermark they make

@@ -90,7 +90,7 @@ def run_demo(
     refs["bikes"] = reference
     engine = build_engine(app, refs)
 
-    observability = start_observability(app, lambda: engine.monitors, host=host, port=port)
+    observability = start_observability(app, lambda: engine.judging_monitors, host=host, port=port)
     metrics, status, server = observability.metrics, observability.status_page, observability.server
     observability.health.ready = True
     print(f"metrics: http://{host}:{observability.port}/metrics, status page: /")

@@ -114,6 +114,6 @@ def insight_settings_from_dict(d: dict[str, Any]) -> InsightSettings:
 
 def save_all_insights(engine: MonitoringEngine, folder: str) -> None:
     """Save each model's time-bucket profiles (for ``insights dna``) under ``folder/<model>/``."""
-    for mon in engine.monitors.values():
+    for mon in engine.judging_monitors.values():
         if mon.insights is not None:
             print(f"saved bucket profiles: {save_insights(folder, mon.insights)}", file=sys.stderr)

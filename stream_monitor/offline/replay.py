@@ -135,6 +135,39 @@ def time_slices(batches: Mapping[str, PredictionBatch], span: float) -> Iterator
         yield _part(batches, positions)
 
 
+def pane_pieces(
+    batches: Mapping[str, PredictionBatch], grids: list[tuple[float, float]]
+) -> Iterator[tuple[dict[str, PredictionBatch], float, float]]:
+    """Cut per-model batches at every pane boundary of ``grids`` (``(slide, origin)`` pairs), in
+    event-time order; each piece with the times its panes start and end (the boundaries around it).
+
+    >>> from stream_monitor.core.events import decode_predictions
+    >>> from stream_monitor.core.schema import FeatureSpec, ModelSchema
+    >>> schema = {"m": ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),))}
+    >>> raws = [b'{"event_id": "%d", "model_id": "m", "ts": %d, "features": {}, "prediction": 1}' % (t, t)
+    ...         for t in (5, 1, 12, 3, 25)]
+    >>> batches, _ = decode_predictions(raws, schema)
+    >>> grids = [(10.0, 0.0), (4.0, 2.0)]
+    >>> [(p["m"].ts.tolist(), start, end) for p, start, end in pane_pieces(batches, grids)]
+    [([1.0], 0.0, 2.0), ([5.0, 3.0], 2.0, 6.0), ([12.0], 10.0, 14.0), ([25.0], 22.0, 26.0)]
+    """
+    pieces: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
+    for m, b in batches.items():
+        ts = np.where(np.isfinite(b.ts), b.ts, -math.inf)
+        keys = np.stack([np.floor((ts - origin) / slide) for slide, origin in grids], axis=1)
+        keys = np.nan_to_num(keys, neginf=np.iinfo(np.int64).min // 2).astype(np.int64)
+        names, inverse = np.unique(keys, axis=0, return_inverse=True)
+        order = np.argsort(inverse.reshape(-1), kind="stable")
+        starts = np.searchsorted(inverse.reshape(-1)[order], np.arange(len(names)))
+        for name, rows in zip(map(tuple, names.tolist()), np.split(order, starts[1:]), strict=True):
+            pieces.setdefault(name, {})[m] = rows
+    for name in sorted(pieces):
+        bounds = list(zip(name, grids, strict=True))
+        start = max(origin + k * slide for k, (slide, origin) in bounds)
+        end = min(origin + (k + 1) * slide for k, (slide, origin) in bounds)
+        yield _part(batches, pieces[name]), start, end
+
+
 class _Run:
     """Consecutive slices of one prediction batch that go to the engine in one call (see the module
     docstring): per model the slices' positions, their event count and latest event time; and the
@@ -356,6 +389,10 @@ def replay(
 
     # A restored engine continues from its own event-time clock.
     watermark = engine.watermark
+    # Two-stage aggregation attributes a label to the window of its own time, as the service does
+    # when it merges predictions and labels by timestamp: so predictions go in pane by pane, each
+    # followed by the labels of that pane, and no label of a window arrives after the window closed.
+    grids = engine.pane_grids() if heap and engine.two_stage else []
     for raws in predictions:
         batches, rejections = decode_predictions(
             raws, engine.schemas, engine.max_message_bytes, max_event_id_length=engine.max_event_id_length
@@ -367,6 +404,17 @@ def replay(
             emit(EngineOutput(rejections=rejections), "predictions")
         if summary.label_delays is not None:
             summary.label_delays.observe(batches)
+        if grids:
+            for piece, start, end in pane_pieces(batches, grids):
+                # Labels older than the piece first: their predictions are in, and the piece may
+                # close the window they belong to.
+                drain(math.nextafter(start, -math.inf))
+                out = engine.process_decoded(piece, now=watermark)
+                emit(out, "predictions")
+                watermark = max(watermark, engine.watermark)
+                # Only labels whose predictions are in: the batch may end inside the pane.
+                drain(min(math.nextafter(end, -math.inf), watermark))
+            continue
         run = _Run()
         for part in slice_positions(batches, label_span):
             if run and not run.takes(engine, batches, part):

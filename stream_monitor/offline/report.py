@@ -185,7 +185,7 @@ class ReplayReport:
 
     def _window(self, ev: WindowEvaluation, trigger_ids: list[str]) -> None:
         model = ev.model_id
-        rules = self.engine.monitors[model].policy.performance_rules(ev.performance, ev.baseline)
+        rules = self.engine.judging_monitors[model].policy.performance_rules(ev.performance, ev.baseline)
         self._series[model].add(ev, rules)
         psis = [r for r in ev.results if r.detector == PSI.name and r.feature not in (None, PREDICTION)]
         top = max(psis, key=lambda r: -math.inf if math.isnan(r.value) else r.value, default=None)
