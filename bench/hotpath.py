@@ -9,7 +9,10 @@ shows where it happens:
 - window evaluation (PSI, JS, KS, chi-square, integrity; per window and per event at 5k windows);
 - label join (``add_predictions`` + ``join`` of 10 %) and bytes per pending prediction;
 - the whole engine in-process: raw messages in, triggers out, labels joined (no broker);
-- memory: RSS of a process holding 10 models × 50 features, with windows and a full label buffer.
+- memory: RSS of a process holding 10 models × 50 features, with windows and a full label buffer;
+- the decoder's two paths side by side (issue 14): ``orjson.loads`` alone, msgspec's typed decode
+  alone, and ``decode_predictions`` with its typed path and with the orjson path only, run in turn in
+  one process (CPU time of this thread, so other work on the machine moves them less).
 
 ``python bench/hotpath.py [--events N] [--json OUT]`` prints a Markdown report.
 """
@@ -43,10 +46,11 @@ from common import (
     to_json_labels,
 )
 
+from stream_monitor.core import events
+from stream_monitor.core.engine import MonitoringEngine
 from stream_monitor.core.evaluation import evaluate_window
 from stream_monitor.core.events import decode_labels, decode_predictions
 from stream_monitor.core.labels import LabelJoinBuffer
-from stream_monitor.core.engine import MonitoringEngine
 from stream_monitor.core.settings import DetectorSettings, ModelSettings
 from stream_monitor.core.sketches import WindowSketch
 from stream_monitor.core.windows import CountWindows
@@ -119,6 +123,70 @@ def bench_steps(n: int, repeat: int) -> dict[str, Any]:
         res["steps"]["window evaluation (all detectors)"]["seconds"] / max(1, len(windows)) * 1e3
     )
     return res
+
+
+def decoder_ab(n: int, rounds: int) -> dict[str, Any]:
+    """The decoder's paths in turn, ``rounds`` times, on ``n`` bench events in batches of 10,000:
+    median CPU µs per event of each (``time.thread_time``)."""
+    schema = make_schema()
+    schemas = {"m0": schema}
+    raws = to_json_events("m0", gen_columns(n, seed=3))
+    batches = [raws[i : i + BATCH] for i in range(0, n, BATCH)]
+    typed = events._fast_decoder(tuple(schemas.items()), events.MAX_EVENT_ID_LENGTH)
+    no_typed_path = events._FastDecoder(lambda raw: None, {})
+
+    def orjson_only() -> None:
+        for raw in raws:
+            orjson.loads(raw)
+
+    def msgspec_only() -> None:
+        for raw in raws:
+            typed.decode(raw)
+
+    def decode() -> None:
+        for batch in batches:
+            decode_predictions(batch, schemas)
+
+    def decode_orjson_path() -> None:
+        original = events._fast_decoder
+        events._fast_decoder = lambda *args: no_typed_path  # type: ignore[assignment]
+        try:
+            decode()
+        finally:
+            events._fast_decoder = original  # type: ignore[assignment]
+
+    variants = {
+        "orjson.loads only": orjson_only,
+        "msgspec typed decode only (the decoder's Struct)": msgspec_only,
+        "decode_predictions, orjson path only (typed path off)": decode_orjson_path,
+        "decode_predictions (typed path)": decode,
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            gc.collect()
+            t0 = time.thread_time()
+            fn()
+            times[name].append((time.thread_time() - t0) / n * 1e6)
+    return {
+        "events": n,
+        "rounds": rounds,
+        "us_per_event": {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()},
+        "runs": times,
+    }
+
+
+def decoder_lines(ab: dict[str, Any]) -> list[str]:
+    us = ab["us_per_event"]
+    lines = [
+        f"Decoder paths in turn, {ab['rounds']} rounds in one process, {ab['events']:,} events in batches of "
+        f"{BATCH:,}; median CPU time of the thread.",
+        "",
+        "| decoder path | µs/event | events/s (one core) |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {name} | {value:.2f} | {1e6 / value:,.0f} |" for name, value in us.items()]
+    return lines
 
 
 def _slice(c: Any, a: int, b: int) -> Any:
@@ -251,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--pending", type=int, default=1_000_000)
+    p.add_argument("--decoder-rounds", type=int, default=7, help="rounds of the decoder A/B (0: skip)")
     p.add_argument("--json", help="also write the raw figures here")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -262,10 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     res = bench_steps(a.events, a.repeat)
     mem = memory(10, 50, a.pending)
     bpp = bytes_per_pending(a.pending)
+    ab = decoder_ab(min(a.events, 100_000), a.decoder_rounds) if a.decoder_rounds > 0 else None
     print(report(res, mem, bpp))
+    if ab is not None:
+        print("\n" + "\n".join(decoder_lines(ab)))
     print(f"\n(hotpath bench took {time.perf_counter() - t0:.0f} s)")
     if a.json:
-        Path(a.json).write_text(json.dumps({"steps": res, "memory": mem, "bytes_per_pending": bpp}, indent=1))
+        Path(a.json).write_text(
+            json.dumps({"steps": res, "memory": mem, "bytes_per_pending": bpp, "decoder": ab}, indent=1)
+        )
     return 0
 
 

@@ -13,9 +13,16 @@ points 1 and 4).
    time = wall clock at produce; the key feature alternates between shifted and not every window, with
    ``consecutive_windows: 1`` and no cooldown, so every shifted window fires a trigger; event-to-trigger
    latency = trigger ``emitted_at`` − ``event_time`` (the event time of the window's last event).
+5. The bare-consumer floor (issue 14, point 2): on one partition, ``--floor-events`` events (10 %
+   labelled), a confluent-kafka consumer with the service's settings that only decodes every message
+   with ``orjson.loads`` and pulls each prediction's features into numpy arrays, against ``stream-monitor
+   run`` on the same topics; the two alternate (floor, service, floor, service, ...), each a child
+   process with a fresh group, and the ratio service/floor is printed. Each ``--compare-with DIR``
+   adds an arm: the service run from another source tree (e.g. an unpacked older commit), in the same
+   alternation. ``--floor-only`` runs this part alone.
 
 Needs the broker: ``KAFKA_BOOTSTRAP_SERVERS`` set, or the script starts one with ``deploy/local/kafka.sh``.
-``python bench/throughput.py [--events N] [--runs 3]``
+``python bench/throughput.py [--events N] [--runs 3] [--floor-events 300000] [--floor-runs 3] [--floor-only]``
 """
 
 from __future__ import annotations
@@ -167,14 +174,17 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return cpu, hwm
 
 
-def start_service(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_service(config: Path, log: Path, source: Path | None = None) -> subprocess.Popen[bytes]:
+    """``stream-monitor run`` as a child process; ``source``: run the package from that source tree."""
     env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     return subprocess.Popen(
         [sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(config)],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env=env,
-        cwd=ROOT,
+        cwd=source or ROOT,  # `-m` puts the working directory first on sys.path
     )
 
 
@@ -193,9 +203,14 @@ PROCESSED = "stream_monitor_events_processed_total[predictions]"
 
 
 def consume_run(
-    config_paths: list[Path], ports: list[int], n: int, workdir: Path, timeout: float
+    config_paths: list[Path],
+    ports: list[int],
+    n: int,
+    workdir: Path,
+    timeout: float,
+    source: Path | None = None,
 ) -> dict[str, Any]:
-    procs = [start_service(c, workdir / f"service-{i}.log") for i, c in enumerate(config_paths)]
+    procs = [start_service(c, workdir / f"service-{i}.log", source) for i, c in enumerate(config_paths)]
     try:
         t_first = None
         deadline = time.monotonic() + timeout
@@ -329,21 +344,216 @@ def latency_run(
     }
 
 
+# --- the bare-consumer floor (issue 14, point 2) ---------------------------------------------------
+
+
+def floor_child(config: Path, n: int, timeout: float) -> dict[str, Any]:
+    """The bare consumer: the service's consumer settings, topics and batch size, and nothing but
+    ``orjson.loads`` of every message and the prediction features pulled into numpy, per batch.
+
+    Timed as :func:`consume_run` times the service: from the end of the first batch that held
+    predictions to the last prediction, counting the predictions after that first batch.
+    """
+    from operator import itemgetter
+
+    from confluent_kafka import Consumer, KafkaError
+
+    from stream_monitor.config import consumer_config, load_config
+
+    app = load_config(str(config), env={}, check_references=False)
+    k = app.require_kafka()
+    schema = app.models[0].schema
+    numeric = itemgetter(*schema.numeric_names)
+    categorical = itemgetter(*schema.categorical_names)
+    predictions_topic = k.topics.predictions
+    consumer = Consumer(consumer_config(app))
+    consumer.subscribe([predictions_topic, k.topics.labels])
+    loads = orjson.loads
+    done = first_done = 0
+    t_first = None
+    cpu_first = 0.0
+    deadline = time.monotonic() + timeout
+    try:
+        while done < n and time.monotonic() < deadline:
+            rows: list[Any] = []
+            cats: list[Any] = []
+            for msg in consumer.consume(num_messages=k.batch_size, timeout=k.batch_timeout_seconds):
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(err.str())
+                    continue
+                obj = loads(msg.value())
+                if msg.topic() == predictions_topic:
+                    features = obj["features"]
+                    rows.append(numeric(features))
+                    cats.append(categorical(features))
+            if rows:
+                matrix = np.array(rows, dtype=np.float64).T  # feature-major, as the decoder's
+                columns = [list(column) for column in zip(*cats, strict=True)]
+                assert matrix.shape[1] == len(columns[0])
+                done += len(rows)
+                if t_first is None:
+                    t_first, first_done, cpu_first = time.monotonic(), done, time.process_time()
+        t_end, cpu_end = time.monotonic(), time.process_time()
+    finally:
+        consumer.close()
+    if t_first is None or done < n:
+        raise RuntimeError(f"floor consumer read {done} of {n} predictions in {timeout:.0f} s")
+    return {
+        "events_per_s": (done - first_done) / (t_end - t_first),
+        "seconds": t_end - t_first,
+        "cpu_s_per_million": (cpu_end - cpu_first) / (done - first_done) * 1e6,
+        "peak_rss_mb": proc_stats(os.getpid())[1],
+    }
+
+
+def floor_run(config: Path, n: int, workdir: Path, timeout: float) -> dict[str, Any]:
+    """:func:`floor_child` in a child process of its own, as the service runs."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--floor-child", f"{config},{n},{timeout}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"floor consumer failed: {out.stderr[-2000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def floor_comparison(
+    bootstrap: str,
+    workdir: Path,
+    reference: Path,
+    n: int,
+    pairs: int,
+    timeout: float,
+    compare_with: list[Path] | None = None,
+) -> dict[str, Any]:
+    """The floor and the service on the same one-partition topics of ``n`` events (10 % labelled),
+    alternating floor, service, service from each of ``compare_with``, ``pairs`` times."""
+    tag = uuid.uuid4().hex[:8]
+    topics = {"predictions": f"fp-{tag}", "labels": f"fl-{tag}", "triggers": f"ft-{tag}",
+              "dlq": f"fd-{tag}", "state": f"fs-{tag}"}  # fmt: skip
+    create_topics(bootstrap, [topics["predictions"], topics["labels"]], 1)
+    t0 = time.perf_counter()
+    for k in range(0, n, 200_000):
+        c = gen_columns(min(200_000, n - k), seed=k, start=k)
+        produce(bootstrap, topics["predictions"], to_json_events("m0", c), [e.encode() for e in c.event_id])
+        produce(bootstrap, topics["labels"], to_json_labels("m0", c), [e.encode() for e in c.event_id[::10]])
+    produce_s = time.perf_counter() - t0
+    arms: dict[str, list[dict[str, Any]]] = {"floor": [], "service": []}
+    sources: dict[str, Path | None] = {"service": None}
+    for path in compare_with or []:
+        sources[str(path)] = path
+        arms[str(path)] = []
+    for r in range(pairs):
+        for k, arm in enumerate(arms):
+            port = free_port()
+            cfg = workdir / f"floor-{k}-{r}.yaml"
+            write_config(cfg, bootstrap, topics, f"gf-{tag}-{k}-{r}", port, reference)
+            if arm == "floor":
+                result = floor_run(cfg, n, workdir, timeout)
+            else:
+                result = consume_run([cfg], [port], n, workdir, timeout, sources[arm])
+            arms[arm].append(result)
+            print(f"floor comparison, round {r + 1}: {arm} {result['events_per_s']:,.0f} events/s",
+                  file=sys.stderr)  # fmt: skip
+    floor_rates = [x["events_per_s"] for x in arms["floor"]]
+    out: dict[str, Any] = {"events": n, "pairs": pairs, "produce_s": produce_s, "arms": arms, "ratios": {}}
+    for arm in arms:
+        rates = [x["events_per_s"] for x in arms[arm]]
+        out["ratios"][arm] = {
+            "median": statistics.median(rates) / statistics.median(floor_rates),
+            "per_round": [s / f for s, f in zip(rates, floor_rates, strict=True)],
+        }
+    return out
+
+
+def floor_lines(res: dict[str, Any]) -> list[str]:
+    """The floor comparison as Markdown: one row per arm, every run, the ratio to the floor."""
+    arms = res["arms"]
+
+    def name(arm: str) -> str:
+        if arm == "floor":
+            return "bare consumer (orjson.loads + features into numpy)"
+        return (
+            "`stream-monitor run` (this tree)" if arm == "service" else f"`stream-monitor run` from `{arm}`"
+        )
+
+    lines = [
+        f"{res['events']:,} prediction events + {res['events'] // 10:,} labels pre-produced to 1 partition "
+        f"({res['produce_s']:.0f} s); each consumer a child process with a fresh group, run in turn "
+        f"({', '.join(arms)}) in each of {res['pairs']} rounds; batches of 10,000. CPU: the process's CPU "
+        "time over the timed part (all threads: librdkafka's too).",
+        "",
+        "| consumer | events/s (median) | runs (in order) | CPU µs per event (median) | ratio to the floor "
+        "(median) | ratio per round |",
+        "|---|---:|---|---:|---:|---|",
+    ]
+    for arm, runs in arms.items():
+        ratio = res["ratios"][arm]
+        lines.append(
+            f"| {name(arm)} | {statistics.median(x['events_per_s'] for x in runs):,.0f} | "
+            f"{', '.join(format(x['events_per_s'], ',.0f') for x in runs)} | "
+            f"{statistics.median(x['cpu_s_per_million'] for x in runs):.1f} | {ratio['median']:.2f} | "
+            f"{'' if arm == 'floor' else ', '.join(format(r, '.2f') for r in ratio['per_round'])} |"
+        )
+    lines += [
+        "",
+        "| hot-path target (issue 14) | measured | target | ratio | |",
+        "|---|---:|---:|---:|---|",
+        target_line(
+            "service / bare-consumer floor, same run", res["ratios"]["service"]["median"], 0.8, "×", True
+        ),
+        target_line(
+            "events/s, one process, 1 partition",
+            statistics.median(x["events_per_s"] for x in arms["service"]),
+            100_000,
+            "events/s",
+            True,
+        ),
+    ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--floor-events", type=int, default=300_000)
+    ap.add_argument("--floor-runs", type=int, default=3, help="rounds of floor, service (alternating)")
+    ap.add_argument("--floor-only", action="store_true", help="only the bare-consumer floor comparison")
+    ap.add_argument(
+        "--compare-with", type=Path, action="append", help="also run the service from this source tree"
+    )
     ap.add_argument("--json")
+    ap.add_argument("--floor-child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.floor_child:
+        config, n, timeout = a.floor_child.split(",")
+        print(json.dumps(floor_child(Path(config), int(n), float(timeout))))
+        return 0
     t_all = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="sm-bench-"))
     bootstrap, started = broker(workdir)
+    compare_with = [path.resolve() for path in a.compare_with or []]
     try:
         schema = make_schema()
         reference = workdir / "m0.reference.json"
         reference.write_bytes(make_reference(schema).to_json())
+        floor = floor_comparison(
+            bootstrap, workdir, reference, a.floor_events, a.floor_runs, a.timeout, compare_with
+        )
+        if a.floor_only:
+            print("\n".join([*floor_lines(floor), "",
+                             f"(floor comparison took {time.perf_counter() - t_all:.0f} s)"]))  # fmt: skip
+            if a.json:
+                Path(a.json).write_text(json.dumps({"floor": floor}, indent=1, default=str))
+            return 0
         tag = uuid.uuid4().hex[:8]
         topics = {"predictions": f"p-{tag}", "labels": f"l-{tag}", "triggers": f"t-{tag}",
                   "dlq": f"d-{tag}", "state": f"s-{tag}"}  # fmt: skip
@@ -425,12 +635,20 @@ def main(argv: list[str] | None = None) -> int:
             False,
         ),
         "",
+        "Bare-consumer floor (issue 14): the service against a consumer that only decodes, same run.",
+        "",
+        *floor_lines(floor),
+        "",
         f"(throughput bench took {time.perf_counter() - t_all:.0f} s)",
     ]
     print("\n".join(lines))
     if a.json:
         Path(a.json).write_text(
-            json.dumps({"single": single, "double": double, "latency": latency}, indent=1)
+            json.dumps(
+                {"single": single, "double": double, "latency": latency, "floor": floor},
+                indent=1,
+                default=str,
+            )
         )
     return 0
 

@@ -9,6 +9,8 @@ imports ``cli``.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from stream_monitor.config import AppConfig
-from stream_monitor.core.engine import MonitoringEngine
+from stream_monitor.core.engine import InProcessTwoStage, MonitoringEngine
 from stream_monitor.core.monitor import ModelMonitor
 from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.errors import ConfigError, StateError
@@ -95,9 +97,17 @@ def baseline_warnings(app: AppConfig, references: Mapping[str, ReferenceProfile 
     return warnings
 
 
-def build_engine(app: AppConfig, references: References | None = None) -> MonitoringEngine:
-    """The engine for a configuration (references default to the configured files)."""
-    return MonitoringEngine(
+def build_engine(
+    app: AppConfig, references: References | None = None, *, shard: int | None = None, shards: int = 1
+) -> MonitoringEngine:
+    """The engine for a configuration (references default to the configured files).
+
+    With ``aggregation.mode: two_stage``: the engine of input partition ``shard`` of ``shards`` (its
+    reports go to the model stage through Kafka), or, without a shard, both stages in this process
+    (``replay``).
+    """
+    kind = InProcessTwoStage if app.aggregation.mode == "two_stage" and shard is None else MonitoringEngine
+    return kind(
         app.schemas(),
         {m.schema.model_id: m.settings for m in app.models},
         references if references is not None else load_references(app),
@@ -105,6 +115,9 @@ def build_engine(app: AppConfig, references: References | None = None) -> Monito
         app.max_message_bytes,
         app.event_time,
         max_event_id_length=app.max_event_id_length,
+        aggregation=app.aggregation,
+        shard=shard or 0,
+        shards=shards,
     )
 
 
@@ -134,10 +147,17 @@ def start_observability(
     metrics: ServiceMetrics | None = None,
     health: HealthState | None = None,
     extra_routes: Mapping[str, Callable[[], tuple[int, str, bytes]]] | None = None,
+    *,
+    published: bool = False,
 ) -> Observability:
     """Metric families for ``app``'s models (or the given ones), the insight gauges and status page
     over ``monitors()``, and the HTTP server on ``host:port`` (default: ``metrics.host``/``metrics.port``)
     serving them, with ``health`` behind ``/healthz`` and ``/readyz``.
+
+    ``published``: the caller runs the engine on its own thread and calls ``status_page.publish()``
+    after each batch; the page and the insight gauges then serve that immutable copy and a request
+    never calls ``monitors()`` (:class:`~stream_monitor.web.status.StatusPage`). Otherwise each request
+    reads ``monitors()``.
 
     ``app.http`` decides the rest: TLS and basic auth (its web config file, read here: a
     :class:`ConfigError` naming ``http.web_config_file`` when it is wrong), and whether the status page
@@ -146,8 +166,10 @@ def start_observability(
     web = parse_web_config(web_config_file) if web_config_file is not None else None
     metrics = metrics if metrics is not None else ServiceMetrics(app.schemas())
     health = health if health is not None else HealthState()
-    status_page = StatusPage(monitors, rejections=metrics.rejections_by_reason)
-    InsightsCollector(monitors, registry=metrics.registry)
+    status_page = StatusPage(monitors, rejections=metrics.rejections_by_reason, published_only=published)
+    InsightsCollector(
+        (lambda: status_page.published.monitors()) if published else monitors, registry=metrics.registry
+    )
     routes: dict[str, Any] = {"/": status_page} if app.http.status_page else {}
     routes.update(extra_routes or {})
     if not app.http.expose_state:
@@ -161,3 +183,76 @@ def start_observability(
         web=web,
     )
     return Observability(metrics, health, status_page, server)
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size from ``/proc/self/statm`` (None where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+try:
+    _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+except (AttributeError, ValueError, OSError):  # not POSIX
+    _PAGE_SIZE = 4096
+
+
+class HeapTrimmer:
+    """Hands freed heap back to the OS between batches, once the RSS has grown by ``budget_bytes``.
+
+    glibc keeps the pages of a batch's freed objects (its decoded JSON, the message bytes, the
+    columns) and fragmentation keeps most of them: a 10 models × 50 features member sat about 80 MB
+    above what a trim leaves (BENCHMARKS.md section 10). :meth:`check`, after each batch, reads the RSS
+    (one small read of ``/proc/self/statm``) and calls ``trim`` (glibc's ``malloc_trim``) when it is
+    ``budget_bytes`` above the RSS the last trim left. A trim costs about 2 ms on such a heap, so
+    trims are spaced to take at most ``max_share`` of the wall time (2 %: one 2-ms trim per 100 ms).
+    Small events in small batches stay under the budget and are never trimmed for. Without ``trim``
+    or ``/proc`` (musl, macOS) it does nothing.
+
+    >>> sizes, trims = iter([100, 120, 150, 110]), []
+    >>> t = HeapTrimmer(trims.append, budget_bytes=32, max_share=1.0, rss=lambda: next(sizes))
+    >>> [t.check() for _ in range(3)], trims  # 120 is within 32 of 100, 150 is not: trimmed (to 110)
+    ([False, False, True], [0])
+    """
+
+    def __init__(
+        self,
+        trim: Callable[[int], Any] | None,
+        budget_bytes: int = 32 << 20,
+        max_share: float = 0.02,
+        rss: Callable[[], int | None] = rss_bytes,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.trim = trim
+        self.budget_bytes = budget_bytes
+        self.max_share = max_share
+        self.rss = rss
+        self.clock = clock
+        self.trims = 0
+        self.seconds = 0.0  # spent trimming
+        self._floor: int | None = None
+        self._next = -float("inf")
+
+    def check(self) -> bool:
+        """Trim if the heap has grown enough since the last trim; True when it did."""
+        if self.trim is None or self.clock() < self._next:
+            return False
+        rss = self.rss()
+        if rss is None:
+            self.trim = None  # no /proc: never again
+            return False
+        if self._floor is None or rss < self._floor:  # the first call, or trimmed elsewhere (checkpoint)
+            self._floor = rss
+        if rss - self._floor < self.budget_bytes:
+            return False
+        started = self.clock()
+        self.trim(0)
+        ended = self.clock()
+        self.trims += 1
+        self.seconds += ended - started
+        self._next = ended + (ended - started) / self.max_share
+        self._floor = self.rss() or rss
+        return True

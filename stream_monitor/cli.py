@@ -172,7 +172,16 @@ def _cmd_acls(args: argparse.Namespace) -> int:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Commands whose arguments are defined by the offline modules (importing them loads the planner):
+#: a parser for another command leaves them out (:func:`build_parser`).
+OFFLINE_PARSERS = ("reference", "calibrate", "insights", "plan")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; for ``command`` (the one about to run, see :func:`command_of`) other
+    than one of :data:`OFFLINE_PARSERS`, those are left as names without arguments, so ``run`` never
+    imports the offline modules (``reference_io``, ``insights_commands``, the planner) it does not use."""
+    offline = command is None or command in OFFLINE_PARSERS
     p = argparse.ArgumentParser(prog="stream-monitor", description=__doc__)
     p.add_argument("--log-level", default="INFO")
     sub = p.add_subparsers(dest="command", required=True)
@@ -212,9 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--model", required=True)
     rb.add_argument("--out")
     rb.add_argument("data")
-    from stream_monitor.offline.reference_io import add_training_data_arguments
+    if offline:
+        from stream_monitor.offline.reference_io import add_training_data_arguments
 
-    add_training_data_arguments(rb)
+        add_training_data_arguments(rb)
     rb.set_defaults(func=_cmd_reference_build)
 
     cal = sub.add_parser(
@@ -243,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a copy of --config with the model's thresholds updated in place (comments kept)",
     )
     cal.add_argument("data")
-    add_training_data_arguments(cal)
+    if offline:
+        add_training_data_arguments(cal)
     cal.set_defaults(func=_cmd_calibrate)
 
     topics = sub.add_parser("topics", help="the deployment's Kafka topics")
@@ -305,14 +316,37 @@ def build_parser() -> argparse.ArgumentParser:
     prod.add_argument("--quiet", action="store_true", help="no progress bar")
     prod.set_defaults(func=_cmd_produce)
 
-    from stream_monitor.offline.insights_commands import add_insights_parser  # insights dna, plan
+    if offline:
+        from stream_monitor.offline.insights_commands import add_insights_parser  # insights dna, plan
 
-    add_insights_parser(sub)
+        add_insights_parser(sub)
+    else:
+        sub.add_parser("insights", help="retraining insight from saved bucket profiles (data DNA)")
+        sub.add_parser("plan", help="offline retraining planner")
     return p
 
 
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command an argument list runs (its first positional argument), None when it cannot tell
+    or when top-level help is asked for (which lists every command).
+
+    >>> command_of(["--log", "DEBUG", "run", "--config", "reference"]), command_of(["-h", "run"])
+    ('run', None)
+    """
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help"):
+            return None
+        if len(arg) > 2 and "--log-level".startswith(arg):  # argparse takes abbreviations: --log
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(command_of(argv)).parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -1139,3 +1139,197 @@ def test_the_fast_path_decides_hostile_events_as_the_full_checks_do(raws: list[b
         for model_id, batch in alone_batches.items():
             assert batches[model_id].index.tolist()[-1] == len(warm_up)
             assert _row(batches[model_id], -1) == _row(batch, 0)
+
+
+# --- the typed fast path (msgspec) decides as the orjson path does ----------------------------------
+
+PLAIN = ModelSchema(
+    "plain",
+    "binary",
+    (FeatureSpec("x", "numeric"), FeatureSpec("y", "numeric"), FeatureSpec("c", "categorical")),
+)
+TYPED_SCHEMAS = {**SCHEMAS, PLAIN.model_id: PLAIN}
+
+_NUMBERS = [
+    "0", "1", "-0", "-0.0", "0.5", "21.5", "1e5", "1E-5", "2.5e-3", "-7", "1e400", "-1e400", "1e-400",
+    "1" + "0" * 30, "1" + "0" * 400, "9007199254740993", "18446744073709551615", "18446744073709551617",
+    "-9223372036854775809", "0.1000000000000000055511151231257827", "4.9406564584124654e-324",
+    "NaN", "Infinity", "true", "false", "null", '"3"', '"x"', "[]", "{}", "01", "1.", ".5", "+1",
+]  # fmt: skip
+number_text = (
+    st.sampled_from(_NUMBERS)
+    | st.floats(allow_nan=False, allow_infinity=False).map(repr)
+    | st.integers(-(2**70), 2**70).map(str)
+)
+_STRINGS = [
+    '"pro"',
+    '"web"',
+    '" Pro "',
+    '"True"',
+    '"1.0"',
+    '""',
+    '"a:b"',
+    '"\\u0061"',
+    '"\\n"',
+    "null",
+    "3",
+    "true",
+]
+string_text = st.sampled_from(_STRINGS) | hostile_text
+
+
+_EVENT_IDS = ['"e:2"', '""', '"' + "x" * 300 + '"', "7", '"\\u0065"', '"e\\"1"', "null"]
+_TIMESTAMPS = ['"2024-06-01T00:00:00Z"', "1e12", "-1e20", "null", "253402300800", "-62135596800", "true"]
+_SEGMENTS = ["null", "{}", '{"country": "de"}', '{"country": 1}', "[]", '{"channel": null}']
+_SEGMENTS += ['{"channel": "app", "country": " DE "}', '{"country": "de", "country": "fr"}']
+
+
+@st.composite
+def typed_candidate(draw: st.DrawFn) -> bytes:
+    """An event close to the typed path's shape, with a few of its parts changed or broken."""
+    model_id = draw(st.sampled_from([*TYPED_SCHEMAS, "nope"]))
+    schema = TYPED_SCHEMAS.get(model_id, PLAIN)
+    often = st.sampled_from([True] * 11 + [False])  # mostly the usual form, sometimes not
+    features = []
+    for spec in schema.features:
+        if draw(often):
+            if spec.kind == "numeric":
+                value = draw(st.sampled_from(_NUMBERS[:20]) if draw(often) else number_text)
+            else:
+                value = draw(st.sampled_from(_STRINGS[:8]) if draw(often) else string_text)
+            features.append((f'"{spec.name}"', value))
+    if not draw(often):
+        features.append((draw(st.sampled_from(['"extra"', '"x"', '"c"'])), draw(number_text)))
+    score = draw(st.sampled_from(["0.25", "1", "0", "0.5e-3"]) if draw(often) else number_text)
+    prediction = draw(st.sampled_from([score, f'{{"score": {score}}}']))
+    if not draw(often):
+        prediction = draw(st.sampled_from(["{}", '"yes"', "null", f'{{"score": {score}, "label": "yes"}}']))
+    members = [
+        ('"event_id"', '"e1"' if draw(often) else draw(st.sampled_from(_EVENT_IDS))),
+        ('"model_id"', f'"{model_id}"'),
+        ('"ts"', draw(st.sampled_from(["1717200000", "1717200000.5"] if draw(often) else _TIMESTAMPS))),
+        ('"features"', json_object(draw, features)),
+        ('"prediction"', prediction),
+    ]
+    if not draw(often):
+        members[2] = ('"ts"', draw(number_text))
+    if draw(st.booleans()):
+        members.append(('"model_version"', draw(st.sampled_from(['"v1"', "null", "3", "true", '"a:b"']))))
+    if draw(st.booleans()):
+        members.append(('"segment"', draw(st.sampled_from(_SEGMENTS))))
+    if not draw(often):
+        extra = [('"event_id"', '"e9"'), ('"other"', "[[1]]"), ('"model_id"', '"bikes"')]
+        members.append(draw(st.sampled_from(extra)))
+    text = json_object(draw, draw(st.permutations(members)))
+    before = draw(st.sampled_from(["", "", " ", "\n"]))
+    after = draw(st.sampled_from(["", "", " ", "\t", "x"]))
+    return (before + text + after).encode()
+
+
+def _decode_without_typed_path(raws: list[Any], schemas: dict[str, ModelSchema]) -> Any:
+    original = events._fast_decoder
+    events._fast_decoder = lambda *args: events._FastDecoder(lambda raw: None, {})  # type: ignore[assignment]
+    try:
+        return decode_predictions(raws, schemas)
+    finally:
+        events._fast_decoder = original  # type: ignore[assignment]
+
+
+def assert_same_decoding(raws: list[Any], schemas: dict[str, ModelSchema] = TYPED_SCHEMAS) -> None:
+    batches, rejections = decode_predictions(raws, schemas)
+    expected_batches, expected_rejections = _decode_without_typed_path(raws, schemas)
+    assert [(r.index, r.reason, r.raw) for r in rejections] == [
+        (r.index, r.reason, r.raw) for r in expected_rejections
+    ]
+    assert batches.keys() == expected_batches.keys()
+    for model_id, batch in batches.items():
+        expected = expected_batches[model_id]
+        assert batch.model_id == expected.model_id
+        assert batch.index.tolist() == expected.index.tolist()
+        assert [_row(batch, i) for i in range(len(batch))] == [_row(expected, i) for i in range(len(batch))]
+        assert np.array_equal(batch.numeric, expected.numeric, equal_nan=True)
+        assert batch.numeric.dtype == expected.numeric.dtype and batch.numeric.flags.c_contiguous
+        assert batch.unknown_features == expected.unknown_features
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(typed_candidate(), min_size=1, max_size=10))
+def test_the_typed_path_decides_as_the_orjson_path(raws: list[bytes]) -> None:
+    assert_same_decoding(raws)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(typed_candidate() | hostile_prediction() | st.binary(max_size=40) | st.none(), max_size=12))
+def test_the_typed_path_decides_mixed_batches_as_the_orjson_path(raws: list[Any]) -> None:
+    assert_same_decoding(raws)
+
+
+def _plain_event(i: int, **overrides: Any) -> bytes:
+    event: dict[str, Any] = {
+        "event_id": f"e{i}",
+        "model_id": "plain",
+        "ts": TS + i,
+        "features": {"x": i, "y": 0.5 * i, "c": "v"},
+        "prediction": {"score": 0.5},
+    }
+    event.update(overrides)
+    return orjson.dumps(event)
+
+
+def test_the_typed_path_takes_the_usual_event_and_keeps_input_order() -> None:
+    raws = [_plain_event(i) for i in range(6)]
+    raws[2] = _plain_event(2, event_id="e:2")  # more colons than keys: every check, in its place
+    raws[4] = raws[4].replace(b'"c":"v"', b'"c":"v","c":"w"')  # a repeated key
+    raws.insert(3, b"{oops")  # fails the typed decode: the orjson path, then the typed one again
+    batches, rejections = decode_predictions(raws, TYPED_SCHEMAS)
+    assert [(r.index, r.reason) for r in rejections] == [(3, "malformed_json"), (5, "duplicate_key")]
+    batch = batches["plain"]
+    assert batch.index.tolist() == [0, 1, 2, 4, 6]
+    assert batch.event_id == ["e0", "e1", "e:2", "e3", "e5"]
+    assert batch.numeric.tolist() == [[0.0, 1.0, 2.0, 3.0, 5.0], [0.0, 0.5, 1.0, 1.5, 2.5]]
+    assert_same_decoding(raws)
+
+
+def test_a_batch_of_other_shapes_leaves_the_typed_path() -> None:
+    """String timestamps fail the typed decode: after a few, the batch goes the orjson way only."""
+    raws = [_plain_event(i, ts="2024-06-01T00:00:00Z") for i in range(40)] + [_plain_event(40)]
+    calls = 0
+    original = events._fast_decoder
+
+    def counting(*args: Any) -> Any:
+        decoder = original(*args)
+
+        def decode(raw: bytes) -> Any:
+            nonlocal calls
+            calls += 1
+            return decoder.decode(raw)
+
+        return events._FastDecoder(decode, decoder.models)
+
+    events._fast_decoder = counting  # type: ignore[assignment]
+    try:
+        batches, rejections = decode_predictions(raws, TYPED_SCHEMAS)
+    finally:
+        events._fast_decoder = original  # type: ignore[assignment]
+    assert not rejections and len(batches["plain"]) == 41
+    assert calls <= events._PredictionDecoding.GIVE_UP_RATIO
+    assert_same_decoding(raws)
+
+
+def test_the_typed_path_segments_come_from_the_segment_or_the_features() -> None:
+    base = prediction_event(prediction={"score": 0.75})
+    raws = [
+        orjson.dumps({**base, "segment": {"country": " DE "}}),
+        orjson.dumps({**base, "event_id": "e2", "segment": None}),
+        orjson.dumps({**base, "event_id": "e3"}),
+        json.dumps({**base, "event_id": "e4", "features": {**base["features"], "age": 2**70}}).encode(),
+        orjson.dumps({**base, "event_id": "e5", "segment": {"channel": None}}),
+    ]
+    batches, rejections = decode_predictions(raws, TYPED_SCHEMAS)
+    assert not rejections
+    assert batches["churn"].segments == {
+        "country": ["DE", None, None, None, None],
+        "channel": ["web", "web", "web", "web", None],
+    }
+    assert batches["churn"].numeric[0].tolist() == [30.0, 30.0, 30.0, 2.0**70, 30.0]
+    assert_same_decoding(raws)

@@ -32,9 +32,13 @@ class FakeConsumer:
     def __init__(self) -> None:
         self.high = 0
         self.assigned: list[TopicPartition] = []
+        self.paused: set[tuple[str, int]] = set()
 
     def assign(self, partitions: list[TopicPartition]) -> None:
-        self.assigned = list(partitions)
+        self.assigned = list(partitions)  # a pause outlives an assignment, as in librdkafka
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
 
     def get_watermark_offsets(self, tp: TopicPartition, cached: bool = False) -> tuple[int, int]:
         return 0, self.high
@@ -136,3 +140,16 @@ def test_every_unmet_condition_is_in_the_reason(service: Service) -> None:
     ready, detail = update(svc)
     assert not ready
     assert detail["reason"] == "no partitions assigned; broker unreachable"
+
+
+def test_a_partition_paused_before_a_rebalance_is_resumed_when_it_comes_back(service: Service) -> None:
+    """librdkafka keeps a partition's pause across assignments; the new task never paused it, so the
+    member must resume it on assignment, or that input stalls for good (seen on the real broker in
+    tests/test_two_stage_kafka.py, where members join one by one while the backlog is read)."""
+    svc = service
+    consumer: Any = svc.consumer
+    svc._assign(consumer, partitions(svc, 0))
+    consumer.paused = {(svc.topics["predictions"], 0)}  # the buffer of the other input was full
+    svc._on_lost(consumer, partitions(svc, 0))
+    svc._assign(consumer, partitions(svc, 0))
+    assert consumer.paused == set()

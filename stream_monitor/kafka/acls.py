@@ -134,6 +134,11 @@ def required_permissions(app: AppConfig, *, create_topics: bool = False) -> list
             "group", STATE_READER_GROUP, "DESCRIBE", "the state restore's reader looks up its coordinator"
         ),
     ]
+    if app.aggregation.mode == "two_stage":
+        perms += [
+            Permission("topic", t.partials, "WRITE", "send shard reports to the model stage (two_stage)"),
+            Permission("topic", t.partials, "READ", "merge shard reports in the model stage (two_stage)"),
+        ]
     if k.exactly_once:
         perms.append(
             Permission(
@@ -145,7 +150,8 @@ def required_permissions(app: AppConfig, *, create_topics: bool = False) -> list
             )
         )
     if create_topics:
-        for name in (t.triggers, t.dlq, t.state):
+        internal = (t.partials,) if app.aggregation.mode == "two_stage" else ()
+        for name in (t.triggers, t.dlq, t.state, *internal):
             perms.append(Permission("topic", name, "CREATE", "create the output topic when it is missing"))
     return perms
 

@@ -35,7 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_monitor.kafka.clients import FatalKafkaError, KafkaIOError, OutputProducer
 from stream_monitor.kafka.signing import StateSigner
-from stream_monitor.kafka.state import StateRecord, state_key
+from stream_monitor.kafka.state import StateRecord
 
 log = logging.getLogger("stream_monitor.kafka.checkpoint")
 
@@ -78,6 +78,8 @@ class Checkpointable(Protocol):
 
     partition: int
     dirty: bool
+
+    def changelog_key(self, group: str) -> bytes: ...
 
     def state_record(self, group: str, now: float) -> StateRecord: ...
 
@@ -144,7 +146,7 @@ class Checkpointer:
         offsets: list[TopicPartition] = []
         unstorable: list[tuple[Checkpointable, BaseException]] = []
         for task in dirty:
-            key = state_key(self.group, task.partition)
+            key = task.changelog_key(self.group)
             try:
                 record = task.state_record(self.group, now)
                 value = self.signer.seal(key, record.encode())

@@ -8,8 +8,9 @@ window, from cached children, never per event.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -194,6 +195,39 @@ class ServiceMetrics:
                 for f in schema.features:
                     if f.kind in spec.applies_to:
                         gauge.labels(model, f.name).set(0)
+
+    def _model_gauges(self) -> list[Gauge]:
+        """The per-model gauges that say what the model's windows showed (set where it is judged)."""
+        return [
+            *self.detector_gauges.values(),
+            self.drift,
+            self.incident,
+            self.performance,
+            self.baseline,
+            self.label_delay,
+            self.label_rate,
+            self.last_trigger,
+        ]
+
+    def forget_models(self, models: Iterable[str]) -> None:
+        """Remove the judged per-model gauges of ``models``: in two-stage aggregation only the member
+        that owns a model's stage exports them (a member that loses the stage stops, the new owner
+        starts), so each series exists once in the group. Counters stay: they sum over members."""
+        gone = set(models)
+        for gauge in self._model_gauges():
+            for labels in [key for key in list(gauge._metrics) if key and key[0] in gone]:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)
+
+    def adopt_model(self, model: str) -> None:
+        """Start the judged gauges of a model whose stage this member now owns (flags at 0)."""
+        schema = self.schemas.get(model)
+        if schema is None:
+            return
+        for f in schema.numeric_names + schema.categorical_names:
+            self.drift.labels(model, f).set(0)
+        self._flags_init(model, schema)
+        self.incident.labels(model).set(0)
 
     def triggers_init(self, model: str) -> None:
         for kind in TRIGGER_KINDS:

@@ -5,8 +5,12 @@ closed window, performance against the training baseline, the recent triggers wi
 recommendations, the data-DNA heatmap (inline SVG: no image files, no JavaScript, no external
 assets), the regimes, integrity incidents and segments needing attention.
 
-:func:`render_status` is pure (data in, bytes out); :class:`StatusPage` reads a running engine's
-monitors and is the ``extra_routes`` callable of :func:`stream_monitor.web.server.serve_http`.
+:func:`render_status` is pure (data in, bytes out); :class:`StatusPage` is the ``extra_routes``
+callable of :func:`stream_monitor.web.server.serve_http`. In the Kafka service the page never reads the
+engine: the consume loop calls :meth:`StatusPage.publish` after each batch, which copies what the page
+and the insight gauges show into an immutable :class:`PublishedStatus`, swapped in with one assignment;
+the HTTP threads render that copy (``published_only``). Without a publisher (``demo``, tests) the page
+reads the monitors when it is requested.
 
 >>> html = render_status([ModelView("bikes", ready=True, events=10)], generated_at=0.0).decode()
 >>> "<h2" in html and "bikes" in html and "1970-01-01" in html
@@ -21,13 +25,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stream_monitor.core.detectors.table import spec_of, window_detectors
-from stream_monitor.core.insights.dna import DataDNA
-from stream_monitor.core.triggers import Trigger
+
+if TYPE_CHECKING:  # types only: the page needs neither scipy (dna) nor the trigger builder at import
+    from stream_monitor.core.insights.dna import DataDNA
+    from stream_monitor.core.triggers import Trigger
 
 REGIME_COLOURS = {
     "normal": "#4c78a8",
@@ -290,8 +296,32 @@ def render_status(
     ).encode()
 
 
-def model_view(monitor: Any, triggers: Iterable[Trigger] = ()) -> ModelView:
-    """A :class:`ModelView` of a :class:`stream_monitor.core.monitor.ModelMonitor` (read-only)."""
+def _window_view(ev: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The window line, the drift table and the performance table of one window evaluation."""
+    window = {"start": ev.start, "end": ev.end, "events": ev.events}
+    feats: dict[str, dict[str, Any]] = {}
+    for r in ev.results:
+        spec = spec_of(r.detector)
+        if r.feature is None or spec is None or not (spec.status or spec.flags_drift):
+            continue
+        row = feats.setdefault(r.feature, {"feature": r.feature, "drift": False})
+        row[r.detector] = r.value
+        row["drift"] = row["drift"] or (r.drift and spec.flags_drift)
+    performance = [
+        {"metric": k, "value": v, "baseline": ev.baseline.get(k)}
+        for k, v in ev.performance.items()
+        if k != "n" and k in ev.baseline
+    ]
+    return window, list(feats.values()), performance
+
+
+def model_view(
+    monitor: Any,
+    triggers: Iterable[Trigger] = (),
+    window: tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]] | None = None,
+) -> ModelView:
+    """A :class:`ModelView` of a :class:`stream_monitor.core.monitor.ModelMonitor` (read-only; ``window``:
+    :func:`_window_view` of its ``last_evaluation``, when the caller already has it)."""
     view = ModelView(
         monitor.schema.model_id,
         version=monitor.model_version,
@@ -301,21 +331,7 @@ def model_view(monitor: Any, triggers: Iterable[Trigger] = ()) -> ModelView:
     )
     ev = monitor.last_evaluation
     if ev is not None:
-        view.window = {"start": ev.start, "end": ev.end, "events": ev.events}
-        feats: dict[str, dict[str, Any]] = {}
-        for r in ev.results:
-            spec = spec_of(r.detector)
-            if r.feature is None or spec is None or not (spec.status or spec.flags_drift):
-                continue
-            row = feats.setdefault(r.feature, {"feature": r.feature, "drift": False})
-            row[r.detector] = r.value
-            row["drift"] = row["drift"] or (r.drift and spec.flags_drift)
-        view.features = list(feats.values())
-        view.performance = [
-            {"metric": k, "value": v, "baseline": ev.baseline.get(k)}
-            for k, v in ev.performance.items()
-            if k != "n" and k in ev.baseline
-        ]
+        view.window, view.features, view.performance = window if window is not None else _window_view(ev)
     insights = getattr(monitor, "insights", None)
     if insights is not None:
         view.dna = insights.latest_dna
@@ -326,11 +342,73 @@ def model_view(monitor: Any, triggers: Iterable[Trigger] = ()) -> ModelView:
     return view
 
 
+@dataclass(frozen=True)
+class InsightFigures:
+    """What the insight gauges read from a model's tracker, copied by the thread that owns the tracker.
+
+    Shaped like the part of :class:`~stream_monitor.core.insights.tracker.InsightTracker` that
+    :class:`~stream_monitor.web.insights_exporter.InsightsCollector` reads — ``current_regime``, and the
+    ``len()`` of ``buckets``, ``incidents``, ``segments.needing_attention()`` and ``surges`` (kept as
+    ``range`` objects: counts without copies) — so the collector serves a published copy unchanged.
+    """
+
+    current_regime: tuple[int, str]
+    buckets: range
+    incidents: range
+    surges: range
+    attention: range
+
+    @classmethod
+    def of(cls, tracker: Any) -> InsightFigures:
+        return cls(
+            tuple(tracker.current_regime),
+            range(len(tracker.buckets)),
+            range(len(tracker.incidents)),
+            range(len(tracker.surges)),
+            range(len(tracker.segments.needing_attention())),
+        )
+
+    @property
+    def segments(self) -> InsightFigures:
+        return self
+
+    def needing_attention(self) -> range:
+        return self.attention
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """One model as the consume loop last published it (``insights``: for the insight gauges)."""
+
+    view: ModelView
+    insights: InsightFigures | None = None
+
+
+@dataclass(frozen=True)
+class PublishedStatus:
+    """Everything ``/`` and the insight gauges show, as of one moment of the consume loop.
+
+    Built by :meth:`StatusPage.publish` from objects made for it (the views, their lists and dicts are
+    never touched again by the loop), and replaced whole: a reader holds either the old or the new.
+    """
+
+    models: tuple[PublishedModel, ...] = ()
+
+    def monitors(self) -> dict[str, PublishedModel]:
+        """``{model_id: PublishedModel}``: what :class:`InsightsCollector` reads instead of monitors."""
+        return {m.view.model_id: m for m in self.models}
+
+
 class StatusPage:
-    """The ``/`` route: renders the engine's monitors and the recent triggers on each request.
+    """The ``/`` route.
 
     ``monitors`` returns the current ``{model_id: ModelMonitor}``; call :meth:`record` with each trigger
     (the last ``keep`` per model are shown). ``clock`` is only used for the "generated" line.
+
+    With ``published_only`` the page renders only what :meth:`publish` (called on the thread that runs
+    the engine) last published, so a request never reads live engine state; before the first
+    publication it shows no model. Without it, each request reads ``monitors()`` (a front end that
+    runs its engine on the request's thread, or does not mind the race: ``demo``, tests).
     """
 
     def __init__(
@@ -339,23 +417,68 @@ class StatusPage:
         keep: int = 20,
         clock: Callable[[], float] = time.time,
         rejections: Callable[[], Mapping[str, float]] | None = None,
+        *,
+        published_only: bool = False,
     ) -> None:
         self.monitors = monitors
         self.rejections = rejections
         self.clock = clock
+        self.published_only = published_only
         self._triggers: dict[str, deque[Trigger]] = {}
         self._keep = keep
+        self._published = PublishedStatus()
+        # Per model: the last window evaluation and its tables, so a publication after a batch that
+        # closed no window reuses them instead of walking every detector result again.
+        self._windows: dict[str, tuple[Any, Any]] = {}
 
     def record(self, trigger: Trigger) -> None:
         """Remember an emitted trigger for its model's "Recent triggers"."""
         self._triggers.setdefault(trigger.model_id, deque(maxlen=self._keep)).append(trigger)
 
-    def __call__(self) -> tuple[int, str, bytes]:
-        views = []
+    @property
+    def published(self) -> PublishedStatus:
+        """The last publication (empty before the first)."""
+        return self._published
+
+    def publish(self) -> PublishedStatus:
+        """Copy what the page and the insight gauges show out of ``monitors()`` and swap it in.
+
+        Call it on the thread that runs the engine, between batches (never from a request): it reads
+        the monitors (and lets an insight tracker compute a DNA that became due), the HTTP threads then
+        read only the result. Cost: a few µs per model when no window closed since the last call.
+        """
+        models = []
         for model_id, monitor in sorted(dict(self.monitors()).items()):
+            triggers = tuple(self._triggers.get(model_id, ()))
             try:
-                views.append(model_view(monitor, self._triggers.get(model_id, ())))
-            except Exception as exc:
-                views.append(ModelView(model_id, version=f"(state changing: {type(exc).__name__})"))
+                ev = monitor.last_evaluation
+                cached = self._windows.get(model_id)
+                if ev is None:
+                    window = None
+                elif cached is not None and cached[0] is ev:
+                    window = cached[1]
+                else:
+                    window = _window_view(ev)
+                    self._windows[model_id] = (ev, window)
+                view = model_view(monitor, triggers, window)
+                tracker = getattr(monitor, "insights", None)
+                figures = None if tracker is None else InsightFigures.of(tracker)
+            except Exception as exc:  # never stop the loop for the page
+                view, figures = ModelView(model_id, version=f"(not published: {type(exc).__name__})"), None
+            models.append(PublishedModel(view, figures))
+        published = PublishedStatus(tuple(models))
+        self._published = published  # one assignment: a request sees the old copy or the new one
+        return published
+
+    def __call__(self) -> tuple[int, str, bytes]:
+        if self.published_only:
+            views = [m.view for m in self._published.models]
+        else:
+            views = []
+            for model_id, monitor in sorted(dict(self.monitors()).items()):
+                try:
+                    views.append(model_view(monitor, self._triggers.get(model_id, ())))
+                except Exception as exc:
+                    views.append(ModelView(model_id, version=f"(state changing: {type(exc).__name__})"))
         rejections = None if self.rejections is None else self.rejections()
         return 200, "text/html; charset=utf-8", render_status(views, self.clock(), rejections=rejections)
