@@ -170,15 +170,7 @@ def test_a_group_on_six_partitions_judges_once_as_one_process(
     tmp_path: Path,
 ) -> None:
     predictions, labels = STREAM.raw()
-    preds = topic_factory(PARTITIONS, prefix="predictions")
-    topics = {
-        "predictions": preds,
-        "labels": topic_factory(PARTITIONS, prefix="labels"),
-        "triggers": preds.replace("predictions", "triggers"),
-        "dlq": preds.replace("predictions", "dlq"),
-        "state": preds.replace("predictions", "state"),
-        "partials": preds.replace("predictions", "partials"),
-    }
+    topics = _topics(topic_factory, PARTITIONS)
     reference = _reference(tmp_path / "reference.json")
     configs = [
         _config(tmp_path / f"c{i}.json", kafka_bootstrap, topics, group_id, reference, free_port())
@@ -272,6 +264,10 @@ def test_a_group_on_six_partitions_judges_once_as_one_process(
             psi = _gauge(live, "stream_monitor_feature_psi", model=MODEL, feature="x0")
             expected_psi = next(r.value for r in last.results if r.detector == "psi" and r.feature == "x0")
             assert len(psi) == 1 and psi[0] == pytest.approx(expected_psi, rel=1e-9)
+            # The status page of the stage owner shows the model's judgement.
+            owner = next(m for m in live if _windows_judged([m]))
+            code, page = owner._get("/")
+            assert code == 200 and MODEL.encode() in page and b"Traceback" not in page
         # Every window judged once, by one member; across a SIGKILL a window judged again after the
         # restore gives the same trigger id (at least once, deduplicable by id), none is lost.
         live[0].wait_for(
@@ -294,6 +290,19 @@ def _windows_judged(members: list[ServiceProcess]) -> list[int]:
     ]
 
 
+def _topics(topic_factory: Any, partitions: int) -> dict[str, str]:
+    """Fresh input topics; the service creates the outputs and the partials topic."""
+    preds = topic_factory(partitions, prefix="predictions")
+    return {
+        "predictions": preds,
+        "labels": topic_factory(partitions, prefix="labels"),
+        "triggers": preds.replace("predictions", "triggers"),
+        "dlq": preds.replace("predictions", "dlq"),
+        "state": preds.replace("predictions", "state"),
+        "partials": preds.replace("predictions", "partials"),
+    }
+
+
 def _triggers(bootstrap: str, topic: str, idle: float) -> list[dict[str, Any]]:
     return [orjson.loads(m.value()) for m in read_topic(bootstrap, topic, idle=idle)]
 
@@ -310,15 +319,8 @@ def test_a_forged_or_garbled_shard_report_is_dead_lettered_and_never_merged(
 
     from stream_monitor.core.partials import ShardReport
 
-    preds = topic_factory(2, prefix="predictions")
-    topics = {
-        "predictions": preds,
-        "labels": topic_factory(2, prefix="labels"),
-        "triggers": preds.replace("predictions", "triggers"),
-        "dlq": preds.replace("predictions", "dlq"),
-        "state": preds.replace("predictions", "state"),
-        "partials": topic_factory(2, prefix="partials"),
-    }
+    topics = _topics(topic_factory, 2)
+    topics["partials"] = topic_factory(2, prefix="partials")  # made before the service, to write to it
     reference = _reference(tmp_path / "reference.json")
     port = free_port()
     config = _config(tmp_path / "c.json", kafka_bootstrap, topics, group_id, reference, port)

@@ -300,6 +300,19 @@ class LabelJoinBuffer:
         d = self._delays[np.isfinite(self._delays)]
         return float(np.median(d)) if len(d) else math.nan
 
+    def stats(self, now: float) -> dict[str, float]:
+        """The join's counters and rates as the window evaluations report them (``labels``)."""
+        return {
+            "joined_total": float(self.joined),
+            "pending": float(self._pending),
+            "expired": float(self.expired),
+            "evicted": float(self.evicted),
+            "orphan": float(self.orphan_labels),
+            "duplicate": float(self.duplicate_labels),
+            "delay_p50": float(self.delay_p50),
+            "arrival_rate": float(self.arrival_rate(now)),
+        }
+
     def arrival_rate(self, now: float) -> float:
         """Labels joined per second, exponentially decayed with time constant ``rate_horizon_seconds``.
 

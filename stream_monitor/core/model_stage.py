@@ -140,6 +140,7 @@ class ModelJudge:
             min(p.closed_by_ts for p in parts),
         )
         self.windows_judged += 1
+        self.monitor.events_total += sketch.n_events  # the status page counts what was judged
         stats = PerformanceStats.merged((p.performance for p in parts), new_stats(self.schema))
         if stats.n:
             self.history.append(stats)

@@ -329,17 +329,7 @@ class ModelMonitor:
         return dict(self.learned_baseline or {})
 
     def label_stats(self, now: float) -> dict[str, float]:
-        lb = self.labels
-        return {
-            "joined_total": float(lb.joined),
-            "pending": float(len(lb)),
-            "expired": float(lb.expired),
-            "evicted": float(lb.evicted),
-            "orphan": float(lb.orphan_labels),
-            "duplicate": float(lb.duplicate_labels),
-            "delay_p50": float(lb.delay_p50) if hasattr(lb, "delay_p50") else math.nan,
-            "arrival_rate": float(lb.arrival_rate(now)),
-        }
+        return self.labels.stats(now)
 
     # -- state --------------------------------------------------------------------------------
     def _reference_state(self) -> dict[str, Any] | None:

@@ -343,19 +343,6 @@ class WindowPartial:
         )
 
 
-#: The label join's counters a shard reports (cumulative), summed over shards by the model stage.
-LABEL_COUNTERS = (
-    "joined_total",
-    "pending",
-    "expired",
-    "evicted",
-    "orphan",
-    "duplicate",
-    "delay_p50",
-    "arrival_rate",
-)
-
-
 @dataclass
 class ShardReport:
     """What one shard tells the model stage about one model: windows it closed since its last report
@@ -585,17 +572,7 @@ class ShardMonitor:
         )
 
     def label_counters(self, now: float) -> dict[str, float]:
-        lb = self.labels
-        return {
-            "joined_total": float(lb.joined),
-            "pending": float(len(lb)),
-            "expired": float(lb.expired),
-            "evicted": float(lb.evicted),
-            "orphan": float(lb.orphan_labels),
-            "duplicate": float(lb.duplicate_labels),
-            "delay_p50": float(lb.delay_p50),
-            "arrival_rate": float(lb.arrival_rate(now)),
-        }
+        return self.labels.stats(now)
 
     # -- state -----------------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:

@@ -1107,9 +1107,11 @@ class Service:
         """Per model, the monitor of the partition-task that has seen most of its events (status page).
 
         Called on the consume loop's thread only, by ``status_page.publish()`` (:meth:`_publish`)."""
+        if self.two_stage:  # the models whose stage this member runs: their one judgement
+            return {m: mon for task in self.stages.values() for m, mon in task.stage.monitors.items()}
         best: dict[str, Any] = {}
         for task in list(self.tasks.values()):
-            for model_id, mon in task.engine.monitors.items():
+            for model_id, mon in task.engine.judging_monitors.items():
                 if model_id not in best or mon.events_total > best[model_id].events_total:
                     best[model_id] = mon
         return best
