@@ -310,6 +310,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         default="model_id",
         help="message key of a prediction and its label (same key: same partition)",
     )
+    prod.add_argument(
+        "--timestamp",
+        choices=("created", "event"),
+        default="created",
+        help="record timestamp: the creation time, or the event's ts (files of past data: predictions "
+        "and labels are then merged in event-time order; mind the topics' retention.ms)",
+    )
     prod.add_argument("--model", help="synthetic: the configured model to generate events for")
     prod.add_argument("--drift-after", type=int, default=None, help="synthetic: shift features from here on")
     prod.add_argument("--seed", type=int, default=0)

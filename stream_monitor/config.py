@@ -1331,7 +1331,8 @@ def _build_aggregation(data: Any, models: list[ModelConfig], ctx: _Context) -> A
                 raise ctx.error(
                     f"models[{i}].reference",
                     "is required with aggregation.mode: two_stage (every shard summarises against the same "
-                    "reference file; a reference warmed up from each shard's own events would not merge)",
+                    "reference file; a reference warmed up from each shard's own events would not merge): "
+                    "build one from the training data with `stream-monitor reference build`",
                 )
     return settings
 

@@ -57,3 +57,36 @@ def test_produce_demo_stream_keys_labels_with_their_prediction(
         # Same key as its prediction, so the label lands in the same partition-task.
         assert partition_of[label["event_id"]] == m.partition()
     assert len({m.partition() for m in preds}) == 3
+
+
+@pytest.mark.parametrize("stamp", ["created", "event"])
+def test_produce_stamps_records_with_their_event_time_when_asked(
+    stamp: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    consumer_factory: Callable[..., Consumer],
+) -> None:
+    """``--timestamp event``: a file of past data keeps its event-time order across the two topics (the
+    service merges them by record timestamp); the default stamps the creation time."""
+    import time
+
+    from stream_monitor.core.events import parse_ts
+
+    predictions, labels = topic_factory(1), topic_factory(1)
+    before = time.time() * 1000
+    code = main(
+        [
+            "produce", "--bootstrap-servers", kafka_bootstrap, "--source", "demo", "--count", "200",
+            "--topic", predictions, "--labels-topic", labels, "--timestamp", stamp, "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    records = _read_all(consumer_factory, predictions, 1) + _read_all(consumer_factory, labels, 1)
+    assert len(records) > 200
+    for m in records:
+        ts = parse_ts(orjson.loads(m.value())["ts"])
+        assert ts is not None
+        if stamp == "event":
+            assert m.timestamp()[1] == round(ts * 1000)
+        else:
+            assert m.timestamp()[1] >= before - 60_000

@@ -64,7 +64,7 @@ def test_a_published_page_renders_the_copy_and_never_reads_the_monitors_on_a_req
 
     page = StatusPage(monitors, clock=lambda: 0.0, published_only=True)
     live = StatusPage(lambda: engine.monitors, clock=lambda: 0.0)
-    assert b"No models configured." in page()[2]  # nothing published yet: no model, no live read
+    assert b"No model is judged on this member" in page()[2]  # nothing published yet: no model, no live read
     page.publish()
     served: list[bytes] = []
     thread = threading.Thread(target=lambda: served.append(page()[2]), name="http-test-conn")

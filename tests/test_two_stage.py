@@ -130,7 +130,13 @@ def statistics(ev: WindowEvaluation) -> tuple[Any, ...]:
         (r.detector, r.feature, _rounded(r.value), _rounded(r.p_value), r.drift) for r in ev.results
     )
     perf = {k: round(v, 9) for k, v in ev.performance.items() if v == v and k != "auc_error_bound"}
-    return (ev.index, ev.start, ev.end, ev.events, results, perf)
+    # The label join's counts as of the window (the policy's "labels are fresh" and the evidence).
+    # Not compared: the median delay and the arrival rate (per-shard estimates), and the pending
+    # count (it includes the predictions of the batch that passed the window, which depends on
+    # where batches end, in one process as on a shard).
+    counts = ("joined_total", "expired", "evicted", "orphan", "duplicate")
+    labels = {k: ev.labels[k] for k in counts}
+    return (ev.index, ev.start, ev.end, ev.events, results, perf, labels)
 
 
 ORACLE = one_process()

@@ -253,6 +253,14 @@ def test_a_group_on_six_partitions_judges_once_as_one_process(
             mine = by_id[t["trigger_id"]]
             assert (t["kind"], t["severity"]) == (mine.kind, mine.severity)
             assert t["event_time"] == pytest.approx(mine.event_time)
+            # The same statistics and advice, and the label counts as of the window, not as of a later
+            # report (within 0.1 %: a shard counts the labels it joined before the batch that passed
+            # the window; the replay cuts its batches at the window's edge).
+            expected = orjson.loads(mine.with_emitted_at(0.0).to_json_bytes())
+            assert t["reasons"] == expected["reasons"]
+            assert t["recommendation"]["action"] == expected["recommendation"]["action"]
+            joined = expected["evidence"]["labels_joined"]
+            assert t["evidence"]["labels_joined"] == pytest.approx(joined, rel=1e-3)
         if not kill_one:
             assert len(ids) == len(set(ids)), "each trigger emitted once"
             assert _sum(live, "stream_monitor_windows_closed_total", model=MODEL) == windows

@@ -300,6 +300,18 @@ class LabelJoinBuffer:
         d = self._delays[np.isfinite(self._delays)]
         return float(np.median(d)) if len(d) else math.nan
 
+    #: The names of :meth:`stats`, in its order.
+    STAT_NAMES = (
+        "joined_total",
+        "pending",
+        "expired",
+        "evicted",
+        "orphan",
+        "duplicate",
+        "delay_p50",
+        "arrival_rate",
+    )
+
     def stats(self, now: float) -> dict[str, float]:
         """The join's counters and rates as the window evaluations report them (``labels``)."""
         return {

@@ -31,6 +31,7 @@ import numpy as np
 
 from stream_monitor.core import state_format
 from stream_monitor.core.detectors import StreamDriftDetector, make_stream_detector
+from stream_monitor.core.labels import LabelJoinBuffer
 from stream_monitor.core.monitor import ModelMonitor, MonitorOutput
 from stream_monitor.core.partials import PerformanceStats, ShardReport, WindowPartial, new_stats
 from stream_monitor.core.reference import ReferenceProfile
@@ -42,6 +43,7 @@ from stream_monitor.core.windows import ClosedWindow
 from stream_monitor.errors import StateError
 
 _JUDGE_FORMAT = 1
+_LABEL_NAMES = LabelJoinBuffer.STAT_NAMES
 _STAGE_FORMAT = 1
 #: Outcomes of a received partial, counted per model (``stream_monitor_partials_received_total``).
 PARTIAL_OUTCOMES = ("merged", "duplicate", "late")
@@ -69,7 +71,10 @@ class ModelJudge:
         self.closed_through: int | None = None  # key of the newest window judged
         self.progress: dict[int, float] = {}  # carrier shard → progress
         self.last_heard: dict[int, float] = {}  # carrier shard → wall clock of its last report
-        self.labels: dict[int, dict[str, float]] = {}  # carrier shard → its label counters
+        # Per shard, its label join's counters as each report since the last judged window gave them,
+        # with the report's progress: a window is judged with each shard's counters as of the report
+        # in which the shard passed it (in a backlog a shard may report many windows ahead).
+        self.label_log: dict[int, list[tuple[float, np.ndarray]]] = {}
         self.shards = 1  # the input topic's partition count, as the newest report says
         self.opened_at: dict[int, float] = {}  # open window → wall clock of its first partial
         self.history: deque[PerformanceStats] = deque()
@@ -90,7 +95,8 @@ class ModelJudge:
         if wall_now is not None:
             self.last_heard[shard] = wall_now
         if report.labels:
-            self.labels[shard] = dict(report.labels)
+            values = np.array([report.labels.get(n, math.nan) for n in _LABEL_NAMES], dtype=np.float64)
+            self.label_log.setdefault(shard, []).append((report.progress, values))
         for partial in report.partials:
             self.counts["late_labels"] += partial.late_labels
             if self.closed_through is not None and partial.key <= self.closed_through:
@@ -154,7 +160,7 @@ class ModelJudge:
         if sketch.score_n:
             out.score_drift |= self.monitor.score_drift.update(np.array([sketch.score_sum / sketch.score_n]))
         flushed = all(math.isinf(p.closed_by_ts) for p in parts)
-        self.monitor.judge(window, perf, self.label_stats(), out, flushed=flushed)
+        self.monitor.judge(window, perf, self.label_stats(key, window.end), out, flushed=flushed)
         out.late_events += sum(p.late_events for p in parts)
 
     def _rolling(self) -> PerformanceStats:
@@ -170,25 +176,29 @@ class ModelJudge:
             self.history.popleft()
         return PerformanceStats.merged(self.history, new_stats(self.schema))
 
-    def label_stats(self) -> dict[str, float]:
-        """The label join's counters summed over the carriers (the median delay: the shards' median)."""
-        out: dict[str, float] = {}
-        delays = []
-        for counters in self.labels.values():
-            for name, value in counters.items():
-                if name == "delay_p50":
-                    if not math.isnan(value):
-                        delays.append(value)
-                    continue
-                out[name] = out.get(name, 0.0) + value
-        out["delay_p50"] = float(np.median(delays)) if delays else math.nan
+    def label_stats(self, key: int, end: float) -> dict[str, float]:
+        """The label join's counters for window ``key``: summed over the shards, each as of the report
+        in which it passed the window (its newest, for a shard that has not: an idle close); counts
+        are exact, the median delay is the shards' median. Older entries are no longer needed."""
+        rows = []
+        for shard, log in self.label_log.items():
+            at = next(
+                (i for i, (p, _) in enumerate(log) if (p >= end if self.timed else p > key)), len(log) - 1
+            )
+            rows.append(log[at][1])
+            self.label_log[shard] = log[at:]
+        if not rows:
+            return {}
+        table = np.stack(rows)
+        out = dict(zip(_LABEL_NAMES, table.sum(axis=0).tolist(), strict=True))
+        delays = table[:, _LABEL_NAMES.index("delay_p50")]
+        delays = delays[~np.isnan(delays)]
+        out["delay_p50"] = float(np.median(delays)) if delays.size else math.nan
         return out
 
     # -- state -----------------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         shards = sorted(self.progress)
-        label_shards = sorted(self.labels)
-        names = sorted({n for c in self.labels.values() for n in c})
         opened = [(key, shard, p) for key in sorted(self.open) for shard, p in sorted(self.open[key].items())]
         return state_format.tagged(
             "model_judge",
@@ -205,11 +215,16 @@ class ModelJudge:
             shards=np.array(shards, dtype=np.int64),
             progress=np.array([self.progress[s] for s in shards], dtype=np.float64),
             heard=np.array([self.last_heard.get(s, math.nan) for s in shards], dtype=np.float64),
-            label_shards=np.array(label_shards, dtype=np.int64),
-            label_names=names,
+            label_names=list(_LABEL_NAMES),
+            label_shards=np.array(
+                [s for s, log in sorted(self.label_log.items()) for _ in log], dtype=np.int64
+            ),
+            label_progress=np.array(
+                [p for _, log in sorted(self.label_log.items()) for p, _ in log], dtype=np.float64
+            ),
             label_values=np.array(
-                [[self.labels[s].get(n, math.nan) for n in names] for s in label_shards], dtype=np.float64
-            ).reshape(len(label_shards), len(names)),
+                [v for _, log in sorted(self.label_log.items()) for _, v in log], dtype=np.float64
+            ).reshape(-1, len(_LABEL_NAMES)),
             open_keys=np.array([k for k, _, _ in opened], dtype=np.int64),
             open_shards=np.array([s for _, s, _ in opened], dtype=np.int64),
             open_partials=state_format.indexed([p.to_state() for _, _, p in opened]),
@@ -230,8 +245,10 @@ class ModelJudge:
         progress = r.array("progress", np.float64, shape=(len(shards),)).tolist()
         heard = r.array("heard", np.float64, shape=(len(shards),)).tolist()
         label_shards = r.array("label_shards", np.int64, ndim=1).tolist()
-        names = [str(n) for n in r.strings("label_names")]
-        values = r.array("label_values", np.float64, shape=(len(label_shards), len(names)))
+        if tuple(str(n) for n in r.strings("label_names")) != _LABEL_NAMES:
+            raise StateError(f"{r.what}: label counters of another layout")
+        label_progress = r.array("label_progress", np.float64, shape=(len(label_shards),))
+        values = r.array("label_values", np.float64, shape=(len(label_shards), len(_LABEL_NAMES)))
         keys = r.array("open_keys", np.int64, ndim=1).tolist()
         owners = r.array("open_shards", np.int64, shape=(len(keys),)).tolist()
         partials = r.children("open_partials")
@@ -260,10 +277,9 @@ class ModelJudge:
         self.counts = dict(zip(count_names, count_values.tolist(), strict=True))
         self.progress = dict(zip(shards, progress, strict=True))
         self.last_heard = {s: h for s, h in zip(shards, heard, strict=True) if not math.isnan(h)}
-        self.labels = {
-            s: {n: v for n, v in zip(names, row, strict=True) if not math.isnan(v) or n == "delay_p50"}
-            for s, row in zip(label_shards, values.tolist(), strict=True)
-        }
+        self.label_log = {}
+        for shard, progress_at, row in zip(label_shards, label_progress.tolist(), values, strict=True):
+            self.label_log.setdefault(shard, []).append((progress_at, row.copy()))
         self.history = deque(PerformanceStats.from_state(h, like) for h in r.children("history"))
         self.error_drift = StreamDriftDetector.from_state(r.child("error_drift"))
         self.monitor = monitor

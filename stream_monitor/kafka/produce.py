@@ -151,6 +151,27 @@ def _timed_lines(path: str, rank: int, role: str) -> Iterator[tuple[float, int, 
             yield clock, rank, number, role, line
 
 
+def event_timestamp_ms(event: dict[str, Any] | bytes) -> int | None:
+    """The event's ``ts`` in epoch milliseconds (the record timestamp of ``--timestamp event``), or None
+    when it has no readable ``ts`` (the record then gets its creation time; the service rejects it).
+
+    >>> event_timestamp_ms({"ts": "2011-01-01T00:00:00Z"}), event_timestamp_ms(b'{"ts": 1.5}')
+    (1293840000000, 1500)
+    >>> event_timestamp_ms(b"{") is None
+    True
+    """
+    from stream_monitor.core.events import parse_ts
+
+    obj: Any = event
+    if isinstance(event, bytes):
+        try:
+            obj = orjson.loads(event)
+        except orjson.JSONDecodeError:
+            return None
+    ts = parse_ts(obj.get("ts")) if isinstance(obj, dict) else None
+    return None if ts is None or not 0 <= ts < 253402300800 else round(ts * 1000)
+
+
 def message_key(event: dict[str, Any] | bytes, key_field: str) -> bytes | None:
     """The Kafka key: ``model_id`` or ``event_id`` of the event (raw lines are parsed for it).
 
@@ -200,8 +221,13 @@ def produce_items(
     rate: float = 0.0,
     count: int = 0,
     progress: Progress | None = None,
+    event_timestamps: bool = False,
 ) -> dict[str, int]:
-    """Send items (predictions limited by ``rate``); returns counts per role. Raises on delivery errors."""
+    """Send items (predictions limited by ``rate``); returns counts per role. Raises on delivery errors.
+
+    ``event_timestamps``: each record's timestamp is its event's ``ts`` (not its creation time), so a
+    partition-task merges predictions and labels of past data in event-time order (README, "Order of
+    the two inputs"). Mind the topics' ``retention.ms``: records older than it are deleted soon."""
     errors: list[str] = []
 
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
@@ -218,8 +244,13 @@ def produce_items(
         value = event if isinstance(event, bytes) else orjson.dumps(event)
         while True:
             try:
+                stamp = event_timestamp_ms(event) if event_timestamps else None
                 producer.produce(
-                    topics[role], value=value, key=message_key(event, key_field), on_delivery=on_delivery
+                    topics[role],
+                    value=value,
+                    key=message_key(event, key_field),
+                    on_delivery=on_delivery,
+                    timestamp=0 if stamp is None else stamp,  # 0: the creation time (librdkafka)
                 )
                 break
             except BufferError:
@@ -292,7 +323,14 @@ def produce_main(args: argparse.Namespace) -> int:
     progress = Progress(total, None if args.quiet else sys.stderr)
     producer = Producer(settings)
     sent = produce_items(
-        producer, items, topics, key_field=args.key, rate=args.rate, count=args.count, progress=progress
+        producer,
+        items,
+        topics,
+        key_field=args.key,
+        rate=args.rate,
+        count=args.count,
+        progress=progress,
+        event_timestamps=args.timestamp == "event",
     )
     print(
         f"sent {sent['predictions']} predictions to {topics['predictions']} and {sent['labels']} labels "

@@ -71,7 +71,7 @@ from stream_monitor.kafka.input_order import InputOrder
 from stream_monitor.kafka.security import permanent_failure
 from stream_monitor.kafka.signing import REJECT_REASONS, UNRESTORABLE, RecordRejected, signer_from_settings
 from stream_monitor.kafka.state import StateRecord, read_latest, record_offsets, state_key
-from stream_monitor.kafka.topics import co_partitioning_problem, partition_counts
+from stream_monitor.kafka.topics import co_partitioning_problem, partials_topic_config, partition_counts
 from stream_monitor.web.metrics import ServiceMetrics
 from stream_monitor.web.server import HealthState
 
@@ -305,7 +305,8 @@ class Service:
         self.shards = 1
         self.partials_sent = Counter(
             "stream_monitor_partials_sent",
-            "Shard reports (window partials and progress) sent to the model stage, by model",
+            "Window partials this member's shards sent to the model stage, by model (as counted by "
+            "stream_monitor_partials_received_total on the stage owner)",
             ["model"],
             registry=r,
         )
@@ -582,7 +583,12 @@ class Service:
         for m, reason in refused:
             assert self.producer is not None
             self.producer.dead_letter(
-                m.value(), reason, m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(),
+                m.value(),
+                reason,
+                m.topic() or "",
+                m.partition() or 0,
+                m.offset() or 0,
+                m.key(),
                 original_headers=headers_of(m),
             )
             self.metrics.observe_rejection(Rejection(0, reason, b""))
@@ -615,8 +621,7 @@ class Service:
         k = self.app.kafka
         counts = partition_counts(admin, [k.topics.predictions])
         self.shards = max(1, counts.get(k.topics.predictions) or 1)
-        big = {"max.message.bytes": str(STATE_MAX_MESSAGE_BYTES), "retention.ms": str(7 * 86400 * 1000)}
-        return ensure_topics(admin, {k.topics.partials: big}, partitions=self.shards)
+        return ensure_topics(admin, {k.topics.partials: partials_topic_config()}, partitions=self.shards)
 
     def _tick_stages(self) -> None:
         """Windows held by a silent shard close after the idle timeout, with or without new reports."""
@@ -632,7 +637,7 @@ class Service:
         for report in out.reports:
             key = report.model_id.encode()
             self.producer.record(self.partials_topic, key, self.signer.seal(key, report.encode()))
-            self.partials_sent.labels(report.model_id).inc()
+            self.partials_sent.labels(report.model_id).inc(len(report.partials))
 
     # ------------------------------------------------------------------ the loop
     def _new_engine(self, p: int = 0) -> MonitoringEngine:

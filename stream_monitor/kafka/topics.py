@@ -66,6 +66,11 @@ another partition-task than its prediction; give both topics the same partition 
     return None
 
 
+def partials_topic_config() -> dict[str, str]:
+    """The partials topic of two-stage aggregation: large records (a window's sketch), kept a week."""
+    return {"max.message.bytes": str(STATE_MAX_MESSAGE_BYTES), "retention.ms": str(7 * 86400 * 1000)}
+
+
 @dataclass
 class TopicsCreated:
     created: list[str]
@@ -88,6 +93,8 @@ def create_topics(app: AppConfig, partitions: int, replication_factor: int = -1)
         k.topics.dlq: (1, big),
         k.topics.state: (1, {"cleanup.policy": "compact", **big}),
     }
+    if app.aggregation.mode == "two_stage":  # the model stage's input, spread as the shards are
+        wanted[k.topics.partials] = (partitions, partials_topic_config())
     counts = partition_counts(admin, list(wanted))
     existing = {name: n for name, n in counts.items() if n is not None}
     missing = [

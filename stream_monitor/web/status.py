@@ -285,7 +285,10 @@ def render_status(
 ) -> bytes:
     """The whole page for the given models (and the dead-letter counts by reason, when given)."""
     body = _dead_letters_html(rejections) + (
-        "".join(_model_html(m) for m in models) or "<p>No models configured.</p>"
+        "".join(_model_html(m) for m in models)
+        or "<p>No model is judged on this member (yet): with aggregation.mode two_stage, a model's "
+        "judgement is on the member that owns its stage (see <code>/state</code>, "
+        "<code>model_stage</code>).</p>"
     )
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">'

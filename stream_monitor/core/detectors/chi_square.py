@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import special
 
 __all__ = ["chi_square", "cohens_w"]
 
@@ -47,7 +47,8 @@ def chi_square(
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(expected > 0, (win - expected) ** 2 / expected, np.where(win > 0, np.inf, 0.0))
     statistic = float(terms.sum())
-    return statistic, float(stats.chi2.sf(statistic, n_categories - 1))
+    # special.chdtrc is what scipy.stats.chi2.sf computes, without the import (~0.4 s, 46 MB).
+    return statistic, float(special.chdtrc(n_categories - 1, statistic))
 
 
 def cohens_w(statistic: float, n: float) -> float:

@@ -82,9 +82,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import optimize, stats
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import squareform
+from scipy import special
 
 from stream_monitor.core.insights.buckets import Bucket, partial_buckets
 from stream_monitor.core.schema import ModelSchema
@@ -410,7 +408,8 @@ def _neighbour_tail(ratios: Sequence[float]) -> float:
     spread = float(q50 / q25)
 
     def gap(shape: float) -> float:
-        return float(stats.gamma.ppf(0.5, shape) / stats.gamma.ppf(0.25, shape)) - spread
+        # special.gammaincinv(a, q) is scipy.stats.gamma.ppf(q, a), without importing scipy.stats.
+        return float(special.gammaincinv(shape, 0.5) / special.gammaincinv(shape, 0.25)) - spread
 
     lo, hi = 0.05, 1e4
     if gap(lo) < 0:  # heavier than the heaviest shape tried
@@ -418,8 +417,10 @@ def _neighbour_tail(ratios: Sequence[float]) -> float:
     elif gap(hi) > 0:  # as concentrated as a constant: no tail beyond the median
         return 1.0
     else:
-        shape = float(optimize.brentq(gap, lo, hi, xtol=1e-6))
-    return float(stats.gamma.ppf(NOISE_QUANTILE, shape) / stats.gamma.ppf(0.5, shape))
+        from scipy.optimize import brentq  # here only: scipy.optimize is 23 MB
+
+        shape = float(brentq(gap, lo, hi, xtol=1e-6))
+    return float(special.gammaincinv(shape, NOISE_QUANTILE) / special.gammaincinv(shape, 0.5))
 
 
 def data_dna(
@@ -471,6 +472,9 @@ def data_dna(
     if len(core) == 1:
         label[core[0]] = 0
     elif len(core) > 1:
+        from scipy.cluster.hierarchy import fcluster, linkage  # here only: 13 MB
+        from scipy.spatial.distance import squareform
+
         sub = matrix[np.ix_(core, core)]
         z = linkage(squareform(np.maximum(sub, 0.0), checks=False), method="average")
         raw = fcluster(z, t=cut_value, criterion="distance")
