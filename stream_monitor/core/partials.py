@@ -226,8 +226,7 @@ class PerformanceStats:
                 out.update(mae=math.nan, rmse=math.nan, mean_error=math.nan)
             return out
         if self.task == "binary":
-            c = self.confusion.astype(np.float64)
-            tn, fp, fn, tp = c[0, 0], c[0, 1], c[1, 0], c[1, 1]
+            tn, fp, fn, tp = (float(v) for v in self.confusion.ravel())
             out["accuracy"] = (tp + tn) / self.n
             out["auc"], out["auc_error_bound"] = self.auc()
             out["precision"] = tp / (tp + fp) if tp + fp else math.nan
