@@ -6,7 +6,7 @@ part, where a part is
 
 - a numpy array of booleans, integers or floats (any shape): stored as raw little-endian bytes with
   its dtype and shape, read back bit for bit (NaN, infinities and ``-0.0`` included);
-- ``bytes``: stored as they are;
+- ``bytes`` (or :class:`Pieces`, bytes given as a list of buffers): stored as they are;
 - a ``dict``: a nested container (its keys are part names again);
 - anything else JSON can hold (``None``, bool, int, float, str, list): metadata, stored as JSON
   (orjson). A ``dict`` inside a list is plain JSON. JSON has no NaN or infinity (orjson writes
@@ -63,9 +63,11 @@ from stream_monitor.errors import StateError
 __all__ = [
     "MAGIC",
     "VERSION",
+    "Pieces",
     "StateReader",
     "decode",
     "encode",
+    "encode_chunks",
     "indexed",
     "is_state",
     "restoring",
@@ -102,9 +104,28 @@ def encode(state: Mapping[str, Any]) -> bytes:
     >>> len(encode({}))
     14
     """
+    return b"".join(encode_chunks(state))
+
+
+def encode_chunks(state: Mapping[str, Any]) -> list[Any]:
+    """:func:`encode`'s bytes as the list of pieces it joins, not joined (no full-size copy).
+
+    Each piece supports the buffer protocol (``bytes``, or a ``uint8`` view of an array part that
+    shares the array's memory), so a consumer can hash, compress or write them one by one:
+    ``b"".join(encode_chunks(s)) == encode(s)``. The pieces are only valid while the arrays of
+    ``state`` are not modified.
+
+    >>> import hashlib
+    >>> state = {"n": 1, "x": np.arange(3.0)}
+    >>> h = hashlib.sha256()
+    >>> for piece in encode_chunks(state):
+    ...     h.update(piece)
+    >>> h.digest() == hashlib.sha256(encode(state)).digest()
+    True
+    """
     chunks: list[Any] = [_HEADER]
     _encode_container(state, chunks, 0)
-    return b"".join(chunks)
+    return chunks
 
 
 def _encode_container(state: Mapping[str, Any], chunks: list[Any], depth: int) -> int:
@@ -126,6 +147,12 @@ def _encode_container(state: Mapping[str, Any], chunks: list[Any], depth: int) -
             head = _part_head(name, _BYTES) + _U64.pack(len(data))
             parts += [head, data]
             size += len(head) + len(data)
+        elif isinstance(value, Pieces):
+            n_parts += 1
+            head = _part_head(name, _BYTES) + _U64.pack(value.size)
+            parts.append(head)
+            parts += value.pieces
+            size += len(head) + value.size
         elif isinstance(value, Mapping):
             n_parts += 1
             inner: list[Any] = []
@@ -141,6 +168,22 @@ def _encode_container(state: Mapping[str, Any], chunks: list[Any], depth: int) -
     chunks.append(head)
     chunks += parts
     return len(head) + size
+
+
+class Pieces:
+    """A bytes part given as pieces: written as their concatenation, never joined in memory.
+
+    Each piece supports the buffer protocol (contiguous). It decodes as ``bytes`` like any bytes part.
+
+    >>> decode(encode({"b": Pieces([b"ab", memoryview(b"cd")])})) == {"b": b"abcd"}
+    True
+    """
+
+    __slots__ = ("pieces", "size")
+
+    def __init__(self, pieces: Sequence[Any]) -> None:
+        self.pieces = [p for p in pieces if memoryview(p).nbytes]
+        self.size = sum(memoryview(p).nbytes for p in self.pieces)
 
 
 def _part_head(name: str, tag: int) -> bytes:

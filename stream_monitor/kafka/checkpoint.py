@@ -148,13 +148,17 @@ class Checkpointer:
         for task in dirty:
             key = task.changelog_key(self.group)
             try:
-                record = task.state_record(self.group, now)
-                value = self.signer.seal(key, record.encode())
+                # No full-size copy that is not needed: the record's pieces (the snapshot compressed
+                # in slices) are joined once, behind the tag, after the snapshot itself is dropped.
+                chunks = task.state_record(self.group, now).encode_chunks()
+                value = self.signer.seal(key, chunks)
+                del chunks
             except Exception as exc:  # one task's unstorable state must not stop the others
                 unstorable.append((task, exc))
                 continue
             size += len(value)
-            self.producer.record(self.state_topic, key, value)
+            self.producer.record(self.state_topic, key, value)  # librdkafka copies the value
+            del value
             offsets.extend(task.commit_offsets())
         if transactional:
             self._commit_transaction(offsets)

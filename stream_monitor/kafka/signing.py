@@ -43,6 +43,7 @@ import os
 import re
 import struct
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from stream_monitor.config import StateSettings
 from stream_monitor.errors import ConfigError, StateError
@@ -81,10 +82,15 @@ def key_id(key: bytes) -> bytes:
     return hmac.new(key, _KEY_ID_DOMAIN, hashlib.sha256).digest()[:KEY_ID_BYTES]
 
 
-def _tag(key: bytes, kafka_key: bytes, record: bytes | memoryview) -> bytes:
+def _mac(key: bytes, kafka_key: bytes) -> hmac.HMAC:
     mac = hmac.new(key, _DOMAIN, hashlib.sha256)
     mac.update(_U32.pack(len(kafka_key)))
     mac.update(kafka_key)
+    return mac
+
+
+def _tag(key: bytes, kafka_key: bytes, record: bytes | memoryview) -> bytes:
+    mac = _mac(key, kafka_key)
     mac.update(record)
     return mac.digest()
 
@@ -118,13 +124,25 @@ class StateSigner:
         """Hex id of the signing key (shown in ``/state``), None without a key."""
         return key_id(self._keys[0]).hex() if self._keys else None
 
-    def seal(self, kafka_key: bytes, record: bytes) -> bytes:
-        """The value to produce: ``record`` with its tag in front (unchanged without a key)."""
+    def seal(self, kafka_key: bytes, record: bytes | Sequence[Any]) -> bytes:
+        """The value to produce: ``record`` with its tag in front (unchanged without a key).
+
+        ``record`` may also be the record's pieces (``StateRecord.encode_chunks``): the tag is
+        computed over them and they are joined once, behind it.
+
+        >>> signer = StateSigner([b"k" * 32])
+        >>> signer.seal(b"g/0", [b"SMST-", memoryview(b"record")]) == signer.seal(b"g/0", b"SMST-record")
+        True
+        """
+        pieces: Sequence[Any] = [record] if isinstance(record, bytes) else record
         if not self._keys:
-            return record
+            return record if isinstance(record, bytes) else b"".join(pieces)
         key = self._keys[0]
-        header = MAGIC + bytes([VERSION]) + key_id(key) + _tag(key, kafka_key, record)
-        return header + record
+        mac = _mac(key, kafka_key)
+        for piece in pieces:
+            mac.update(piece)
+        header = MAGIC + bytes([VERSION]) + key_id(key) + mac.digest()
+        return b"".join([header, *pieces])
 
     def open(self, kafka_key: bytes, value: bytes) -> bytes:
         """The record inside ``value``, checked; :class:`RecordRejected` when it must not be restored."""

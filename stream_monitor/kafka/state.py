@@ -9,9 +9,11 @@ state, so the state itself is exactly-once even though outputs are at-least-once
 
 Record layout: the one state format (:mod:`stream_monitor.core.state_format`), a ``state_record``
 container of the group, partition, offsets, counts, digest and creation time, and the engine snapshot
-(itself in that format) zlib-compressed as a bytes part. Format 1 (a JSON header line and the
-compressed snapshot, whose parts were JSON, base64 and pickle) is refused with a :class:`StateError`;
-:func:`record_offsets` still reads its offsets, so the service can start such a task afresh there.
+(itself in that format) zlib-compressed as a bytes part, or stored as it is when a ``codec`` part says
+``"stored"`` (a record without that part is zlib, as every record written before it existed).
+Format 1 (a JSON header line and the compressed snapshot, whose parts were JSON, base64 and pickle)
+is refused with a :class:`StateError`; :func:`record_offsets` still reads its offsets, so the service
+can start such a task afresh there.
 
 >>> rec = StateRecord("g", 3, {"predictions": 120, "labels": None}, {"predictions": 118}, b"snap")
 >>> back = StateRecord.decode(rec.encode())
@@ -44,6 +46,14 @@ log = logging.getLogger("stream_monitor.kafka.state")
 FORMAT = 2
 #: A snapshot decompresses to at most this many bytes (a hostile record cannot exhaust memory).
 MAX_SNAPSHOT_BYTES = 1 << 31
+#: How a record holds its snapshot: zlib level 1 (no ``codec`` part, as every record before the
+#: part existed), or ``stored`` as it is (a ``codec`` part says so).
+ZLIB, STORED = "zlib", "stored"
+CODECS = (ZLIB, STORED)
+#: The codec records are written with (see BENCHMARKS.md, section 10.1).
+CODEC = ZLIB
+#: The snapshot goes through zlib in slices of this many bytes.
+_SLICE = 1 << 20
 
 
 def state_key(group: str, partition: int) -> bytes:
@@ -72,21 +82,21 @@ class StateRecord:
         if not self.digest:
             self.digest = digest(self.snapshot)
 
-    def encode(self) -> bytes:
-        """The record in the one state format, the snapshot compressed."""
-        return state_format.encode(
-            state_format.tagged(
-                "state_record",
-                FORMAT,
-                group=self.group,
-                partition=self.partition,
-                offsets=self.offsets,
-                counts=self.counts,
-                digest=self.digest,
-                created_at=self.created_at,
-                snapshot=zlib.compress(self.snapshot, 1),
-            )
-        )
+    def encode(self, codec: str | None = None) -> bytes:
+        """The record in the one state format, the snapshot compressed (``codec``: :data:`CODECS`)."""
+        return b"".join(self.encode_chunks(codec))
+
+    def encode_chunks(self, codec: str | None = None) -> list[Any]:
+        """:meth:`encode`'s bytes as pieces, not joined: the snapshot is compressed in slices and
+        its compressed pieces are never joined on their own, so the only full-size copy is the one
+        the caller makes (:meth:`StateSigner.seal <stream_monitor.kafka.signing.StateSigner.seal>`
+        joins them once, behind the tag). With zlib the pieces hold no reference to :attr:`snapshot`,
+        so a caller that drops the record frees it before that join."""
+        codec = CODEC if codec is None else codec
+        if codec not in CODECS:
+            raise ValueError(f"unknown snapshot codec {codec!r} (one of {', '.join(CODECS)})")
+        body = state_format.Pieces([self.snapshot]) if codec == STORED else _compressed([self.snapshot])
+        return _record_chunks(self, body, codec)
 
     @classmethod
     @state_format.restoring
@@ -109,17 +119,62 @@ class StateRecord:
         offsets, counts = _offsets(r.child("offsets").parts), dict(r.child("counts").parts)
         if offsets is None or not all(type(v) is int for v in counts.values()):
             raise StateError(f"{name}: offsets or counts are not integers")
-        decompressor = zlib.decompressobj()
-        try:
-            snapshot = decompressor.decompress(r.raw("snapshot"), MAX_SNAPSHOT_BYTES)
-        except zlib.error as exc:
-            raise StateError(f"{name}: corrupt snapshot: {exc}") from exc
-        if decompressor.unconsumed_tail or not decompressor.eof:
-            raise StateError(f"{name}: snapshot truncated or larger than {MAX_SNAPSHOT_BYTES} bytes")
+        codec = r.text("codec") if r.has("codec") else ZLIB  # no part: a zlib record
+        if codec == STORED:
+            snapshot = r.raw("snapshot")
+        elif codec == ZLIB:
+            decompressor = zlib.decompressobj()
+            try:
+                snapshot = decompressor.decompress(r.raw("snapshot"), MAX_SNAPSHOT_BYTES)
+            except zlib.error as exc:
+                raise StateError(f"{name}: corrupt snapshot: {exc}") from exc
+            if decompressor.unconsumed_tail or not decompressor.eof:
+                raise StateError(f"{name}: snapshot truncated or larger than {MAX_SNAPSHOT_BYTES} bytes")
+        else:
+            raise StateError(f"{name}: snapshot stored with unknown codec {codec!r}")
         rec = cls(group, partition, offsets, counts, snapshot, created_at=r.number("created_at"))
         if rec.digest != r.text("digest"):
             raise StateError(f"{name} fails its digest check")
         return rec
+
+
+def _compressed(pieces: Iterable[Any]) -> state_format.Pieces:
+    """zlib level 1 of the concatenation of ``pieces``, as the compressor's output pieces.
+
+    Large pieces go in slices of :data:`_SLICE` bytes: the compressor's output of one call is built
+    in blocks and then copied into one ``bytes``, so a 20 MB array in one call would briefly hold
+    its compressed size twice."""
+    compressor = zlib.compressobj(1)
+    out: list[bytes] = []
+    for piece in pieces:
+        view = memoryview(piece)
+        if not view.nbytes:
+            continue
+        view = view.cast("B")
+        for i in range(0, len(view), _SLICE):
+            out.append(compressor.compress(view[i : i + _SLICE]))
+    out.append(compressor.flush())
+    return state_format.Pieces(out)
+
+
+def _record_chunks(rec: StateRecord, body: state_format.Pieces, codec: str) -> list[Any]:
+    # A zlib record carries no ``codec`` part: its bytes are those of the records written before
+    # the part existed, so an older reader still restores it.
+    extra = {} if codec == ZLIB else {"codec": codec}
+    return state_format.encode_chunks(
+        state_format.tagged(
+            "state_record",
+            FORMAT,
+            group=rec.group,
+            partition=rec.partition,
+            offsets=rec.offsets,
+            counts=rec.counts,
+            digest=rec.digest,
+            created_at=rec.created_at,
+            **extra,
+            snapshot=body,
+        )
+    )
 
 
 def record_offsets(data: bytes) -> dict[str, int | None] | None:
