@@ -320,3 +320,24 @@ def test_regression_and_multiclass_statistics_match_the_rolling_metrics(seed: in
     for name, value in expected.items():
         if name.startswith("f1:") or name in ("accuracy", "macro_f1"):
             assert both[name] == pytest.approx(value), name
+
+
+def test_a_batch_that_closes_many_windows_sends_them_in_bounded_reports() -> None:
+    """A backlog (or sparse windows) can close thousands of windows in one batch: a report carries at
+    most PARTIALS_PER_REPORT of them, each with the progress of its own windows, and the model stage
+    judges them all, in order, exactly as one report would have."""
+    from stream_monitor.core.partials import PARTIALS_PER_REPORT
+
+    engine = _engine(MonitoringEngine, shard=0, shards=1)
+    out = engine.process_predictions(PREDICTIONS, now=0.0)
+    reports = out.reports + engine.flush(now=0.0).reports
+    windows = math.ceil(STREAM.n / RATE / WINDOW)
+    assert windows - 1 > PARTIALS_PER_REPORT  # one batch closed more windows than one report holds
+    assert all(len(r.partials) <= PARTIALS_PER_REPORT for r in reports)
+    assert sum(len(r.partials) for r in reports) == windows
+    progress = [r.progress for r in reports]
+    assert progress == sorted(progress)
+    stage = ModelStage({MODEL: SCHEMA}, {MODEL: SETTINGS}, {MODEL: REFERENCE}, {}, TWO)
+    judged = [e for r in reports for o in stage.process([r], wall_now=None).values() for e in o.evaluations]
+    assert [e.events for e in judged] == [round(WINDOW * RATE)] * windows
+    assert [e.start for e in judged] == sorted(e.start for e in judged)

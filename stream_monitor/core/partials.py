@@ -57,6 +57,9 @@ _PARTIAL_FORMAT = 1
 _REPORT_FORMAT = 1
 _SHARD_FORMAT = 1
 OTHER_CLASS = "__other__"
+#: Window partials per shard report (a partial of 50 features is ~1.6 MB at most: a report stays far
+#: below the 64 MB of a record).
+PARTIALS_PER_REPORT = 8
 NO_CLASS = "__none__"
 
 
@@ -476,9 +479,7 @@ class ShardMonitor:
         late_before = self.windows.late_events
         closed = self.windows.add(batch)
         out.late_events = self.windows.late_events - late_before
-        report = self._report(closed, now, flushed=False)
-        if report is not None:
-            out.reports.append(report)
+        out.reports += self._reports(closed, now, flushed=False)
         return out
 
     def process_labels(self, batch: LabelBatch, now: float) -> Any:
@@ -518,9 +519,7 @@ class ShardMonitor:
         from stream_monitor.core.monitor import MonitorOutput
 
         out = MonitorOutput()
-        report = self._report(self.windows.flush(), now, flushed=True)
-        if report is not None:
-            out.reports.append(report)
+        out.reports += self._reports(self.windows.flush(), now, flushed=True)
         return out
 
     def idle_report(self, now: float) -> ShardReport | None:
@@ -529,9 +528,14 @@ class ShardMonitor:
         ``model_id`` most shards never see a given model. Its first event makes its progress finite."""
         if self._reported_progress > -math.inf or self.events_total:
             return None
-        return self._report([], now, flushed=True)
+        reports = self._reports([], now, flushed=True)
+        return reports[0] if reports else None
 
-    def _report(self, closed: list[ClosedWindow], now: float, *, flushed: bool) -> ShardReport | None:
+    def _reports(self, closed: list[ClosedWindow], now: float, *, flushed: bool) -> list[ShardReport]:
+        """The reports of the windows a batch closed: at most :data:`PARTIALS_PER_REPORT` partials
+        each (a batch can close thousands of sparse windows; one record must stay far below the
+        topic's message size), each report's progress where its windows end, the last one's the
+        shard's progress."""
         if flushed:
             progress = math.inf
         elif self.timed:
@@ -541,7 +545,7 @@ class ShardMonitor:
             assert isinstance(self.windows, CountWindows)
             progress = float(self.windows.emitted)
         if not closed and progress == self._reported_progress:
-            return None
+            return []
         self._reported_progress = progress
         partials = [self._partial(window) for window in closed]
         if self.timed:
@@ -549,9 +553,22 @@ class ShardMonitor:
             keep_from = self.windows.oldest_open_pane if not flushed else None  # type: ignore[union-attr]
             for pane in [p for p in self.label_panes if keep_from is None or p < keep_from]:
                 del self.label_panes[pane]
-        return ShardReport(
-            self.schema.model_id, self.shard, progress, partials, self.label_counters(now), self.shards
-        )
+        labels = self.label_counters(now)
+        chunks = [partials[i : i + PARTIALS_PER_REPORT] for i in range(0, len(partials), PARTIALS_PER_REPORT)]
+        reports = [
+            ShardReport(
+                self.schema.model_id,
+                self.shard,
+                (chunk[-1].end if self.timed else float(chunk[-1].key + 1)),
+                chunk,
+                labels,
+                self.shards,
+            )
+            for chunk in chunks[:-1]
+        ]
+        last = chunks[-1] if chunks else []
+        reports.append(ShardReport(self.schema.model_id, self.shard, progress, last, labels, self.shards))
+        return reports
 
     def _partial(self, window: ClosedWindow) -> WindowPartial:
         if self.timed:

@@ -621,7 +621,17 @@ class Service:
         k = self.app.kafka
         counts = partition_counts(admin, [k.topics.predictions])
         self.shards = max(1, counts.get(k.topics.predictions) or 1)
-        return ensure_topics(admin, {k.topics.partials: partials_topic_config()}, partitions=self.shards)
+        created = ensure_topics(admin, {k.topics.partials: partials_topic_config()}, partitions=self.shards)
+        # Subscribe only once the new topic has leaders: a consumer whose first metadata misses it has
+        # no model stage until its next metadata refresh (5 minutes by default).
+        deadline = time.monotonic() + 30.0
+        while created and time.monotonic() < deadline and not self.stop_requested:
+            topic = admin.list_topics(k.topics.partials, timeout=5.0).topics.get(k.topics.partials)
+            partitions = [] if topic is None or topic.error is not None else list(topic.partitions.values())
+            if partitions and all(p.leader >= 0 for p in partitions):
+                break
+            time.sleep(0.2)
+        return created
 
     def _tick_stages(self) -> None:
         """Windows held by a silent shard close after the idle timeout, with or without new reports."""
