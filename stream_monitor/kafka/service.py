@@ -859,6 +859,10 @@ class Service:
         self.tasks[p] = fresh
         for role in ROLES:
             start = fresh.offsets[role] if fresh.offsets[role] is not None else task.first_offsets[role]
+            if start is None and task.order.buffers[role]:
+                # Never processed, but fetched: the old task's buffer goes with it, so read them again
+                # (else they are behind the consumer's position and lost for this task).
+                start = task.order.buffers[role][0][1]
             if start is not None:
                 self.consumer.seek(TopicPartition(self.topics[role], p, start))
 
