@@ -294,8 +294,7 @@ class InProcessTwoStage(MonitoringEngine):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        references = {m: r for m, r in self.references.items()}
-        self.stage = ModelStage(self.schemas, self.settings, references, self.versions, self.aggregation)
+        self.stage = ModelStage(self.schemas, self.settings, self.references, self.versions, self.aggregation)
 
     @property
     def judging_monitors(self) -> dict[str, ModelMonitor]:

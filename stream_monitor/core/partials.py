@@ -99,6 +99,7 @@ class PerformanceStats:
         self.hist = np.zeros((2, AUC_BINS), dtype=np.int64)
         # multiclass: confusion counts over class names (truth → prediction → count)
         self.classes: dict[str, dict[str, int]] = {}
+        self._known: set[str] = set()  # every class name in ``classes`` (keys and rows), NO_CLASS aside
 
     def __len__(self) -> int:
         return self.n
@@ -161,16 +162,15 @@ class PerformanceStats:
         self.error_sum += float(wrong)
 
     def _class(self, name: str) -> str:
-        if name in self.classes or len(self._names()) < self.max_classes - 1:
-            return name
-        return name if name in self._names() else OTHER_CLASS
+        """The name a class is counted under (the caller counts it): at most ``max_classes`` names,
+        later ones share ``__other__``, as RollingPerformance does."""
+        if name not in self._known and len(self._known) >= self.max_classes - 1:
+            name = OTHER_CLASS
+        self._known.add(name)
+        return name
 
     def _names(self) -> set[str]:
-        names = set(self.classes)
-        for row in self.classes.values():
-            names.update(row)
-        names.discard(NO_CLASS)
-        return names
+        return set(self._known)
 
     def _add_error(self, error: np.ndarray) -> None:
         self.error_n += int(error.size)
@@ -238,7 +238,7 @@ class PerformanceStats:
             out["positives"] = float(self.confusion[1].sum())
             return out
         names = sorted(self._names())
-        correct = sum(row.get(name, 0) for name, row in self.classes.items() for _ in (0,))
+        correct = sum(row.get(name, 0) for name, row in self.classes.items())
         out["accuracy"] = correct / self.n
         f1s: list[float] = []
         for name in names:
@@ -297,6 +297,7 @@ class PerformanceStats:
             raise StateError(f"{r.what}: inconsistent class counts")
         for t, p, c in zip(truth, pred, counts.tolist(), strict=True):
             out.classes.setdefault(str(t), {})[str(p)] = int(c)
+            out._known.update(n for n in (str(t), str(p)) if n != NO_CLASS)
         return out
 
 
