@@ -1323,7 +1323,8 @@ def _build_app(raw: Mapping[str, Any], ctx: _Context) -> AppConfig:
 def _build_aggregation(data: Any, models: list[ModelConfig], ctx: _Context) -> AggregationSettings:
     s = _Section(data, "aggregation", ctx, _keys(AggregationSettings))
     settings = _build_settings(AggregationSettings, s)
-    if settings.mode == "two_stage":
+    # `reference build` reads the configuration before the references exist (check_references off).
+    if settings.mode == "two_stage" and ctx.check_references:
         for i, model in enumerate(models):
             # Every shard must bin against the same reference for the partials to merge; a reference
             # warmed up from live events would differ from shard to shard.

@@ -667,3 +667,16 @@ def test_classes_of_a_binary_model() -> None:
 def test_invalid_classes_name_the_key(path: str, value: Any, key: str, fragment: str) -> None:
     err = error_of(_set(base(), path, value))
     assert err.key == key and fragment in err.problem, err
+
+
+def test_two_stage_needs_a_reference_except_while_the_reference_is_being_built(tmp_path: Path) -> None:
+    """``reference build`` reads the configuration before the reference exists: it must not be
+    refused for the reference it is about to write; every other command is."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "aggregation: {mode: two_stage}\nmodels: [{id: m, task: binary, features: {x: numeric}}]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"models\[0\]\.reference: is required with aggregation.mode"):
+        load_config(config)
+    assert load_config(config, check_references=False).aggregation.mode == "two_stage"
