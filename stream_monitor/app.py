@@ -98,7 +98,12 @@ def baseline_warnings(app: AppConfig, references: Mapping[str, ReferenceProfile 
 
 
 def build_engine(
-    app: AppConfig, references: References | None = None, *, shard: int | None = None, shards: int = 1
+    app: AppConfig,
+    references: References | None = None,
+    *,
+    shard: int | None = None,
+    shards: int = 1,
+    registry: Mapping[str, Mapping[str, ReferenceProfile]] | None = None,
 ) -> MonitoringEngine:
     """The engine for a configuration (references default to the configured files).
 
@@ -118,6 +123,7 @@ def build_engine(
         aggregation=app.aggregation,
         shard=shard or 0,
         shards=shards,
+        registry=registry,
     )
 
 

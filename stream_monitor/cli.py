@@ -97,6 +97,51 @@ def _cmd_reference_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reference_publish(args: argparse.Namespace) -> int:
+    from stream_monitor.kafka.registry import publish_reference
+    from stream_monitor.offline.reference_io import read_reference
+
+    app = load_config(args.config, check_references=False)
+    profile = read_reference(args.reference)
+    _, size = publish_reference(app, args.model, args.version, profile)
+    k = app.require_kafka()
+    print(
+        f"published {args.reference} as the reference of {args.model} version {args.version} to "
+        f"{k.topics.references} ({size} bytes, digest {profile.digest()}); every member uses it from now on"
+    )
+    return 0
+
+
+def _cmd_reference_list(args: argparse.Namespace) -> int:
+    import orjson
+
+    from stream_monitor.kafka.registry import list_references
+
+    app = load_config(args.config, check_references=False)
+    table: dict[tuple[str, str], dict[str, object]] = {}
+    refused: list[dict[str, object]] = []
+    for read in list_references(app, timeout=args.timeout):
+        entry = read.entry
+        if entry is None:
+            refused.append({"outcome": read.outcome, "detail": read.detail})
+        elif entry.profile is None:
+            table.pop((entry.model_id, entry.model_version), None)
+        else:
+            table[(entry.model_id, entry.model_version)] = {
+                "model_id": entry.model_id,
+                "model_version": entry.model_version,
+                "digest": entry.digest,
+                "published_at": entry.published_at,
+                "events": entry.profile.n_events,
+                "baseline": entry.profile.baseline,
+            }
+    for row in sorted(table.values(), key=lambda r: (str(r["model_id"]), str(r["model_version"]))):
+        sys.stdout.write(orjson.dumps(row).decode() + "\n")
+    for row in refused:
+        sys.stdout.write(orjson.dumps({"refused": row}).decode() + "\n")
+    return 0
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from stream_monitor.offline.calibrate_config import calibrate_command
 
@@ -226,6 +271,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         add_training_data_arguments(rb)
     rb.set_defaults(func=_cmd_reference_build)
+    rpub = ref_sub.add_parser(
+        "publish", help="publish a reference for a model version to the registry topic (no restart needed)"
+    )
+    rpub.add_argument("--config", required=True)
+    rpub.add_argument("--model", required=True)
+    rpub.add_argument("--version", required=True, help="the model_version its events carry")
+    rpub.add_argument("reference", help="a profile written by `reference build`")
+    rpub.set_defaults(func=_cmd_reference_publish)
+    rlist = ref_sub.add_parser("list", help="the references in the registry topic, one JSON line each")
+    rlist.add_argument("--config", required=True)
+    rlist.add_argument("--timeout", type=float, default=30.0)
+    rlist.set_defaults(func=_cmd_reference_list)
 
     cal = sub.add_parser(
         "calibrate",

@@ -57,6 +57,7 @@ from stream_monitor.core.settings import (
     ModelSettings,
     PolicySettings,
     TrainingDataSettings,
+    VersionSettings,
     WindowSettings,
 )
 from stream_monitor.errors import ConfigError
@@ -200,6 +201,8 @@ class TopicSettings:
     state: str = "stream-monitor-state"
     # Two-stage aggregation (aggregation.mode: two_stage): shard reports, keyed by model id.
     partials: str = "stream-monitor-partials"
+    # The reference registry (compacted; key = model id and version): every member reads all of it.
+    references: str = "stream-monitor-references"
 
 
 @dataclass(frozen=True, repr=False)
@@ -890,6 +893,7 @@ _MODEL_KEYS = (
     "label_buffer",
     "insights",
     "training",
+    "versions",
 )
 
 
@@ -1243,6 +1247,7 @@ def _build_model(data: Any, path: str, ctx: _Context) -> ModelConfig:
         performance_window=s.integer("performance_window", d.performance_window),
         label_buffer_entries=label_buffer.integer("max_entries", d.label_buffer_entries),
         label_ttl_seconds=label_buffer.duration("ttl_seconds", d.label_ttl_seconds),
+        versions=_build_settings(VersionSettings, s.section("versions", _keys(VersionSettings))),
     )
     p = settings.policy
     if not p.psi_warning <= p.psi_alarm <= p.psi_critical:

@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schemas"
-KINDS = ("prediction", "label", "trigger", "dead_letter")
+KINDS = ("prediction", "label", "trigger", "dead_letter", "model_version_changed")
 
 
 @cache

@@ -279,13 +279,25 @@ def read_topic(
         consumer.close()
 
 
-def triggers(bootstrap: str, topic: str, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The trigger events on ``topic``, each validated against the contract's trigger schema."""
+def topic_records(
+    bootstrap: str, topic: str, config: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Every record on the triggers ``topic`` (triggers and lifecycle records), each validated
+    against its contract schema."""
     found = [orjson.loads(m.value()) for m in read_topic(bootstrap, topic, config=config)]
-    for trigger in found:
-        validate("trigger", trigger)
-        check_one_truth(trigger)
+    for record in found:
+        if record.get("kind") == "model_version_changed":
+            validate("model_version_changed", record)
+        else:
+            validate("trigger", record)
+            check_one_truth(record)
     return found
+
+
+def triggers(bootstrap: str, topic: str, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The trigger events on ``topic``, each validated against the contract's trigger schema
+    (lifecycle records on the same topic are validated against theirs and left out)."""
+    return [r for r in topic_records(bootstrap, topic, config) if r.get("kind") != "model_version_changed"]
 
 
 def dead_letters(bootstrap: str, topic: str, config: Mapping[str, Any] | None = None) -> list[Message]:

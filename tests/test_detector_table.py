@@ -166,7 +166,7 @@ def test_a_detector_added_to_the_table_is_evaluated_exported_and_shown() -> None
     assert toy["x0"].drift and toy["x0"].value > 1.0 and not toy["x1"].drift
     # Exported: its own gauge family; and it counts towards the feature's drift flag.
     get = registry.get_sample_value
-    x0 = {"model": "synth", "feature": "x0"}
+    x0 = {"model": "synth", "version": "1", "feature": "x0"}
     assert get("stream_monitor_feature_toy_mean_shift", x0) == toy["x0"].value
     assert get("stream_monitor_feature_drift_detected", x0) == 1.0
     # Shown: a column of the status page's drift table.

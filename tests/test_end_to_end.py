@@ -30,7 +30,8 @@ from stream_monitor.offline.replay import label_heap, replay
 ROOT = Path(__file__).resolve().parent.parent
 # Every trigger has these; an escalation also has supersedes and escalation (left out otherwise).
 TRIGGER_FIELDS = {f.name for f in fields(Trigger) if not f.metadata.get("omit_if_none")}
-ESCALATION_FIELDS = {"supersedes", "escalation"}
+# Optional fields: an escalation's; what a versioned model's version was judged against.
+ESCALATION_FIELDS = {"supersedes", "escalation", "reference"}
 
 
 def round_trips(triggers: list[Trigger]) -> list[Trigger]:
@@ -247,7 +248,8 @@ def test_replay_command_on_the_sample_files(tmp_path: Path, capsys: pytest.Captu
     for t in triggers:
         assert set(t) - ESCALATION_FIELDS == TRIGGER_FIELDS
         assert Trigger.from_dict(t).to_dict() == t  # what a consumer parses is what was emitted
-        assert t["model_id"] == "bikes" and t["model_version"] == "2024-05-01"
+        assert t["model_id"] == "bikes" and t["model_version"] == "2025.01"
+        assert t["reference"] == {"source": "configured", "version": "2025.01"}
         assert t["event_time"] > drift_ts
         assert t["recommendation"]["action"] in ("retrain", "investigate", "wait_for_labels")
         for r in t["reasons"]:

@@ -736,7 +736,32 @@ def test_lone_surrogates_are_malformed_wherever_they_are(where: str, text: str, 
     assert [r.reason for r in decode_labels([label], SCHEMAS)[1]] == ["malformed_json"]
 
 
-@pytest.mark.parametrize("where", ["event_id", "model_version", "features.plan", "segment.country"])
+@pytest.mark.parametrize(
+    "version",
+    ["", " 1", "1 ", "a" * 65, r"v\u0000", r"\ud83d\ude00", "-1", r"v1\n", "../x", "é"],
+)
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_model_version_must_be_a_short_name(version: str, fast: bool) -> None:
+    """A version becomes a monitor, a Prometheus label and a registry key: free text is refused, on
+    the typed fast path (a batch of usual events) and on the checked path (a lone odd event) alike."""
+    good = _with_string("model_version", "2025.01-rc1+b7")
+    raw = _with_string("model_version", version)
+    batch = [good] * 5 + [raw] + [good] * 5 if fast else [raw]
+    batches, rejections = decode_predictions(batch, SCHEMAS)
+    assert [(r.index, r.reason) for r in rejections] == [(5 if fast else 0, "bad_type:model_version")]
+    if fast:
+        assert batches["churn"].model_version == ["2025.01-rc1+b7"] * 10
+
+
+@pytest.mark.parametrize(
+    "version", ["7", "2025.01", "v1.2.3+build.5", "git:ab12cd", "a" * 64, "team/model@3"]
+)
+def test_usual_versions_are_accepted(version: str) -> None:
+    batches, rejections = decode_predictions([_with_string("model_version", version)], SCHEMAS)
+    assert not rejections and batches["churn"].model_version == [version]
+
+
+@pytest.mark.parametrize("where", ["event_id", "features.plan", "segment.country"])
 def test_surrogate_pairs_and_other_escapes_are_accepted(where: str) -> None:
     text = r"\ud83d\ude00 \u00e9\"\\\/\b\f\n\r\t中"
     for raw in (_with_string(where, text), _with_string(where, text).replace(b'"age": 30', b'"age": 1e400')):

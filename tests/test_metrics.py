@@ -70,16 +70,32 @@ def test_values_after_observing_engine_outputs(
     assert joined > 5000
     assert get("stream_monitor_labels_joined_total", {"model": "synth"}) == joined
     evaluations = [ev for o in outputs for m in o.per_model.values() for ev in m.evaluations]
-    assert get("stream_monitor_windows_closed_total", {"model": "synth"}) == len(evaluations) == 10
+    assert (
+        get("stream_monitor_windows_closed_total", {"model": "synth", "version": "1"})
+        == len(evaluations)
+        == 10
+    )
     last = evaluations[-1]
     psi = {r.feature: r.value for r in last.results if r.detector == "psi"}
-    assert get("stream_monitor_feature_psi", {"model": "synth", "feature": "x0"}) == psi["x0"]
-    assert get("stream_monitor_prediction_psi", {"model": "synth"}) == psi["__prediction__"]
-    assert get("stream_monitor_feature_drift_detected", {"model": "synth", "feature": "x0"}) == 1.0
-    assert get("stream_monitor_feature_drift_detected", {"model": "synth", "feature": "x5"}) == 0.0
+    assert get("stream_monitor_feature_psi", {"model": "synth", "version": "1", "feature": "x0"}) == psi["x0"]
+    assert get("stream_monitor_prediction_psi", {"model": "synth", "version": "1"}) == psi["__prediction__"]
+    assert (
+        get("stream_monitor_feature_drift_detected", {"model": "synth", "version": "1", "feature": "x0"})
+        == 1.0
+    )
+    assert (
+        get("stream_monitor_feature_drift_detected", {"model": "synth", "version": "1", "feature": "x5"})
+        == 0.0
+    )
     ks = next(r for r in last.results if r.detector == "ks" and r.feature == "x0")
-    assert get("stream_monitor_feature_ks_pvalue", {"model": "synth", "feature": "x0"}) == ks.p_value
-    assert get("stream_monitor_performance", {"model": "synth", "metric": "auc"}) == last.performance["auc"]
+    assert (
+        get("stream_monitor_feature_ks_pvalue", {"model": "synth", "version": "1", "feature": "x0"})
+        == ks.p_value
+    )
+    assert (
+        get("stream_monitor_performance", {"model": "synth", "version": "1", "metric": "auc"})
+        == last.performance["auc"]
+    )
     triggers = [t for o in outputs for t in o.triggers]
     assert triggers
     for kind in {t.kind for t in triggers}:
@@ -87,7 +103,10 @@ def test_values_after_observing_engine_outputs(
             expected = sum(1 for t in triggers if (t.kind, t.severity) == (kind, severity))
             labels = {"model": "synth", "kind": kind, "severity": severity}
             assert get("stream_monitor_triggers_emitted_total", labels) == expected
-    assert get("stream_monitor_last_trigger_timestamp_seconds", {"model": "synth"}) == triggers[-1].event_time
+    assert (
+        get("stream_monitor_last_trigger_timestamp_seconds", {"model": "synth", "version": "1"})
+        == triggers[-1].event_time
+    )
     # The label-join gauges come from the engine's buffers (set after every batch), not from windows.
     buffers = engine.label_buffers()["synth"]
     assert get("stream_monitor_labels_pending", {"model": "synth"}) == buffers["pending"] > 0

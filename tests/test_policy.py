@@ -404,7 +404,8 @@ def test_every_contract_field_is_present() -> None:
     emitted = decided.with_emitted_at(42.0)
     t = emitted.to_dict()  # the event as it goes out
     # supersedes and escalation are only on an escalation (tested below)
-    assert set(t) == TRIGGER_FIELDS - {"supersedes", "escalation"}
+    # supersedes and escalation are only on an escalation; reference only on a versioned engine's trigger
+    assert set(t) == TRIGGER_FIELDS - {"supersedes", "escalation", "reference"}
     assert t["model_id"] == "m" and t["model_version"] == "v1"
     assert t["emitted_at"] == 42.0 and t["event_time"] == HOUR
     assert t["severity"] in ("warning", "critical")
@@ -426,7 +427,7 @@ def test_trigger_id_is_deterministic_and_distinguishes_decisions() -> None:
     a = [t.trigger_id for ev in psi_stream([0.2, 0.2]) for t in p.decide(ev)]
     b = [t.trigger_id for ev in psi_stream([0.2, 0.2]) for t in q.decide(ev)]
     assert a == b and len(a) == 1
-    assert a[0] == trigger_id("m", "data_drift", 1, 2 * HOUR)
+    assert a[0] == trigger_id("m", "data_drift", 1, 2 * HOUR, "v1")
     ids = {
         trigger_id("m", "data_drift", 1, 2.0),
         trigger_id("m", "performance", 1, 2.0),

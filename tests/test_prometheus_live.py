@@ -361,6 +361,8 @@ GRAFANA_VARS = {
     "$model": MODEL,
     "${feature}": "x",
     "$feature": "x",
+    "${version}": ".*",
+    "$version": ".*",
 }
 
 

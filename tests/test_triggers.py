@@ -58,7 +58,7 @@ def window_trigger(**recommendation: object) -> Trigger:
 
 def test_builder_ids_reasons_and_unknown_numbers() -> None:
     t = window_trigger()
-    assert t.trigger_id == trigger_id("bikes", "combined", 7, 3600.0)
+    assert t.trigger_id == trigger_id("bikes", "combined", 7, 3600.0, "v1")
     assert t.emitted_at is None
     assert [(r.detector, r.feature, r.p_value, r.window) for r in t.reasons] == [
         ("psi", "temp", None, WINDOW),

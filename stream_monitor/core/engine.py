@@ -42,7 +42,8 @@ from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
 from stream_monitor.core.settings import AggregationSettings, EventTimeSettings, ModelSettings
 from stream_monitor.core.state_format import StateReader
-from stream_monitor.core.triggers import Trigger
+from stream_monitor.core.triggers import ModelVersionChanged, Trigger
+from stream_monitor.core.versions import VersionedModel, VersionOutput
 from stream_monitor.core.windows import EventTimeWindows, take_batch
 
 _FORMAT = 2  # 1 was JSON with every monitor's snapshot in base64
@@ -57,6 +58,18 @@ class EngineOutput:
     per_model: dict[str, MonitorOutput] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     unknown_features: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changes(self) -> list[ModelVersionChanged]:
+        """Lifecycle records of this batch: versions that started (core/versions.py)."""
+        return [c for o in self.per_model.values() if isinstance(o, VersionOutput) for c in o.changes]
+
+    @property
+    def retired(self) -> list[tuple[str, str | None]]:
+        """(model, version) of the versions this batch retired."""
+        return [
+            (m, v) for m, o in self.per_model.items() if isinstance(o, VersionOutput) for v, _ in o.retired
+        ]
 
     @property
     def events(self) -> int:
@@ -87,6 +100,7 @@ class MonitoringEngine:
         aggregation: AggregationSettings | None = None,
         shard: int = 0,
         shards: int = 1,
+        registry: Mapping[str, Mapping[str, ReferenceProfile]] | None = None,
     ) -> None:
         # Two-stage aggregation: this engine is shard ``shard`` (an input partition) and its monitors
         # summarise windows into partials for the model stage (core/partials.py), judging nothing.
@@ -104,13 +118,72 @@ class MonitoringEngine:
         self.watermark = float("-inf")
         # The configured references (static): a restored monitor must have been built against them.
         self.references = {m: r for m, r in (references or {}).items() if r is not None}
-        self.monitors: dict[str, Monitor] = {m: self._new_monitor(m) for m in schemas}
+        # The reference registry's view: model -> version -> published reference (kept current by
+        # publish_reference; the dicts are shared with every version of the model).
+        self.registry: dict[str, dict[str, ReferenceProfile]] = {
+            m: dict((registry or {}).get(m, {})) for m in schemas
+        }
+        # Per model: its active versions (per_partition), or its shard monitor (two_stage, where the
+        # model stage judges, and events' versions are not told apart: see the README).
+        self.models: dict[str, VersionedModel] = {}
+        self.shards_of: dict[str, ShardMonitor] = {}
+        for m in schemas:
+            self._new_monitor(m)
+
+    @property
+    def monitors(self) -> dict[str, Monitor]:
+        """Per model, its monitor: a shard's (two-stage), else the newest active version's."""
+        if self.two_stage:
+            return dict(self.shards_of)
+        return {m: model.current for m, model in self.models.items() if model.current is not None}
 
     @property
     def judging_monitors(self) -> dict[str, ModelMonitor]:
-        """The monitors that judge (evaluations, policy, insights) by model: none on a shard of
-        two-stage aggregation, whose model stage judges elsewhere."""
+        """The monitors that judge (evaluations, policy, insights) by model, the newest active version
+        of each: none on a shard of two-stage aggregation, whose model stage judges elsewhere."""
         return {m: mon for m, mon in self.monitors.items() if isinstance(mon, ModelMonitor)}
+
+    def version_monitors(self) -> dict[tuple[str, str | None], ModelMonitor]:
+        """Every active version's monitor, by (model, version)."""
+        return {
+            (m, entry.version): entry.monitor
+            for m, model in self.models.items()
+            for entry in model.active.values()
+        }
+
+    def version_summary(self) -> dict[str, list[dict[str, Any]]]:
+        """Per model, its active versions (oldest start first): events, first and last event time,
+        and what each is judged against (``/state``)."""
+        return {
+            m: [
+                {
+                    "version": e.version,
+                    "reference": {"source": e.reference.source, "version": e.reference.version},
+                    "events": e.monitor.events_total,
+                    "first_ts": e.first_ts if math.isfinite(e.first_ts) else None,
+                    "last_ts": e.last_ts if math.isfinite(e.last_ts) else None,
+                }
+                for e in model.active.values()
+            ]
+            for m, model in self.models.items()
+        }
+
+    def may_close_window(self, model_id: str, events: int, max_ts: float) -> bool:
+        """Whether ``events`` more predictions of a model could close a window (replay cuts there)."""
+        if self.two_stage:
+            return self.shards_of[model_id].may_close_window(events, max_ts)
+        return self.models[model_id].may_close_window(events, max_ts)
+
+    def publish_reference(self, model_id: str, version: str, reference: ReferenceProfile) -> bool:
+        """A reference published to the registry for a model version: used by that version from now
+        on (if it is active, it starts again on it: core/versions.py). True when an active version
+        switched. Ignored for an unknown model or in two-stage mode (judged against its configured
+        reference there)."""
+        if model_id not in self.registry:
+            return False
+        self.registry[model_id][version] = reference
+        model = self.models.get(model_id)
+        return model is not None and model.use_published(version, reference)
 
     def pane_grids(self) -> list[tuple[float, float]]:
         """``(slide, origin)`` of every model's event-time panes on a two-stage shard (replay cuts
@@ -122,14 +195,24 @@ class MonitoringEngine:
         }
         return sorted(grids)
 
-    def _new_monitor(self, model_id: str) -> Monitor:
+    def _new_monitor(self, model_id: str) -> None:
         schema, settings = self.schemas[model_id], self.settings[model_id]
         if self.two_stage:
             reference = self.references.get(model_id)
             if reference is None:  # config.py refuses this; a direct caller gets the same reason
                 raise ValueError(f"model {model_id!r}: two-stage aggregation needs a configured reference")
-            return ShardMonitor(schema, settings, reference, self.shard, self.shards)
-        return ModelMonitor(schema, settings, self.references.get(model_id), self.versions.get(model_id))
+            self.shards_of[model_id] = ShardMonitor(schema, settings, reference, self.shard, self.shards)
+            return
+        self.models[model_id] = VersionedModel(
+            schema,
+            settings,
+            self.references.get(model_id),
+            self.versions.get(model_id),
+            self.registry[model_id],
+        )
+
+    def _monitor_of(self, model_id: str) -> VersionedModel | ShardMonitor:
+        return self.shards_of[model_id] if self.two_stage else self.models[model_id]
 
     def process_predictions(
         self, raws: Sequence[bytes | None], now: float, wall_now: float | None = None
@@ -186,12 +269,12 @@ class MonitoringEngine:
         for model_id, batch in batches.items():
             if len(batch):
                 self.watermark = max(self.watermark, float(batch.ts.max()))
-            out.per_model[model_id] = self.monitors[model_id].process_predictions(batch, now)
+            out.per_model[model_id] = self._monitor_of(model_id).process_predictions(batch, now)
             if batch.unknown_features:
                 out.unknown_features[model_id] = batch.unknown_features
         if self.two_stage:
-            for model_id, monitor in self.monitors.items():
-                idle = monitor.idle_report(now) if isinstance(monitor, ShardMonitor) else None
+            for model_id, monitor in self.shards_of.items():
+                idle = monitor.idle_report(now)
                 if idle is not None:
                     out.per_model.setdefault(model_id, MonitorOutput()).reports.append(idle)
         return out
@@ -219,24 +302,25 @@ class MonitoringEngine:
         out = EngineOutput(rejections=_merged(rejections, out_of_bounds))
         for model_id, batch in batches.items():
             if len(batch):
-                out.per_model[model_id] = self.monitors[model_id].process_labels(batch, now)
+                out.per_model[model_id] = self._monitor_of(model_id).process_labels(batch, now)
         return out
 
     def label_buffers(self) -> dict[str, dict[str, int]]:
-        """Per model, the label join's counts: pending predictions, expired, orphan labels, joined."""
-        return {
-            model_id: {
+        """Per model, the label join's counts: pending predictions, expired, orphan labels, joined
+        (over all its versions, retired ones included)."""
+        counts = {model_id: model.label_counts() for model_id, model in self.models.items()}
+        for model_id, mon in self.shards_of.items():
+            counts[model_id] = {
                 "pending": len(mon.labels),
                 "expired": int(mon.labels.expired),
                 "orphan": int(mon.labels.orphan_labels),
                 "joined": int(mon.labels.joined),
             }
-            for model_id, mon in self.monitors.items()
-        }
+        return counts
 
     def flush(self, now: float) -> EngineOutput:
         """Close all open windows (end of a finite replay)."""
-        return EngineOutput(per_model={m: mon.flush(now) for m, mon in self.monitors.items()})
+        return EngineOutput(per_model={m: self._monitor_of(m).flush(now) for m in self.schemas})
 
     def to_state(self) -> dict[str, Any]:
         """All monitors' state, and the clock, as one container of :mod:`stream_monitor.core.state_format`."""
@@ -246,7 +330,7 @@ class MonitoringEngine:
             # The clock of label TTLs after a restore: without it, labels joined before the first
             # new prediction batch would see an earlier "now" than the uninterrupted run.
             watermark=np.array([self.watermark], dtype=np.float64),
-            monitors={m: mon.to_state() for m, mon in self.monitors.items()},
+            monitors={m: self._monitor_of(m).to_state() for m in self.schemas},
         )
 
     def snapshot(self) -> bytes:
@@ -269,9 +353,13 @@ class MonitoringEngine:
             if m in self.schemas
         }
         self.watermark = watermark
-        self.monitors.update(restored)
+        for model_id, monitor in restored.items():
+            if isinstance(monitor, ShardMonitor):
+                self.shards_of[model_id] = monitor
+            else:
+                self.models[model_id] = monitor
 
-    def _restore_monitor(self, model_id: str, r: StateReader) -> Monitor:
+    def _restore_monitor(self, model_id: str, r: StateReader) -> VersionedModel | ShardMonitor:
         schema, settings, reference = (
             self.schemas[model_id],
             self.settings[model_id],
@@ -280,7 +368,9 @@ class MonitoringEngine:
         if self.two_stage:
             assert reference is not None
             return ShardMonitor.from_state(r, schema, settings, reference, self.shard, self.shards)
-        return ModelMonitor.from_state(r, schema, settings, self.versions.get(model_id), reference)
+        return VersionedModel.from_state(
+            r, schema, settings, reference, self.versions.get(model_id), self.registry[model_id]
+        )
 
 
 #: What an engine holds per model: a monitor that judges, or a shard's share (two-stage aggregation).

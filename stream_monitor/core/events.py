@@ -147,6 +147,10 @@ MAX_DEPTH = 1024
 #: unbounded memory; 256 holds any UUID or ULID (36/26), a ``<topic>-<partition>-<offset>`` id or a
 #: hex digest of a composite key with room to spare.
 MAX_EVENT_ID_LENGTH = 256
+#: What a ``model_version`` may be: it becomes a monitor, a Prometheus label value and a registry key,
+#: so it is a short name, not free text (anything else is ``bad_type:model_version``).
+MODEL_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:@/-]{0,63}")
+_version_ok = MODEL_VERSION.fullmatch
 #: Default bound on one message's size in bytes (configured as ``max_message_bytes``): larger ones are
 #: dead-lettered as ``too_large`` before they are parsed.
 MAX_MESSAGE_BYTES = 1_000_000
@@ -931,13 +935,22 @@ class _PredictionColumns:
         segments = list(map(_get_segment, events))
         if segments.count(msgspec.UNSET) != n:
             keys += np.array([_segment_keys(segment) for segment in segments], dtype=np.int64)
+        # A version that is not a name goes through every check (and is rejected there).
+        named = set(versions)
+        named.discard(msgspec.UNSET)
+        named.discard(None)
+        bad_versions = [v for v in named if not _version_ok(v)]
         # Each row has at least as many colons as keys: equal totals mean equal rows.
-        if _colons(raws) == keys.sum():
+        if not bad_versions and _colons(raws) == keys.sum():
             self._append_fast(events, indexes, raws, versions, predictions, segments, 0, n)
             return
         colons = np.fromiter(map(bytes.count, raws, repeat(b":")), np.int64, n)
+        redo = keys != colons
+        if bad_versions:
+            bad = set(bad_versions)
+            redo |= np.fromiter((v in bad for v in versions), bool, n)
         start = 0
-        for row in np.flatnonzero(keys != colons).tolist():
+        for row in np.flatnonzero(redo).tolist():
             self._append_fast(events, indexes, raws, versions, predictions, segments, start, row)
             self.fast_redo(indexes[row])
             start = row + 1
@@ -1024,7 +1037,7 @@ class _PredictionColumns:
             if (
                 type(prediction) is float
                 and self.score_low <= prediction <= self.score_high
-                and (version is None or type(version) is str)
+                and (version is None or (type(version) is str and _version_ok(version)))
             ):
                 try:
                     numeric = self.get_numeric(features)
@@ -1108,10 +1121,11 @@ class _PredictionColumns:
             score, pred_label = checked_prediction
 
         version = obj.get("model_version")
-        if version is not None and type(version) is not str:
-            if type(version) is not int:
+        if version is not None:
+            if type(version) is int:
+                version = str(version)
+            if type(version) is not str or not _version_ok(version):
                 return "bad_type:model_version"
-            version = str(version)
 
         if self.segment_keys:
             segments = self._segments(obj.get("segment"), features)

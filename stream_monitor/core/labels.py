@@ -444,6 +444,19 @@ class LabelJoinBuffer:
             self._recent = self._recent.compacted()
 
     # -- join ---------------------------------------------------------------------------------
+    def holds(self, event_id: Sequence[str]) -> np.ndarray:
+        """Which of ``event_id`` wait here for their label (routes a label among a model's versions).
+
+        >>> buf = LabelJoinBuffer(100, ttl_seconds=10)
+        >>> buf.add_predictions(["a"], np.array([0.0]), np.array([0.3]))
+        >>> buf.holds(["a", "b"]).tolist()
+        [True, False]
+        """
+        if len(event_id) == 0:
+            return np.zeros(0, dtype=bool)
+        keys = hash_event_ids(event_id)
+        return self._main.find(keys)[0] | self._recent.find(keys)[0]
+
     def join(
         self,
         event_id: Sequence[str],

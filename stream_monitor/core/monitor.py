@@ -299,6 +299,7 @@ class ModelMonitor:
             labels=labels,
             segments={k: dict(v) for k, v in window.sketch.segment_counts.items()},
             covered_seconds=covered,
+            model_version=self.model_version,
         )
         self.last_evaluation = ev
         out.evaluations.append(ev)

@@ -75,6 +75,8 @@ class WindowEvaluation:
     segments: dict[str, dict[str, int]] = field(default_factory=dict)
     # The event time the window covered (its width unless partial): what its volume check measured.
     covered_seconds: float | None = None
+    # The model version judged (``None`` when the events and the configuration name none).
+    model_version: str | None = None
 
     @property
     def integrity_incident(self) -> bool:

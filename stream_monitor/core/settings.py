@@ -244,6 +244,25 @@ class InsightSettings:
 
 
 @dataclass(frozen=True)
+class VersionSettings:
+    """Model versions in the stream (``model_version`` of prediction events): each active version is
+    watched on its own, against its own reference and baseline (core/versions.py).
+
+    ``max_active`` versions are kept side by side (a rollout or a canary serves two at once); a new
+    version beyond that retires the one seen least recently, and a version with no event for
+    ``retire_after_seconds`` of event time (behind the model's newest event) retires on its own.
+    ``unknown_reference`` says what a version with no reference of its own (none published to the
+    registry, none configured for it) is judged against: ``previous`` — the reference of the newest
+    other active version (or the configured one), said so in its metrics and triggers; ``warmup`` — a
+    reference warmed up from its own first ``warmup_events`` events.
+    """
+
+    max_active: int = 2
+    unknown_reference: Literal["previous", "warmup"] = "previous"
+    retire_after_seconds: float = 86400.0
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """All settings of one model besides its schema."""
 
@@ -255,6 +274,7 @@ class ModelSettings:
     performance_window: int = 5000
     label_buffer_entries: int = 1_000_000
     label_ttl_seconds: float = 7 * 86400.0
+    versions: VersionSettings = field(default_factory=VersionSettings)
 
     def resolved_insights(self) -> InsightSettings:
         """:attr:`insights` with the values it leaves to the model filled in: a segment drifts at

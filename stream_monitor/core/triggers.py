@@ -127,16 +127,20 @@ def _one_of(value: Any, allowed: tuple[_L, ...], name: str) -> _L:
     return value
 
 
-def trigger_id(model_id: str, decision: str, index: int, at: float) -> str:
+def trigger_id(model_id: str, decision: str, index: int, at: float, model_version: str | None = None) -> str:
     """A deterministic id: the same decision on the same window always gets the same id.
 
     ``decision`` is what was decided (the kind, or ``segment_surge:<segment>``), ``index`` and ``at``
-    the window (or bucket) that decided it and one of its bounds.
+    the window (or bucket) that decided it and one of its bounds. Two versions of a model judged
+    side by side decide on the same windows: a named version is part of the id.
 
     >>> trigger_id("bikes", "data_drift", 7, 1700000000.0) == trigger_id("bikes", "data_drift", 7, 1.7e9)
     True
+    >>> trigger_id("bikes", "data_drift", 7, 1.7e9, "2") == trigger_id("bikes", "data_drift", 7, 1.7e9, "3")
+    False
     """
-    key = f"{model_id}|{decision}|{index}|{at!r}".encode()
+    model = model_id if model_version is None else f"{model_id}@{model_version}"
+    key = f"{model}|{decision}|{index}|{at!r}".encode()
     return hashlib.sha256(key).hexdigest()[:32]
 
 
@@ -358,6 +362,112 @@ class Recommendation:
         )
 
 
+#: Where the reference a model version is judged against came from (see core/versions.py):
+#: ``configured`` the configuration's file, ``registry`` published for that version
+#: (``stream-monitor reference publish``), ``previous`` none of its own: another version's reference,
+#: ``warmup`` none of its own: warmed up from the version's first live events.
+ReferenceSource = Literal["configured", "registry", "previous", "warmup"]
+REFERENCE_SOURCES: tuple[ReferenceSource, ...] = ("configured", "registry", "previous", "warmup")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceUsed:
+    """The reference a model version was judged against: its ``source`` and the model version it
+    was built for (``None``: unnamed — the configuration names no version, or warmed up)."""
+
+    source: ReferenceSource
+    version: str | None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReferenceUsed:
+        return cls(source=_one_of(d["source"], REFERENCE_SOURCES, "reference.source"), version=d["version"])
+
+
+#: ``kind`` of the lifecycle record the triggers topic also carries (:class:`ModelVersionChanged`).
+MODEL_VERSION_CHANGED: Literal["model_version_changed"] = "model_version_changed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelVersionChanged:
+    """A lifecycle record on the triggers topic: a new version of a model started in the stream.
+
+    ``record_id`` is deterministic (model, version, previous version), so the partition-tasks that
+    each see the new version, and a replay after a crash, emit the same id: consumers deduplicate on
+    it as they do on ``trigger_id``. ``previous_version`` is the newest version active before it
+    (``null`` for a model's first version); ``active_versions`` are the versions watched after the
+    change (newest last), ``retired_versions`` the ones this change retired; ``reference`` what the
+    new version is judged against. It has no ``recommendation``: a consumer of retrain triggers
+    filters on ``kind`` first.
+
+    >>> r = ModelVersionChanged.build("bikes", "2", "1", 1.7e9, ("1", "2"), (),
+    ...                               ReferenceUsed(source="previous", version="1"))
+    >>> d = orjson.loads(r.with_emitted_at(1.7e9).to_json_bytes())
+    >>> d["kind"], d["model_version"], d["previous_version"], d["reference"]
+    ('model_version_changed', '2', '1', {'source': 'previous', 'version': '1'})
+    >>> ModelVersionChanged.from_dict(d) == r.with_emitted_at(1.7e9)
+    True
+    """
+
+    record_id: str
+    kind: Literal["model_version_changed"]
+    model_id: str
+    model_version: str | None
+    previous_version: str | None
+    emitted_at: float | None
+    event_time: float
+    active_versions: tuple[str | None, ...]
+    retired_versions: tuple[str | None, ...]
+    reference: ReferenceUsed
+
+    @classmethod
+    def build(
+        cls,
+        model_id: str,
+        version: str | None,
+        previous: str | None,
+        event_time: float,
+        active: tuple[str | None, ...],
+        retired: tuple[str | None, ...],
+        reference: ReferenceUsed,
+    ) -> ModelVersionChanged:
+        key = orjson.dumps([model_id, MODEL_VERSION_CHANGED, version, previous])
+        return cls(
+            record_id=hashlib.sha256(key).hexdigest()[:32],
+            kind=MODEL_VERSION_CHANGED,
+            model_id=model_id,
+            model_version=version,
+            previous_version=previous,
+            emitted_at=None,
+            event_time=float(event_time),
+            active_versions=active,
+            retired_versions=retired,
+            reference=reference,
+        )
+
+    def with_emitted_at(self, emitted_at: float) -> ModelVersionChanged:
+        return dataclasses.replace(self, emitted_at=emitted_at)
+
+    def to_json_bytes(self) -> bytes:
+        return orjson.dumps(self, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATACLASS)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelVersionChanged:
+        if d["kind"] != MODEL_VERSION_CHANGED:
+            raise ValueError(f"kind must be {MODEL_VERSION_CHANGED}, got {d['kind']!r}")
+        return cls(
+            record_id=d["record_id"],
+            kind=MODEL_VERSION_CHANGED,
+            model_id=d["model_id"],
+            model_version=d["model_version"],
+            previous_version=d["previous_version"],
+            emitted_at=d["emitted_at"],
+            event_time=d["event_time"],
+            active_versions=tuple(d["active_versions"]),
+            retired_versions=tuple(d["retired_versions"]),
+            reference=ReferenceUsed.from_dict(d["reference"]),
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Trigger:
     """A retrain-trigger event (the contract: see the module docstring); made by :func:`build_trigger`."""
@@ -375,6 +485,8 @@ class Trigger:
     # An escalation of a latched condition: the trigger it supersedes and why (see core/policy.py).
     supersedes: str | None = field(default=None, metadata=_OPTIONAL)
     escalation: tuple[str, ...] | None = field(default=None, metadata=_OPTIONAL)
+    # What the version was judged against, on a model whose events name a version (core/versions.py).
+    reference: ReferenceUsed | None = field(default=None, metadata=_OPTIONAL)
 
     def with_emitted_at(self, emitted_at: float) -> Trigger:
         """This trigger as emitted at ``emitted_at`` (wall clock): the front end's last step."""
@@ -409,6 +521,7 @@ class Trigger:
             recommendation=Recommendation.from_dict(d["recommendation"]),
             supersedes=d.get("supersedes"),
             escalation=None if d.get("escalation") is None else tuple(d["escalation"]),
+            reference=None if d.get("reference") is None else ReferenceUsed.from_dict(d["reference"]),
         )
 
 
@@ -450,7 +563,7 @@ def build_trigger(
     start). ``emitted_at`` stays None until a front end emits the trigger.
     """
     return Trigger(
-        trigger_id=trigger_id(model_id, decision, index, at),
+        trigger_id=trigger_id(model_id, decision, index, at, model_version),
         model_id=model_id,
         model_version=model_version,
         emitted_at=None,

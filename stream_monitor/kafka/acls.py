@@ -47,6 +47,7 @@ from stream_monitor.kafka.clients import (
 )
 
 __all__ = [
+    "REGISTRY_READER_GROUP",
     "STATE_READER_GROUP",
     "AccessReport",
     "Permission",
@@ -69,6 +70,9 @@ __all__ = [
 #: reads assigned partitions and commits nothing, but librdkafka still looks up the group's coordinator
 #: (FindCoordinator needs DESCRIBE on the group). ``tests/test_security_kafka.py`` keeps them equal.
 STATE_READER_GROUP = "stream-monitor-state-reader"
+#: The ``group.id`` of the reference registry's reader (kafka/registry.py): assigned partitions, nothing
+#: committed, a coordinator lookup all the same.
+REGISTRY_READER_GROUP = "stream-monitor-registry-reader"
 
 _RESOURCE_TYPES = {
     "topic": ResourceType.TOPIC,
@@ -139,6 +143,13 @@ def required_permissions(app: AppConfig, *, create_topics: bool = False) -> list
             Permission("topic", t.partials, "WRITE", "send shard reports to the model stage (two_stage)"),
             Permission("topic", t.partials, "READ", "merge shard reports in the model stage (two_stage)"),
         ]
+    else:  # two-stage judges against the configured references only
+        perms += [
+            Permission("topic", t.references, "READ", "read the reference registry (all of it)"),
+            Permission(
+                "group", REGISTRY_READER_GROUP, "DESCRIBE", "the registry's reader looks up its coordinator"
+            ),
+        ]
     if k.exactly_once:
         perms.append(
             Permission(
@@ -150,7 +161,7 @@ def required_permissions(app: AppConfig, *, create_topics: bool = False) -> list
             )
         )
     if create_topics:
-        internal = (t.partials,) if app.aggregation.mode == "two_stage" else ()
+        internal = (t.partials,) if app.aggregation.mode == "two_stage" else (t.references,)
         for name in (t.triggers, t.dlq, t.state, *internal):
             perms.append(Permission("topic", name, "CREATE", "create the output topic when it is missing"))
     return perms

@@ -43,6 +43,7 @@ from stream_monitor.core.events import Rejection
 from stream_monitor.core.model_stage import PARTIAL_OUTCOMES, ModelStage
 from stream_monitor.core.monitor import MonitorOutput
 from stream_monitor.core.reference import ReferenceProfile
+from stream_monitor.core.triggers import ReferenceUsed
 from stream_monitor.errors import StateError, StreamMonitorError
 from stream_monitor.kafka.acls import (
     check_access,
@@ -68,6 +69,7 @@ from stream_monitor.kafka.clients import (
     make_consumer,
 )
 from stream_monitor.kafka.input_order import InputOrder
+from stream_monitor.kafka.registry import RegistryFollower, RegistryRead, ensure_references_topic
 from stream_monitor.kafka.security import permanent_failure
 from stream_monitor.kafka.signing import REJECT_REASONS, UNRESTORABLE, RecordRejected, signer_from_settings
 from stream_monitor.kafka.state import StateRecord, read_latest, record_offsets, state_key
@@ -237,6 +239,8 @@ class PartitionTask:
             # Releases that the bounded wait forced (an input stayed behind or unknown too long).
             "forced_releases": self.order.forced_releases,
             "labels": self.label_buffers(),
+            # Per model: its active versions and what each is judged against (core/versions.py).
+            "versions": self.engine.version_summary(),
             "digest": self._digest(),
             "restored_digest": self.restored_digest,
         }
@@ -260,7 +264,14 @@ class Service:
         self.connection = connection_config(k.bootstrap_servers, k.common)
         self.consumer_settings = consumer_config(app)
         self.cooperative = self.consumer_settings.get("partition.assignment.strategy") == "cooperative-sticky"
-        self.metrics = ServiceMetrics(app.schemas(), registry)
+        self.metrics = ServiceMetrics(
+            app.schemas(), registry, {m.schema.model_id: m.version for m in app.models}
+        )
+        # The reference registry as a global table (kafka/registry.py): model -> version -> profile.
+        self.registry_view: dict[str, dict[str, ReferenceProfile]] = {
+            m.schema.model_id: {} for m in app.models
+        }
+        self.follower: RegistryFollower | None = None
         r = self.metrics.registry
         self.task_events = Gauge(
             "stream_monitor_partition_events",
@@ -653,7 +664,7 @@ class Service:
     def _new_engine(self, p: int = 0) -> MonitoringEngine:
         if self.two_stage:  # shard p: its reports go to the model stage through the partials topic
             return build_engine(self.app, self.references, shard=p, shards=self.shards)
-        return build_engine(self.app, self.references)
+        return build_engine(self.app, self.references, registry=self.registry_view)
 
     def _new_order(self) -> InputOrder[Message]:
         k = self.app.kafka
@@ -706,6 +717,55 @@ class Service:
                 for name, value in counts.items():
                     into[name] = into.get(name, 0) + value
         self.metrics.set_label_buffers(totals)
+        if not self.two_stage:
+            active: dict[str, dict[str | None, ReferenceUsed]] = {}
+            for task in self.tasks.values():
+                for model_id, model in task.engine.models.items():
+                    versions = active.setdefault(model_id, {})
+                    for entry in model.active.values():
+                        versions.setdefault(entry.version, entry.reference)
+            self.metrics.set_versions(active)
+
+    def _apply_registry(self, reads: list[RegistryRead]) -> None:
+        """Records read from the reference registry: counted, and each usable one given to every
+        engine of this member (and to the engines it creates later)."""
+        for read in reads:
+            self.metrics.reference_records.labels(read.outcome).inc()
+            entry = read.entry
+            if entry is None:
+                log.warning("reference registry: record refused (%s)", read.detail)
+                continue
+            view = self.registry_view[entry.model_id]
+            if entry.profile is None:
+                view.pop(entry.model_version, None)
+                for task in self.tasks.values():
+                    task.engine.registry[entry.model_id].pop(entry.model_version, None)
+                log.info("reference registry: %s/%s withdrawn", entry.model_id, entry.model_version)
+                continue
+            view[entry.model_version] = entry.profile
+            switched = [
+                p
+                for p, task in self.tasks.items()
+                if task.engine.publish_reference(entry.model_id, entry.model_version, entry.profile)
+            ]
+            if switched:
+                for p in switched:
+                    self.tasks[p].dirty = True
+            log.info(
+                "reference registry: %s/%s loaded (digest %s)%s",
+                entry.model_id,
+                entry.model_version,
+                entry.digest,
+                f"; active on partition-task(s) {switched}, judged against it from now on"
+                if switched
+                else "",
+            )
+
+    def _follow_registry(self) -> None:
+        if self.follower is not None:
+            reads = self.follower.read(timeout=0.0)
+            if reads:
+                self._apply_registry(reads)
 
     def _raise_pending(self) -> None:
         if self._callback_error is not None:
@@ -899,6 +959,21 @@ class Service:
                 "trigger %s: %s %s %s", trigger.trigger_id, trigger.model_id, trigger.kind, trigger.severity
             )
             crash_point("after_trigger")
+        for change in out.changes:
+            record = change.with_emitted_at(emitted)
+            self.producer.record(
+                self.producer.triggers_topic, record.model_id.encode(), record.to_json_bytes()
+            )
+            if self.status_page is not None:
+                self.status_page.record_change(record)
+            log.info(
+                "model %s: version %s started (previous %s; judged against the %s reference of %s)",
+                record.model_id,
+                record.model_version,
+                record.previous_version,
+                record.reference.source,
+                record.reference.version,
+            )
 
     def _checkpointables(self) -> list[PartitionTask | StageTask]:
         """Every task this member checkpoints: partition-tasks (shards) and model-stage tasks."""
@@ -1207,12 +1282,23 @@ class Service:
             )
             if self.two_stage:
                 created += self._ensure_partials_topic(admin)
+            else:  # two-stage judges against the configured references only (README)
+                created += ensure_references_topic(admin, k.topics.references)
             if created:
                 log.info("created topics %s", created)
                 if not self._await_permissions(admin):  # the new topics' ACLs
                     code = 0 if self.stop_requested else 1
                     return code
             self._check_co_partitioning(admin)
+            if not self.two_stage:
+                # The whole registry before the inputs: a restored version finds its reference.
+                self.follower = RegistryFollower(
+                    self.app, self.app.schemas(), self.signer, error_cb=self._on_error
+                )
+                self.follower.start()
+                self._apply_registry(
+                    self.follower.catch_up(k.startup_timeout_seconds, stop=lambda: self.stop_requested)
+                )
             transactional_id = (
                 f"{transactional_id_prefix(self.group)}{uuid.uuid4().hex[:12]}" if k.exactly_once else None
             )
@@ -1253,6 +1339,7 @@ class Service:
                     raise FatalKafkaError(f"consume failed: {exc}") from exc
                 self._raise_pending()
                 self._process(messages or [])
+                self._follow_registry()
                 self.producer.poll()
                 self._raise_pending()
                 self._update_health()
@@ -1277,6 +1364,8 @@ class Service:
             code = 1
         finally:
             self.health.alive = code == 0
+            if self.follower is not None:
+                self.follower.close()
             server.shutdown()
         return code
 

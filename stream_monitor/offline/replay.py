@@ -192,7 +192,7 @@ class _Run:
                 return False
             events = self.events.get(model, 0) + len(p)
             latest = max(self.latest.get(model, -math.inf), float(batches[model].ts[p].max()))
-            if engine.monitors[model].may_close_window(events, latest):
+            if engine.may_close_window(model, events, latest):
                 return False
         return True
 

@@ -4,13 +4,18 @@ Every family takes an injected ``registry`` so tests use a fresh ``CollectorRegi
 come only from the configuration (models, features, fixed metric names) and the fixed reason codes:
 an event naming a model or feature we do not know adds no series. Gauges are set once per closed
 window, from cached children, never per event.
+
+A model's judged series carry its ``version`` (right after ``model``): the model version a window was
+judged for, ``""`` when events and configuration name none — which Prometheus stores as no label at
+all, so an unversioned deployment has the series it always had. Active versions are listed by
+``stream_monitor_model_version_info``; a version's judged series go when it retires.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -20,7 +25,18 @@ from stream_monitor.core.engine import EngineOutput
 from stream_monitor.core.events import Rejection
 from stream_monitor.core.policy import WindowEvaluation
 from stream_monitor.core.schema import ModelSchema
-from stream_monitor.core.triggers import SEVERITIES, TRIGGER_KINDS
+from stream_monitor.core.triggers import SEVERITIES, TRIGGER_KINDS, ReferenceUsed
+
+#: Outcomes of a record read from the reference registry (kafka/registry.py): used, withdrawn, or refused.
+REFERENCE_OUTCOMES = (
+    "loaded",
+    "tombstone",
+    "bad_record",
+    "bad_signature",
+    "unsigned",
+    "schema_mismatch",
+    "unknown_model",
+)
 
 PERFORMANCE_METRICS = (
     "auc",
@@ -51,6 +67,11 @@ def bounded_reason(reason: str, schemas: Mapping[str, ModelSchema]) -> str:
     return reason if known else f"{head}:features.other"
 
 
+def _versioned(labels: tuple[str, ...]) -> list[str]:
+    """A judged family's labels with ``version`` right after ``model``."""
+    return [labels[0], "version", *labels[1:]] if labels and labels[0] == "model" else list(labels)
+
+
 def _exported(r: DetectorResult, metric: MetricSpec) -> float | None:
     """What ``metric`` exports of a result: its value, its p-value (None: not a test) or its flag."""
     if metric.field == "p_value":
@@ -63,8 +84,17 @@ def _exported(r: DetectorResult, metric: MetricSpec) -> float | None:
 class ServiceMetrics:
     """All stream-monitor metric families, registered on ``registry``."""
 
-    def __init__(self, schemas: Mapping[str, ModelSchema], registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        schemas: Mapping[str, ModelSchema],
+        registry: CollectorRegistry | None = None,
+        versions: Mapping[str, str | None] | None = None,
+    ) -> None:
         self.schemas = dict(schemas)
+        # The configured version of each model: its series exist (flags at 0) before any event.
+        self.versions = {m: (versions or {}).get(m) for m in schemas}
+        # (model, version label) of the versions whose judged series this member exports.
+        self.exported_versions: set[tuple[str, str]] = set()
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         p = "stream_monitor_"
@@ -77,7 +107,7 @@ class ServiceMetrics:
         self.unknown_features = Counter(
             p + "unknown_features", "Event features not in the model's schema", ["model"], registry=r
         )
-        self.windows = Counter(p + "windows_closed", "Windows evaluated", ["model"], registry=r)
+        self.windows = Counter(p + "windows_closed", "Windows evaluated", ["model", "version"], registry=r)
         self.late = Counter(
             p + "late_events",
             "Events beyond the allowed lateness of event-time windows",
@@ -86,14 +116,14 @@ class ServiceMetrics:
         )
         # One family per metric of the window detectors, as the table declares them.
         self.detector_gauges: dict[str, Gauge] = {
-            metric.name: Gauge(metric.name, metric.help, list(metric.labels), registry=r)
+            metric.name: Gauge(metric.name, metric.help, _versioned(metric.labels), registry=r)
             for spec in window_detectors()
             for metric in spec.metrics
         }
         self.drift = Gauge(
             p + "feature_drift_detected",
             "1 when a drift detector fired on the feature",
-            ["model", "feature"],
+            ["model", "version", "feature"],
             registry=r,
         )
         self.stream_drift = Counter(
@@ -103,16 +133,22 @@ class ServiceMetrics:
             registry=r,
         )
         self.incident = Gauge(
-            p + "integrity_incident", "1 when the last window is an integrity incident", ["model"], registry=r
+            p + "integrity_incident",
+            "1 when the last window is an integrity incident",
+            ["model", "version"],
+            registry=r,
         )
         self.performance = Gauge(
             p + "performance",
             "Rolling performance over the last joined labels",
-            ["model", "metric"],
+            ["model", "version", "metric"],
             registry=r,
         )
         self.baseline = Gauge(
-            p + "performance_baseline", "Reference (training) performance", ["model", "metric"], registry=r
+            p + "performance_baseline",
+            "Reference (training) performance",
+            ["model", "version", "metric"],
+            registry=r,
         )
         self.labels_joined = Counter(
             p + "labels_joined", "Labels joined to predictions", ["model"], registry=r
@@ -127,16 +163,19 @@ class ServiceMetrics:
             p + "labels_orphan", "Labels without a pending prediction (total)", ["model"], registry=r
         )
         self.label_delay = Gauge(
-            p + "label_delay_seconds", "Median label delay of recent joins", ["model"], registry=r
+            p + "label_delay_seconds", "Median label delay of recent joins", ["model", "version"], registry=r
         )
         self.label_rate = Gauge(
-            p + "label_arrival_rate", "Labels joined per second (recent)", ["model"], registry=r
+            p + "label_arrival_rate", "Labels joined per second (recent)", ["model", "version"], registry=r
         )
         self.triggers = Counter(
             p + "triggers_emitted", "Retrain triggers emitted", ["model", "kind", "severity"], registry=r
         )
         self.last_trigger = Gauge(
-            p + "last_trigger_timestamp_seconds", "Event time of the last trigger", ["model"], registry=r
+            p + "last_trigger_timestamp_seconds",
+            "Event time of the last trigger",
+            ["model", "version"],
+            registry=r,
         )
         self.ready = Gauge(
             p + "model_ready", "1 when the model has a reference and is detecting", ["model"], registry=r
@@ -169,20 +208,45 @@ class ServiceMetrics:
             ["model", "feature", "kind", "key"],
             registry=r,
         )
+        self.version_info = Gauge(
+            p + "model_version_info",
+            "1 for each active version of a model; labels say what it is judged against",
+            ["model", "version", "reference_source", "reference_version"],
+            registry=r,
+        )
+        self.version_changes = Counter(
+            p + "model_version_changes",
+            "New model versions started (model_version_changed records emitted)",
+            ["model"],
+            registry=r,
+        )
+        self.versions_retired = Counter(
+            p + "model_versions_retired",
+            "Model versions retired (their series removed)",
+            ["model"],
+            registry=r,
+        )
+        self.reference_records = Counter(
+            p + "reference_records",
+            "Records read from the reference registry topic, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in REFERENCE_OUTCOMES:
+            self.reference_records.labels(outcome)
         for m, s in self.schemas.items():
             for stream in ("predictions", "labels"):
                 self.events.labels(m, stream)
             self.triggers_init(m)
-            for f in s.numeric_names + s.categorical_names:
-                self.drift.labels(m, f).set(0)
-            self._flags_init(m, s)
-            self.incident.labels(m).set(0)
+            self.version_changes.labels(m)
+            self.versions_retired.labels(m)
+            self.adopt_version(m, self.versions[m])
             self.labels_joined.labels(m)
             self.late.labels(m)
             for spec in s.features:
                 self.feature_info.labels(m, spec.name, spec.kind, "true" if spec.key else "false").set(1)
 
-    def _flags_init(self, model: str, schema: ModelSchema) -> None:
+    def _flags_init(self, model: str, version: str, schema: ModelSchema) -> None:
         """Detector flags (``field="drift"`` metrics) start at 0, so "no drift" is a value, not a gap."""
         for spec in window_detectors():
             for metric in spec.metrics:
@@ -190,13 +254,13 @@ class ServiceMetrics:
                     continue
                 gauge = self.detector_gauges[metric.name]
                 if metric.scope != "feature":
-                    gauge.labels(model).set(0)
+                    gauge.labels(model, version).set(0)
                     continue
                 for f in schema.features:
                     if f.kind in spec.applies_to:
-                        gauge.labels(model, f.name).set(0)
+                        gauge.labels(model, version, f.name).set(0)
 
-    def _model_gauges(self) -> list[Gauge]:
+    def _model_gauges(self) -> list[Gauge | Counter]:
         """The per-model gauges that say what the model's windows showed (set where it is judged)."""
         return [
             *self.detector_gauges.values(),
@@ -207,6 +271,7 @@ class ServiceMetrics:
             self.label_delay,
             self.label_rate,
             self.last_trigger,
+            self.windows,
         ]
 
     def forget_models(self, models: Iterable[str]) -> None:
@@ -214,20 +279,53 @@ class ServiceMetrics:
         that owns a model's stage exports them (a member that loses the stage stops, the new owner
         starts), so each series exists once in the group. Counters stay: they sum over members."""
         gone = set(models)
-        for gauge in self._model_gauges():
-            for labels in [key for key in list(gauge._metrics) if key and key[0] in gone]:
+        self._remove(lambda key: key[0] in gone)
+        self.exported_versions = {mv for mv in self.exported_versions if mv[0] not in gone}
+
+    def _remove(self, match: Callable[[Sequence[str]], bool]) -> None:
+        for family in self._model_gauges():
+            for labels in [key for key in list(family._metrics) if key and match(key)]:
                 with contextlib.suppress(KeyError):
-                    gauge.remove(*labels)
+                    family.remove(*labels)
 
     def adopt_model(self, model: str) -> None:
         """Start the judged gauges of a model whose stage this member now owns (flags at 0)."""
+        if model in self.schemas:
+            self.adopt_version(model, self.versions[model])
+
+    def adopt_version(self, model: str, version: str | None) -> None:
+        """Start the judged gauges of a model version (flags at 0)."""
         schema = self.schemas.get(model)
-        if schema is None:
+        v = version or ""
+        if schema is None or (model, v) in self.exported_versions:
             return
+        self.exported_versions.add((model, v))
         for f in schema.numeric_names + schema.categorical_names:
-            self.drift.labels(model, f).set(0)
-        self._flags_init(model, schema)
-        self.incident.labels(model).set(0)
+            self.drift.labels(model, v, f).set(0)
+        self._flags_init(model, v, schema)
+        self.incident.labels(model, v).set(0)
+        self.windows.labels(model, v)
+
+    def set_versions(self, active: Mapping[str, Mapping[str | None, ReferenceUsed]]) -> None:
+        """The active versions of each model (over all of this member's engines), after a batch:
+        their info series, their judged series started; a version no longer active anywhere here
+        loses every judged series (it retired)."""
+        wanted: set[tuple[str, str, str, str]] = set()
+        for model, versions in active.items():
+            for version, used in versions.items():
+                wanted.add((model, version or "", used.source, used.version or ""))
+                self.adopt_version(model, version)
+        for key in list(self.version_info._metrics):
+            if key not in wanted:
+                with contextlib.suppress(KeyError):
+                    self.version_info.remove(*key)
+        for key in wanted:
+            self.version_info.labels(*key).set(1)
+        live = {(m, v) for m, v, _, _ in wanted}
+        gone = {mv for mv in self.exported_versions if mv[0] in active and mv not in live}
+        if gone:
+            self._remove(lambda key: len(key) > 1 and (key[0], key[1]) in gone)
+            self.exported_versions -= gone
 
     def triggers_init(self, model: str) -> None:
         for kind in TRIGGER_KINDS:
@@ -255,7 +353,11 @@ class ServiceMetrics:
                 self.observe_window(ev)
             for t in o.triggers:
                 self.triggers.labels(m, t.kind, t.severity).inc()
-                self.last_trigger.labels(m).set(t.event_time)
+                self.last_trigger.labels(m, t.model_version or "").set(t.event_time)
+        for change in out.changes:
+            self.version_changes.labels(change.model_id).inc()
+        for m, _ in out.retired:
+            self.versions_retired.labels(m).inc()
 
     def set_label_buffers(self, totals: Mapping[str, Mapping[str, int]]) -> None:
         """Set the label-join gauges: per model, the counts summed over every engine of this process.
@@ -281,8 +383,8 @@ class ServiceMetrics:
         self.rejected.labels(bounded_reason(r.reason, self.schemas)).inc()
 
     def observe_window(self, ev: WindowEvaluation) -> None:
-        m = ev.model_id
-        self.windows.labels(m).inc()
+        m, v = ev.model_id, ev.model_version or ""
+        self.windows.labels(m, v).inc()
         flags: dict[str, bool] = {}
         for r in ev.results:
             spec = spec_of(r.detector)
@@ -297,20 +399,22 @@ class ServiceMetrics:
                 if value is None:
                     continue
                 gauge = self.detector_gauges[metric.name]
-                (gauge.labels(m, f) if f is not None and scope == "feature" else gauge.labels(m)).set(value)
+                (gauge.labels(m, v, f) if f is not None and scope == "feature" else gauge.labels(m, v)).set(
+                    value
+                )
             if f is not None and scope == "feature" and spec.flags_drift:
                 flags[f] = flags.get(f, False) or r.drift
         for f, flag in flags.items():
-            self.drift.labels(m, f).set(float(flag))
-        self.incident.labels(m).set(float(ev.integrity_incident))
+            self.drift.labels(m, v, f).set(float(flag))
+        self.incident.labels(m, v).set(float(ev.integrity_incident))
         for name, value in ev.performance.items():
             if name in PERFORMANCE_METRICS and not math.isnan(value):
-                self.performance.labels(m, name).set(value)
+                self.performance.labels(m, v, name).set(value)
         for name, value in ev.baseline.items():
             if name in PERFORMANCE_METRICS and not math.isnan(value):
-                self.baseline.labels(m, name).set(value)
+                self.baseline.labels(m, v, name).set(value)
         lab = ev.labels
         if lab:
-            self.label_rate.labels(m).set(lab.get("arrival_rate", 0.0))
+            self.label_rate.labels(m, v).set(lab.get("arrival_rate", 0.0))
             if not math.isnan(lab.get("delay_p50", math.nan)):
-                self.label_delay.labels(m).set(lab["delay_p50"])
+                self.label_delay.labels(m, v).set(lab["delay_p50"])

@@ -33,7 +33,7 @@ from stream_monitor.core.detectors.table import spec_of, window_detectors
 
 if TYPE_CHECKING:  # types only: the page needs neither scipy (dna) nor the trigger builder at import
     from stream_monitor.core.insights.dna import DataDNA
-    from stream_monitor.core.triggers import Trigger
+    from stream_monitor.core.triggers import ModelVersionChanged, Trigger
 
 REGIME_COLOURS = {
     "normal": "#4c78a8",
@@ -58,6 +58,8 @@ class ModelView:
     features: list[dict[str, Any]] = field(default_factory=list)
     performance: list[dict[str, Any]] = field(default_factory=list)  # metric, value, baseline
     triggers: list[Trigger] = field(default_factory=list)
+    # Versions that started (lifecycle records), oldest first: the page's version timeline.
+    version_changes: list[ModelVersionChanged] = field(default_factory=list)
     dna: DataDNA | None = None
     current_regime: str | None = None
     incidents: list[dict[str, Any]] = field(default_factory=list)
@@ -205,6 +207,21 @@ def _model_html(m: ModelView) -> str:
             '<h3>Performance vs baseline</h3><table class="performance"><tr><th>metric</th><th>now</th>'
             f"<th>baseline</th></tr>{rows}</table>"
         )
+    if m.version_changes:
+        items = "".join(
+            f"<li>{_iso(c.event_time)}: version <b>{html.escape(str(c.model_version))}</b> started"
+            + (f" after {html.escape(str(c.previous_version))}" if c.previous_version is not None else "")
+            + f"; judged against the {html.escape(c.reference.source)} reference"
+            + (f" of version {html.escape(c.reference.version)}" if c.reference.version is not None else "")
+            + (
+                f"; retired {html.escape(', '.join(str(v) for v in c.retired_versions))}"
+                if c.retired_versions
+                else ""
+            )
+            + "</li>"
+            for c in m.version_changes
+        )
+        out.append(f'<h3>Versions</h3><ul class="versions">{items}</ul>')
     out.append("<h3>Recent triggers</h3>")
     if m.triggers:
         out.extend(_trigger_html(t) for t in list(m.triggers)[-5:][::-1])
@@ -322,6 +339,7 @@ def model_view(
     monitor: Any,
     triggers: Iterable[Trigger] = (),
     window: tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]] | None = None,
+    changes: Iterable[ModelVersionChanged] = (),
 ) -> ModelView:
     """A :class:`ModelView` of a :class:`stream_monitor.core.monitor.ModelMonitor` (read-only; ``window``:
     :func:`_window_view` of its ``last_evaluation``, when the caller already has it)."""
@@ -331,6 +349,7 @@ def model_view(
         ready=bool(monitor.ready),
         events=int(monitor.events_total),
         triggers=list(triggers),
+        version_changes=list(changes),
     )
     ev = monitor.last_evaluation
     if ev is not None:
@@ -428,6 +447,7 @@ class StatusPage:
         self.clock = clock
         self.published_only = published_only
         self._triggers: dict[str, deque[Trigger]] = {}
+        self._changes: dict[str, deque[ModelVersionChanged]] = {}
         self._keep = keep
         self._published = PublishedStatus()
         # Per model: the last window evaluation and its tables, so a publication after a batch that
@@ -437,6 +457,10 @@ class StatusPage:
     def record(self, trigger: Trigger) -> None:
         """Remember an emitted trigger for its model's "Recent triggers"."""
         self._triggers.setdefault(trigger.model_id, deque(maxlen=self._keep)).append(trigger)
+
+    def record_change(self, change: ModelVersionChanged) -> None:
+        """Remember a version that started, for its model's version timeline."""
+        self._changes.setdefault(change.model_id, deque(maxlen=self._keep)).append(change)
 
     @property
     def published(self) -> PublishedStatus:
@@ -463,7 +487,7 @@ class StatusPage:
                 else:
                     window = _window_view(ev)
                     self._windows[model_id] = (ev, window)
-                view = model_view(monitor, triggers, window)
+                view = model_view(monitor, triggers, window, tuple(self._changes.get(model_id, ())))
                 tracker = getattr(monitor, "insights", None)
                 figures = None if tracker is None else InsightFigures.of(tracker)
             except Exception as exc:  # never stop the loop for the page
@@ -480,7 +504,11 @@ class StatusPage:
             views = []
             for model_id, monitor in sorted(dict(self.monitors()).items()):
                 try:
-                    views.append(model_view(monitor, self._triggers.get(model_id, ())))
+                    views.append(
+                        model_view(
+                            monitor, self._triggers.get(model_id, ()), None, self._changes.get(model_id, ())
+                        )
+                    )
                 except Exception as exc:
                     views.append(ModelView(model_id, version=f"(state changing: {type(exc).__name__})"))
         rejections = None if self.rejections is None else self.rejections()
