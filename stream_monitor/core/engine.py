@@ -49,6 +49,9 @@ from stream_monitor.core.windows import EventTimeWindows, take_batch
 _FORMAT = 2  # 1 was JSON with every monitor's snapshot in base64
 #: Dead-letter reason of an event whose ``ts`` lies beyond the bounds of :class:`EventTimeSettings`.
 TS_OUT_OF_BOUNDS = "ts_out_of_bounds"
+#: Dead-letter reason of an event of a new model version while every active version still serves
+#: (``versions.max_active``, ``versions.displace_after_seconds``: core/versions.py).
+TOO_MANY_VERSIONS = "too_many_versions"
 
 
 @dataclass
@@ -226,7 +229,8 @@ class MonitoringEngine:
         )
         batches, out_of_bounds = self.bound_predictions(batches, raws, wall_now)
         out = self.process_decoded(batches, now)
-        out.rejections = _merged(rejections, out_of_bounds)
+        overflow = [Rejection(r.index, r.reason, _raw_bytes(raws[r.index])) for r in out.rejections]
+        out.rejections = _merged(rejections, _merged(out_of_bounds, overflow))
         return out
 
     def max_event_time(self, wall_now: float | None) -> float:
@@ -269,7 +273,11 @@ class MonitoringEngine:
         for model_id, batch in batches.items():
             if len(batch):
                 self.watermark = max(self.watermark, float(batch.ts.max()))
-            out.per_model[model_id] = self._monitor_of(model_id).process_predictions(batch, now)
+            done = out.per_model[model_id] = self._monitor_of(model_id).process_predictions(batch, now)
+            if isinstance(done, VersionOutput) and done.overflow:
+                out.rejections = _merged(
+                    out.rejections, [Rejection(i, TOO_MANY_VERSIONS, b"") for i in sorted(done.overflow)]
+                )
             if batch.unknown_features:
                 out.unknown_features[model_id] = batch.unknown_features
         if self.two_stage:

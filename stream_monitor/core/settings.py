@@ -251,6 +251,8 @@ class VersionSettings:
     ``max_active`` versions are kept side by side (a rollout or a canary serves two at once); a new
     version beyond that retires the one seen least recently, and a version with no event for
     ``retire_after_seconds`` of event time (behind the model's newest event) retires on its own.
+    ``displace_after_seconds`` protects the versions that serve: a newcomer may only take the place
+    of one idle that long (else its events go to the dead-letter topic as ``too_many_versions``).
     ``unknown_reference`` says what a version with no reference of its own (none published to the
     registry, none configured for it) is judged against: ``previous`` — the reference of the newest
     other active version (or the configured one), said so in its metrics and triggers; ``warmup`` — a
@@ -260,6 +262,10 @@ class VersionSettings:
     max_active: int = 2
     unknown_reference: Literal["previous", "warmup"] = "previous"
     retire_after_seconds: float = 86400.0
+    # A new version takes the place of the least recently seen one only when that one has had no
+    # event for this long (event time); until then the newcomer's events are dead-lettered as
+    # ``too_many_versions``: one message naming a made-up version cannot end a version that serves.
+    displace_after_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,9 @@ class VersionOutput(MonitorOutput):
     changes: list[ModelVersionChanged] = field(default_factory=list)
     # Versions that stopped being watched (their metric series go): (version, why).
     retired: list[tuple[str | None, str]] = field(default_factory=list)
+    # Input positions (``PredictionBatch.index``) of events of a version that found no place: every
+    # active version still serves (``versions.displace_after_seconds``); dead-lettered by the engine.
+    overflow: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -263,6 +266,10 @@ class VersionedModel:
         for version, part in parts:
             entry = self.active.get(version)
             if entry is None or entry.monitor.events_total == 0:
+                if entry is None and not self._has_room(float(part.ts.min())):
+                    out.overflow += part.index.tolist()
+                    out.events -= len(part)
+                    continue
                 entry = self._start(version, float(part.ts.min()), out)
             self._seen += 1
             entry.last_seen = self._seen
@@ -273,6 +280,15 @@ class VersionedModel:
             self._collect(entry, done, out)
         self._retire_idle(out)
         return out
+
+    def _has_room(self, ts: float) -> bool:
+        """Whether a new version may start now: a place is free (or held by a placeholder), or the
+        least recently seen version has had no event for ``displace_after_seconds`` (event time)."""
+        serving = [e for e in self.active.values() if e.monitor.events_total > 0]
+        if len(serving) < max(self.settings.versions.max_active, 1):
+            return True
+        oldest = min(serving, key=lambda e: e.last_seen)
+        return max(self.newest_ts, ts) - oldest.last_ts >= self.settings.versions.displace_after_seconds
 
     def _collect(self, entry: ActiveVersion, done: MonitorOutput, out: VersionOutput) -> None:
         if entry.version is not None or entry.reference.source != "configured":

@@ -111,9 +111,11 @@ def transactional_id_prefix(group: str) -> str:
 
 
 def output_topic_configs() -> dict[str, dict[str, str]]:
-    """Topic configs the service creates its output topics with, by role (triggers, dlq, state)."""
+    """Topic configs the service creates its topics with, by role (triggers, dlq, state, and the
+    reference registry: compacted, the newest record per model version is the table)."""
     big = {"max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
-    return {"triggers": {}, "dlq": dict(big), "state": {"cleanup.policy": "compact", **big}}
+    compacted = {"cleanup.policy": "compact", **big}
+    return {"triggers": {}, "dlq": dict(big), "state": dict(compacted), "references": dict(compacted)}
 
 
 def required_permissions(app: AppConfig, *, create_topics: bool = False) -> list[Permission]:

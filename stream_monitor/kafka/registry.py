@@ -37,7 +37,7 @@ from stream_monitor.core.registry import (
 )
 from stream_monitor.core.schema import ModelSchema
 from stream_monitor.errors import StateError
-from stream_monitor.kafka.acls import REGISTRY_READER_GROUP
+from stream_monitor.kafka.acls import REGISTRY_READER_GROUP, output_topic_configs
 from stream_monitor.kafka.clients import (
     LIBRDKAFKA_LOG,
     STATE_MAX_MESSAGE_BYTES,
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 def references_topic_config() -> dict[str, str]:
     """Compacted (the newest record per model version is the table), large records allowed."""
-    return {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
+    return output_topic_configs()["references"]
 
 
 def ensure_references_topic(admin: AdminClient, topic: str) -> list[str]:

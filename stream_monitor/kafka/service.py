@@ -1338,8 +1338,10 @@ class Service:
                 except KafkaException as exc:
                     raise FatalKafkaError(f"consume failed: {exc}") from exc
                 self._raise_pending()
-                self._process(messages or [])
+                # The registry first: a reference published before its version's first events (as a
+                # retrainer does) is in place when they are processed.
                 self._follow_registry()
+                self._process(messages or [])
                 self.producer.poll()
                 self._raise_pending()
                 self._update_health()

@@ -95,6 +95,8 @@ def create_topics(app: AppConfig, partitions: int, replication_factor: int = -1)
     }
     if app.aggregation.mode == "two_stage":  # the model stage's input, spread as the shards are
         wanted[k.topics.partials] = (partitions, partials_topic_config())
+    else:  # the reference registry every member reads whole
+        wanted[k.topics.references] = (1, {"cleanup.policy": "compact", **big})
     counts = partition_counts(admin, list(wanted))
     existing = {name: n for name, n in counts.items() if n is not None}
     missing = [
