@@ -159,6 +159,7 @@ class SecureBroker:
                 NewTopic(topics.triggers, 1, 1, config=configs["triggers"]),
                 NewTopic(topics.dlq, 1, 1, config=configs["dlq"]),
                 NewTopic(topics.state, 1, 1, config=configs["state"]),
+                NewTopic(topics.references, 1, 1, config=configs["references"]),
             ]
         admin = self.admin()
         for future in admin.create_topics(new, operation_timeout=30).values():

@@ -42,13 +42,18 @@ def free_port() -> int:
 
 @dataclass
 class ServiceTopics:
-    """The five topics of one test (inputs created with ``partitions``; outputs by the service)."""
+    """The topics of one test (inputs created with ``partitions``; outputs by the service)."""
 
     predictions: str
     labels: str
     triggers: str
     dlq: str
     state: str
+    references: str = ""  # the reference registry (empty: named after the predictions topic)
+
+    def __post_init__(self) -> None:
+        if not self.references:
+            self.references = self.predictions.replace("predictions", "references")
 
     @classmethod
     def create(cls, topic_factory: Callable[..., str], partitions: int = 2) -> ServiceTopics:
@@ -89,6 +94,7 @@ def write_config(
                 "triggers": topics.triggers,
                 "dlq": topics.dlq,
                 "state": topics.state,
+                "references": topics.references,
             },
             "batch_size": 500,
             "batch_timeout_seconds": 0.2,

@@ -356,7 +356,7 @@ def test_engine_restore_is_all_or_nothing() -> None:
     blob["monitors"]["control"]["versions"]["0"]["monitor"]["events_total"] = "many"
     fresh = engine()
     before = fresh.snapshot()
-    with pytest.raises(StateError, match="model 'control'.*part 'events_total' is str"):
+    with pytest.raises(StateError, match=r"model 'control'.*part 'events_total' is str"):
         fresh.restore(state_format.encode(blob))
     assert fresh.snapshot() == before
 

@@ -44,7 +44,8 @@ from stream_monitor.kafka.produce import produce_items
 pytestmark = pytest.mark.kafka
 # Every trigger has these; an escalation also has supersedes and escalation (left out otherwise).
 TRIGGER_FIELDS = {f.name for f in fields(Trigger) if not f.metadata.get("omit_if_none")}
-ESCALATION_FIELDS = {"supersedes", "escalation"}
+# Optional fields: an escalation's; what a versioned model's version was judged against.
+ESCALATION_FIELDS = {"supersedes", "escalation", "reference"}
 
 
 def _processed_all(svc: ServiceProcess, n: int) -> bool:

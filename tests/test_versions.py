@@ -109,7 +109,7 @@ def only(items: list[tuple[str, list[bytes], float]], version: str) -> list[tupl
 
 
 def both_engine(**kw: Any) -> MonitoringEngine:
-    ref1, ref2 = references()
+    ref1, _ref2 = references()
     return MonitoringEngine({"synth": SCHEMA}, {"synth": SETTINGS}, {"synth": ref1}, **kw)
 
 
@@ -119,7 +119,7 @@ def stripped(triggers: list[Trigger]) -> list[Trigger]:
 
 @cache
 def side_by_side() -> tuple[list[EngineOutput], MonitoringEngine]:
-    ref1, ref2 = references()
+    _ref1, ref2 = references()
     engine = both_engine(registry={"synth": {"2": ref2}})
     return run(engine, steps()), engine
 
@@ -165,7 +165,7 @@ def test_a_new_version_starts_with_one_lifecycle_record_and_the_old_one_retires(
     assert engine.models["synth"].active_versions == ("2",)
     # Its label counts stay in the model's totals: none lost.
     counts = engine.label_buffers()["synth"]
-    p1, l1, p2, l2 = stream()
+    p1, _l1, p2, _l2 = stream()
     assert counts["joined"] + counts["pending"] + counts["expired"] == len(p1) + len(p2)
     record = orjson.loads(changes[1].with_emitted_at(1.0).to_json_bytes())
     assert ModelVersionChanged.from_dict(record) == changes[1].with_emitted_at(1.0)
@@ -220,24 +220,49 @@ def test_a_reference_published_while_the_version_runs_takes_over() -> None:
     assert not engine.publish_reference("unknown-model", "2", ref2)
 
 
-def test_at_most_max_active_versions_and_a_hostile_stream_of_versions_stays_bounded() -> None:
+def test_made_up_versions_cannot_end_the_versions_that_serve() -> None:
+    """Fifty made-up versions, one message each, between the real v1 traffic: the first takes the free
+    place, the others find every place serving and are dead-lettered; v1 is never retired."""
     engine = both_engine()
     p1, _, _, _ = stream()
     outs = []
-    for i in range(50):  # fifty made-up versions, one event each, between real v1 traffic
+    for i in range(50):
         outs.append(engine.process_predictions(p1[i * 20 : i * 20 + 19], now=0.0))
         odd = orjson.loads(p1[i * 20 + 19])
         odd["model_version"] = f"evil-{i}"
         outs.append(engine.process_predictions([orjson.dumps(odd)], now=0.0))
         assert len(engine.models["synth"].active) <= SETTINGS.versions.max_active
-    assert "1" in engine.models["synth"].active  # the steady version is never the one to go
-    changes = [c for o in outs for c in o.changes]
-    assert len(changes) == 51 and all(len(c.active_versions) <= 2 for c in changes)
+    assert engine.models["synth"].active_versions == ("1", "evil-0")
+    assert [c.model_version for o in outs for c in o.changes] == ["1", "evil-0"]
+    rejected = [r for o in outs for r in o.rejections]
+    assert [r.reason for r in rejected] == ["too_many_versions"] * 49
+    assert all(orjson.loads(r.raw)["model_version"].startswith("evil-") for r in rejected)
+    assert sum(o.events for o in outs) == 50 * 19 + 1  # dead-lettered events are not counted as processed
+
+
+def test_a_version_idle_long_enough_gives_way_to_a_new_one() -> None:
+    p1, _, _p2, _ = stream()
+    engine = both_engine()
+    engine.process_predictions(p1[:100], now=0.0)
+    two = [orjson.dumps({**orjson.loads(r), "model_version": "2"}) for r in p1[100:200]]
+    engine.process_predictions(two, now=0.0)
+    # Version 3 an hour (displace_after_seconds) after v1's last event: v1, the least recently seen, goes.
+    late = orjson.loads(p1[199])["ts"] + SETTINGS.versions.displace_after_seconds
+    three = [
+        orjson.dumps({**orjson.loads(r), "model_version": "3", "ts": late + i})
+        for i, r in enumerate(p1[200:210])
+    ]
+    out = engine.process_predictions(three, now=0.0)
+    assert not out.rejections
+    assert [(c.model_version, c.retired_versions) for c in out.changes] == [("3", ("1",))]
+    # v1 made room; v2, idle as long (over retire_after_seconds), retires on its own.
+    assert out.retired == [("synth", "1"), ("synth", "2")]
+    assert engine.models["synth"].active_versions == ("3",)
 
 
 def test_an_unversioned_stream_has_no_lifecycle_records_and_no_reference_on_triggers() -> None:
     engine = both_engine()
-    p1, l1, _, _ = stream()
+    p1, _l1, _, _ = stream()
     raws = [r.replace(b'"model_version":"1",', b"") for r in p1]
     outs = [engine.process_predictions(raws[i : i + 1000], now=0.0) for i in range(0, len(raws), 1000)]
     assert not [c for o in outs for c in o.changes]

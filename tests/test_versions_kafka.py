@@ -49,7 +49,9 @@ def _reference(seed: int, shift: dict[str, float]) -> ReferenceProfile:
     return build_reference(SCHEMA, decoded[MODEL], train.columns()["y"].astype(float))
 
 
-def _config(path: Path, bootstrap: str, topics: dict[str, str], group: str, reference: Path, port: int) -> Path:
+def _config(
+    path: Path, bootstrap: str, topics: dict[str, str], group: str, reference: Path, port: int
+) -> Path:
     features = {f.name: {"type": f.kind, "key": True} if f.key else f.kind for f in V1.schema_features(KEY)}
     config = {
         "kafka": {
@@ -140,7 +142,9 @@ def test_a_published_reference_judges_the_new_version_and_the_old_one_retires(
         _produce(producer, topics, p1, l1)
         member.wait_for(lambda: member.processed()["predictions"] == len(p1), 240, "v1 processed")
         found = topic_records(kafka_bootstrap, topics["triggers"])
-        v1_drift = [t for t in found if t.get("model_version") == "1" and t["kind"] in ("data_drift", "combined")]
+        v1_drift = [
+            t for t in found if t.get("model_version") == "1" and t["kind"] in ("data_drift", "combined")
+        ]
         assert v1_drift and all(t["reference"]["source"] == "configured" for t in v1_drift)
         assert any(r["feature"] == "x0" for t in v1_drift for r in t["reasons"])
 
@@ -167,15 +171,16 @@ def test_a_published_reference_judges_the_new_version_and_the_old_one_retires(
         assert len([r for r in rows if "refused" in r]) == 4
 
         def outcomes() -> dict[str, float]:
-            return {dict(k)["outcome"]: v for k, v in _series(member, "stream_monitor_reference_records_total").items()}
+            return {
+                dict(k)["outcome"]: v
+                for k, v in _series(member, "stream_monitor_reference_records_total").items()
+            }
 
         member.wait_for(lambda: outcomes().get("loaded") == 1.0, 60, "the v2 reference loaded")
         assert outcomes()["bad_record"] == 3 and outcomes()["schema_mismatch"] == 1
 
         _produce(producer, topics, p2, l2)
-        member.wait_for(
-            lambda: member.processed()["predictions"] == len(p1) + len(p2), 240, "v2 processed"
-        )
+        member.wait_for(lambda: member.processed()["predictions"] == len(p1) + len(p2), 240, "v2 processed")
         member.wait_for(
             lambda: ("model", MODEL) in dict.fromkeys(
                 k[0] for k in _series(member, "stream_monitor_model_versions_retired_total")
