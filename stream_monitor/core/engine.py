@@ -28,7 +28,6 @@ from stream_monitor.core import state_format
 from stream_monitor.core.events import (
     MAX_EVENT_ID_LENGTH,
     MAX_MESSAGE_BYTES,
-    LabelBatch,
     PredictionBatch,
     RawValue,
     Rejection,
@@ -44,7 +43,7 @@ from stream_monitor.core.settings import AggregationSettings, EventTimeSettings,
 from stream_monitor.core.state_format import StateReader
 from stream_monitor.core.triggers import ModelVersionChanged, Trigger
 from stream_monitor.core.versions import VersionedModel, VersionOutput
-from stream_monitor.core.windows import EventTimeWindows, take_batch
+from stream_monitor.core.windows import EventTimeWindows, take_batch, take_labels
 
 _FORMAT = 2  # 1 was JSON with every monitor's snapshot in base64
 #: Dead-letter reason of an event whose ``ts`` lies beyond the bounds of :class:`EventTimeSettings`.
@@ -306,7 +305,7 @@ class MonitoringEngine:
                 if beyond.any():
                     for index in batch.index[beyond].tolist():
                         out_of_bounds.append(Rejection(index, TS_OUT_OF_BOUNDS, _raw_bytes(raws[index])))
-                    batches[model_id] = _take_labels(batch, np.flatnonzero(~beyond))
+                    batches[model_id] = take_labels(batch, np.flatnonzero(~beyond))
         out = EngineOutput(rejections=_merged(rejections, out_of_bounds))
         for model_id, batch in batches.items():
             if len(batch):
@@ -432,15 +431,3 @@ def _merged(first: list[Rejection], second: list[Rejection]) -> list[Rejection]:
     if not second:
         return first
     return sorted(first + second, key=lambda rejection: rejection.index)
-
-
-def _take_labels(batch: LabelBatch, positions: np.ndarray) -> LabelBatch:
-    picks = positions.tolist()
-    return LabelBatch(
-        model_id=batch.model_id,
-        index=batch.index[positions],
-        event_id=[batch.event_id[i] for i in picks],
-        ts=batch.ts[positions],
-        label=batch.label[positions],
-        label_class=[batch.label_class[i] for i in picks],
-    )

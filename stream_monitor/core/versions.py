@@ -65,7 +65,7 @@ from stream_monitor.core.schema import ModelSchema
 from stream_monitor.core.settings import ModelSettings
 from stream_monitor.core.state_format import StateReader
 from stream_monitor.core.triggers import REFERENCE_SOURCES, ModelVersionChanged, ReferenceUsed
-from stream_monitor.core.windows import take_batch
+from stream_monitor.core.windows import take_batch, take_labels
 from stream_monitor.errors import StateError
 
 _FORMAT = 1
@@ -314,7 +314,7 @@ class VersionedModel:
             for k, entry in enumerate(entries):
                 picks = np.flatnonzero(owner == k)
                 if picks.size:
-                    routed.append((entry, _take_labels(batch, picks)))
+                    routed.append((entry, take_labels(batch, picks)))
         # A version that gets no label in this batch ages at its next one, as a model without
         # versions does: each version's label statistics are those of a monitor of its own.
         for entry, part in routed:
@@ -451,19 +451,5 @@ class VersionedModel:
 
 
 _RETIRED = ("expired", "orphan", "joined")
-
-
-def _take_labels(batch: LabelBatch, positions: np.ndarray) -> LabelBatch:
-    """The labels at ``positions`` of a batch, as a batch."""
-    picks = positions.tolist()
-    return LabelBatch(
-        model_id=batch.model_id,
-        index=batch.index[positions],
-        event_id=[batch.event_id[i] for i in picks],
-        ts=batch.ts[positions],
-        label=batch.label[positions],
-        label_class=[batch.label_class[i] for i in picks],
-    )
-
 
 __all__ = ["ActiveVersion", "Registry", "VersionOutput", "VersionedModel"]

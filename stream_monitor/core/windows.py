@@ -44,7 +44,7 @@ from stream_monitor.core.state_format import StateReader
 from stream_monitor.errors import StateError
 
 if TYPE_CHECKING:
-    from stream_monitor.core.events import PredictionBatch
+    from stream_monitor.core.events import LabelBatch, PredictionBatch
 
 #: Version of the layout written by the windows' ``snapshot()``; bump on incompatible change.
 WINDOWS_FORMAT = 2  # 1 was JSON
@@ -165,6 +165,19 @@ def take_batch(batch: PredictionBatch, positions: np.ndarray) -> PredictionBatch
         pred_label=pick(batch.pred_label),
         segments={key: pick(column) for key, column in batch.segments.items()},
         unknown_features=0,
+    )
+
+
+def take_labels(batch: LabelBatch, positions: np.ndarray) -> LabelBatch:
+    """The labels at ``positions`` (int array) of a batch, as a batch."""
+    picks = positions.tolist()
+    return dataclasses.replace(
+        batch,
+        index=batch.index[positions],
+        event_id=[batch.event_id[i] for i in picks],
+        ts=batch.ts[positions],
+        label=batch.label[positions],
+        label_class=[batch.label_class[i] for i in picks],
     )
 
 
