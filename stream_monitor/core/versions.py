@@ -254,11 +254,12 @@ class VersionedModel:
         if len(batch) == 0:
             return out
         default = self.configured_version
-        versions = [default if v is None else v for v in batch.model_version]
-        first = versions[0]
-        if versions.count(first) == len(versions):
-            parts: list[tuple[str | None, PredictionBatch]] = [(first, batch)]
+        named = batch.model_version
+        first = named[0]
+        if named.count(first) == len(named):  # the usual batch: one version, no per-event Python
+            parts: list[tuple[str | None, PredictionBatch]] = [(default if first is None else first, batch)]
         else:
+            versions = [default if v is None else v for v in named]
             positions: dict[str | None, list[int]] = {}
             for i, v in enumerate(versions):
                 positions.setdefault(v, []).append(i)
