@@ -33,15 +33,36 @@ CHANNELS = ("web", "store", "partner")
 
 @dataclass(frozen=True)
 class BikeStory:
-    """The bike-sharing demand model of seed 003, with drift starting on ``drift_day``."""
+    """The bike-sharing demand model of seed 003, with drift starting on ``drift_day``.
+
+    The warming goes on to the end, or, with ``plateau_day``, stops there: from that day on the days are
+    as warm as that one (the default, ``None``, is the story as it always was). Days up to the plateau
+    are the same either way; the plateau only caps the warming.
+
+    >>> def mean_temp(story, day):
+    ...     events, _ = story.production()
+    ...     temps = [e["features"]["temp"] for e in events if (e["ts"] - START_TS) // DAY == day]
+    ...     return round(float(np.mean(temps)), 1)
+    >>> warming, flat = BikeStory(stations=20, days=30), BikeStory(stations=20, days=30, plateau_day=25)
+    >>> [mean_temp(warming, d) for d in (19, 25, 29)], [mean_temp(flat, d) for d in (19, 25, 29)]
+    ([6.1, 11.0, 15.2], [6.1, 11.0, 11.2])
+    """
 
     stations: int = 200
     days: int = 40
     training_days: int = 14
     drift_day: int = 20
     warming_per_day: float = 1.0
+    # The day the warming stops (the temperature stays where it got to); None: it never stops.
+    plateau_day: int | None = None
     label_delay: float = 3600.0
     seed: int = 3
+
+    def _warm_days(self, absolute_day: int) -> int:
+        """Days of warming behind ``absolute_day`` (negative before the drift)."""
+        if self.plateau_day is not None:
+            absolute_day = min(absolute_day, self.plateau_day)
+        return absolute_day - self.drift_day
 
     def _day(self, day: int, rng: np.random.Generator, production: bool) -> dict[str, np.ndarray]:
         n = self.stations * 24
@@ -49,7 +70,7 @@ class BikeStory:
         ts = START_TS + day * DAY + hour * 3600.0 + rng.uniform(0, 3599, n)
         offset = self.training_days if production else 0
         absolute_day = day + offset
-        warm = max(0, absolute_day - self.drift_day) * self.warming_per_day if production else 0.0
+        warm = max(0, self._warm_days(absolute_day)) * self.warming_per_day if production else 0.0
         temp = 6.0 + warm + 4.0 * np.sin((hour - 9) / 24 * 2 * np.pi) + rng.normal(0, 3.0, n)
         atemp = temp + rng.normal(-1.0, 1.0, n)
         humidity = np.clip(rng.normal(0.6, 0.15, n), 0, 1)
