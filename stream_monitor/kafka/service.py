@@ -959,6 +959,8 @@ class Service:
                 "trigger %s: %s %s %s", trigger.trigger_id, trigger.model_id, trigger.kind, trigger.severity
             )
             crash_point("after_trigger")
+        for model_id, version in out.retired:
+            log.info("model %s: version %s retired (its series are removed)", model_id, version)
         for change in out.changes:
             record = change.with_emitted_at(emitted)
             self.producer.record(
