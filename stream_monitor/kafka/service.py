@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import signal
 import time
 import uuid
@@ -81,6 +82,8 @@ log = logging.getLogger("stream_monitor.kafka.service")
 
 ROLES = ("predictions", "labels")
 LAG_REFRESH_SECONDS = 1.0
+#: How often the loop looks for new records of the reference registry (kafka/registry.py).
+REGISTRY_POLL_SECONDS = 0.2
 #: While the cluster cannot be reached at start-up, one log line per this many seconds.
 RETRY_LOG_SECONDS = 10.0
 #: Missing permissions at start-up are asked again this often (granting them needs no restart).
@@ -272,6 +275,10 @@ class Service:
             m.schema.model_id: {} for m in app.models
         }
         self.follower: RegistryFollower | None = None
+        self._registry_polled = -math.inf
+        # Active versions changed since the version gauges were last set (a start, a retirement, a
+        # reference switch, partitions moving): they are set again after the batch.
+        self._versions_changed = True
         r = self.metrics.registry
         self.task_events = Gauge(
             "stream_monitor_partition_events",
@@ -403,6 +410,7 @@ class Service:
             task, was_restored = self._task_from_record(p, records.get(state_key(self.group, p)))
             restored += was_restored
             self.tasks[p] = task
+            self._versions_changed = True
             for stream in ("predictions", "labels", "rejected"):
                 self.task_events.labels(str(p), stream).set(task.counts[stream])
         for tp in inputs:
@@ -523,6 +531,7 @@ class Service:
 
     def _drop(self, p: int) -> None:
         self.tasks.pop(p, None)
+        self._versions_changed = True
         for role in ROLES:
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(self.topics[role], str(p))
@@ -717,7 +726,8 @@ class Service:
                 for name, value in counts.items():
                     into[name] = into.get(name, 0) + value
         self.metrics.set_label_buffers(totals)
-        if not self.two_stage:
+        if not self.two_stage and self._versions_changed:
+            self._versions_changed = False
             active: dict[str, dict[str | None, ReferenceUsed]] = {}
             for task in self.tasks.values():
                 for model_id, model in task.engine.models.items():
@@ -749,6 +759,7 @@ class Service:
                 if task.engine.publish_reference(entry.model_id, entry.model_version, entry.profile)
             ]
             if switched:
+                self._versions_changed = True
                 for p in switched:
                     self.tasks[p].dirty = True
             log.info(
@@ -762,7 +773,10 @@ class Service:
             )
 
     def _follow_registry(self) -> None:
-        if self.follower is not None:
+        # New references are rare: a look every REGISTRY_POLL_SECONDS, not a librdkafka call per batch.
+        now = time.monotonic()
+        if self.follower is not None and now - self._registry_polled >= REGISTRY_POLL_SECONDS:
+            self._registry_polled = now
             reads = self.follower.read(timeout=0.0)
             if reads:
                 self._apply_registry(reads)
@@ -917,6 +931,7 @@ class Service:
         if task.paused:
             self.consumer.resume([TopicPartition(self.topics[r], p) for r in task.paused])
         self.tasks[p] = fresh
+        self._versions_changed = True
         for role in ROLES:
             start = fresh.offsets[role] if fresh.offsets[role] is not None else task.first_offsets[role]
             if start is None and task.order.buffers[role]:
@@ -944,6 +959,8 @@ class Service:
         if self.two_stage:
             self._send_reports(out)
         self.metrics.observe(out, role)
+        if out.changes or out.retired:
+            self._versions_changed = True
         last = batch[-1].offset()
         task.offsets[role] = (last or 0) + 1
 
