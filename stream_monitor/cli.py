@@ -174,7 +174,15 @@ def _cmd_topics_create(args: argparse.Namespace) -> int:
     app = load_config(args.config, check_references=False)
     done = create_topics(app, args.partitions, args.replication_factor)
     k = app.kafka
-    for name in (k.topics.predictions, k.topics.labels, k.topics.triggers, k.topics.dlq, k.topics.state):
+    internal = k.topics.partials if app.aggregation.mode == "two_stage" else k.topics.references
+    for name in (
+        k.topics.predictions,
+        k.topics.labels,
+        k.topics.triggers,
+        k.topics.dlq,
+        k.topics.state,
+        internal,
+    ):
         if name in done.created:
             print(f"created {name}")
         else:

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +22,6 @@ from stream_monitor.core.reference import ReferenceProfile, build_reference
 from stream_monitor.core.schema import ModelSchema
 from stream_monitor.core.settings import ModelSettings, PolicySettings, VersionSettings, WindowSettings
 from stream_monitor.core.triggers import ModelVersionChanged, Trigger
-from stream_monitor.errors import StateError
 from stream_monitor.offline.demo_data import SyntheticStream
 
 RATE = 20.0
@@ -185,7 +183,7 @@ def test_without_a_reference_of_its_own_a_version_is_judged_against_the_previous
     engine = both_engine()
     outs = run(engine, steps())
     changes = [c for o in outs for c in o.changes]
-    assert changes[1].reference.source == "previous" and changes[1].reference.version == "1"
+    assert changes[1].reference.source == "previous" and changes[1].reference.version == "1"  # v1's
     v2 = [t for o in outs for t in o.triggers if t.model_version == "2"]
     # Against v1's reference the shifted population is drift, and each trigger says what it was judged on.
     assert v2 and all(t.reference is not None and t.reference.source == "previous" for t in v2)
@@ -241,23 +239,43 @@ def test_made_up_versions_cannot_end_the_versions_that_serve() -> None:
 
 
 def test_a_version_idle_long_enough_gives_way_to_a_new_one() -> None:
-    p1, _, _p2, _ = stream()
-    engine = both_engine()
+    p1, _, _, _ = stream()
+    ref1, _ = references()
+    slow = dataclasses.replace(SETTINGS, versions=VersionSettings(max_active=2, retire_after_seconds=86400.0))
+    engine = MonitoringEngine({"synth": SCHEMA}, {"synth": slow}, {"synth": ref1})
     engine.process_predictions(p1[:100], now=0.0)
-    two = [orjson.dumps({**orjson.loads(r), "model_version": "2"}) for r in p1[100:200]]
-    engine.process_predictions(two, now=0.0)
-    # Version 3 an hour (displace_after_seconds) after v1's last event: v1, the least recently seen, goes.
-    late = orjson.loads(p1[199])["ts"] + SETTINGS.versions.displace_after_seconds
-    three = [
-        orjson.dumps({**orjson.loads(r), "model_version": "3", "ts": late + i})
-        for i, r in enumerate(p1[200:210])
-    ]
-    out = engine.process_predictions(three, now=0.0)
+    hour = SETTINGS.versions.displace_after_seconds
+    t1 = orjson.loads(p1[99])["ts"]
+
+    def events(version: str, rows: list[bytes], shift: float) -> list[bytes]:
+        return [
+            orjson.dumps({**orjson.loads(r), "model_version": version, "ts": orjson.loads(r)["ts"] + shift})
+            for r in rows
+        ]
+
+    engine.process_predictions(events("2", p1[100:200], 0.0), now=0.0)
+    # v2 serves on for an hour of event time (displace_after_seconds) after v1's last event.
+    engine.process_predictions(events("2", p1[200:300], hour), now=0.0)
+    assert engine.models["synth"].newest_ts >= t1 + hour
+    out = engine.process_predictions(events("3", p1[300:310], hour), now=0.0)
     assert not out.rejections
+    # v1, whose last event is the oldest, made room; v2, the model's clock, goes on.
     assert [(c.model_version, c.retired_versions) for c in out.changes] == [("3", ("1",))]
-    # v1 made room; v2, idle as long (over retire_after_seconds), retires on its own.
-    assert out.retired == [("synth", "1"), ("synth", "2")]
-    assert engine.models["synth"].active_versions == ("3",)
+    assert out.retired == [("synth", "1")]
+    assert engine.models["synth"].active_versions == ("2", "3")
+
+
+def test_one_message_stamped_ahead_neither_ages_nor_displaces_the_versions_that_serve() -> None:
+    """A made-up version stamped 23 h ahead takes a free place, but the clock that retires versions
+    only moves with versions that have served: v1 stays, and the canary v2 still finds its place."""
+    engine = both_engine(registry={"synth": {}})
+    p1, _, _, _ = stream()
+    engine.process_predictions(p1[:200], now=0.0)
+    evil = {**orjson.loads(p1[200]), "model_version": "evil", "ts": orjson.loads(p1[199])["ts"] + 23 * 3600}
+    out = engine.process_predictions([orjson.dumps(evil)], now=0.0)
+    assert not out.retired and engine.models["synth"].active_versions == ("1", "evil")
+    out = engine.process_predictions(p1[201:400], now=0.0)
+    assert not out.retired and "1" in engine.models["synth"].active_versions
 
 
 def test_an_unversioned_stream_has_no_lifecycle_records_and_no_reference_on_triggers() -> None:
@@ -294,15 +312,38 @@ def test_restore_mid_stream_continues_exactly(cut: int) -> None:
     assert second.snapshot() == whole_engine.snapshot()
 
 
-def test_state_of_a_version_judged_against_a_reference_gone_from_the_registry_is_refused() -> None:
+def test_state_of_a_version_whose_reference_left_the_registry_restarts_that_version_only() -> None:
+    """Withdrawn (or published again) while no one ran the state: as at run time, the version starts
+    again on what it resolves to now, its pending labels, rolling performance and events kept."""
     _, ref2 = references()
     engine = both_engine(registry={"synth": {"2": ref2}})
     run(engine, steps()[: len(steps()) // 2 + 20])
-    assert "2" in engine.models["synth"].active
-    data = engine.snapshot()
+    entry = engine.models["synth"].active["2"]
+    pending, events = len(entry.monitor.labels), entry.monitor.events_total
+    assert pending > 0 and entry.reference.source == "registry"
     fresh = both_engine()  # the registry no longer has v2's reference
-    with pytest.raises(StateError, match="reference"):
-        fresh.restore(data)
+    fresh.restore(engine.snapshot())
+    again = fresh.models["synth"].active["2"]
+    assert (
+        again.reference.source == "previous" and again.reference.version is None
+    ) or again.reference.version == "1"
+    assert len(again.monitor.labels) == pending and again.monitor.events_total == events
+    assert (
+        fresh.models["synth"].active["1"].monitor.snapshot()
+        == engine.models["synth"].active["1"].monitor.snapshot()
+    )
+
+
+def test_a_withdrawn_reference_switches_the_versions_judged_against_it() -> None:
+    _, ref2 = references()
+    engine = both_engine(registry={"synth": {"2": ref2}})
+    run(engine, steps()[: len(steps()) // 2 + 20])
+    assert engine.withdraw_reference("synth", "2") == ["2"]
+    entry = engine.models["synth"].active["2"]
+    assert entry.reference.source == "previous" and entry.monitor.reference is not ref2
+    again = both_engine()
+    again.restore(engine.snapshot())  # the state no longer names the withdrawn reference
+    assert again.snapshot() == engine.snapshot()
 
 
 def test_state_of_a_release_before_versions_is_read_as_the_configured_version() -> None:

@@ -102,6 +102,17 @@ def _series(member: ServiceProcess, name: str) -> dict[tuple[tuple[str, str], ..
     return {labels: v for (sample, labels), v in member.metrics().items() if sample == name}
 
 
+def _serving_task(member: ServiceProcess) -> dict[str, Any]:
+    """The /state of the partition-task that got the model's events (the other one never did)."""
+    (task,) = [t for t in member.state()["tasks"].values() if t["counts"]["predictions"]]
+    return dict(task)
+
+
+def _checkpointed(member: ServiceProcess) -> bool:
+    task = _serving_task(member)
+    return task["digest"] is not None and task["digest"] != task["restored_digest"]
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "stream_monitor.cli", *args],
@@ -116,10 +127,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_a_published_reference_judges_the_new_version_and_the_old_one_retires(
     kafka_bootstrap: str, topic_factory: Any, group_id: str, producer_factory: Any, tmp_path: Path
 ) -> None:
-    predictions = topic_factory(1, prefix="predictions")
+    # Two partitions, every record keyed by the model id: one partition-task never sees the model and
+    # holds only its waiting placeholder, which must not keep a retired version's series alive.
+    predictions = topic_factory(2, prefix="predictions")
     topics = {
         "predictions": predictions,
-        "labels": topic_factory(1, prefix="labels"),
+        "labels": topic_factory(2, prefix="labels"),
         "triggers": predictions.replace("predictions", "triggers"),
         "dlq": predictions.replace("predictions", "dlq"),
         "state": predictions.replace("predictions", "state"),
@@ -202,15 +215,14 @@ def test_a_published_reference_judges_the_new_version_and_the_old_one_retires(
         ]
         psi_versions = {dict(k).get("version") for k in _series(member, "stream_monitor_feature_psi")}
         assert psi_versions == {"2"}  # v1's judged series went with it
-        state = member.state()
-        (task,) = state["tasks"].values()
+        task = _serving_task(member)
         assert [v["version"] for v in task["versions"][MODEL]] == ["2"]
 
         # A restart: the registry is read before the state is restored, so v2 goes on as it was.
         assert member.terminate() == 0
         member = ServiceProcess(config, port, tmp_path / "m2.log").start()
         member.wait_for(lambda: member.ready() is True, 120, "ready after the restart")
-        (task,) = member.state()["tasks"].values()
+        task = _serving_task(member)
         assert task["versions"][MODEL][0]["reference"] == {"source": "registry", "version": "2"}
         assert task["versions"][MODEL][0]["events"] == len(p2)
         more = SyntheticStream(
@@ -225,5 +237,26 @@ def test_a_published_reference_judges_the_new_version_and_the_old_one_retires(
         assert not [
             t for t in records if t.get("model_version") == "2" and t["kind"] in ("data_drift", "combined")
         ]
+
+        # The reference is withdrawn (a tombstone): v2 starts again on what it resolves to without it,
+        # and a restart restores that state (nothing of the withdrawn reference is needed).
+        producer.produce(topics["references"], key=registry_key(MODEL, "2"), value=None)
+        assert producer.flush(30) == 0
+
+        def v2_reference() -> dict[str, Any]:
+            return dict(_serving_task(member)["versions"][MODEL][0]["reference"])
+
+        member.wait_for(lambda: v2_reference()["source"] != "registry", 60, "v2 off the withdrawn reference")
+        assert v2_reference() == {
+            "source": "previous",
+            "version": "1",
+        }  # v1 retired: its (configured) reference
+        member.wait_for(lambda: _checkpointed(member), 60, "a checkpoint after the withdrawal")
+        assert member.terminate() == 0
+        member = ServiceProcess(config, port, tmp_path / "m3.log").start()
+        member.wait_for(lambda: member.ready() is True, 120, "ready after the second restart")
+        assert v2_reference() == {"source": "previous", "version": "1"}
+        assert _serving_task(member)["versions"][MODEL][0]["events"] == len(p2) + len(p3)
+        assert "cannot be restored" not in member.log()
     finally:
         member.stop()

@@ -197,6 +197,15 @@ class MonitoringEngine:
         }
         return sorted(grids)
 
+    def withdraw_reference(self, model_id: str, version: str) -> list[str | None]:
+        """The registry withdrew ``version``'s reference: the active versions judged against it start
+        again on what they resolve to now (core/versions.py). The versions that switched."""
+        if model_id not in self.registry:
+            return []
+        self.registry[model_id].pop(version, None)
+        model = self.models.get(model_id)
+        return [] if model is None else model.withdrawn(version)
+
     def _new_monitor(self, model_id: str) -> None:
         schema, settings = self.schemas[model_id], self.settings[model_id]
         if self.two_stage:

@@ -404,13 +404,14 @@ class ModelMonitor:
             digest = ref.text("digest")
             if reference is None:
                 raise StateError(
-                    f"{r.what}: the state was built against a configured reference (digest {digest}), "
-                    "and none is configured now; state of another reference is not restored"
+                    f"{r.what}: the state was built against a reference given to it (configured or "
+                    f"published; digest {digest}), and none is there now; state of another reference is "
+                    "not restored"
                 )
             if reference.digest() != digest:
                 raise StateError(
                     f"{r.what}: the state was built against the reference with digest {digest}, the "
-                    f"configured reference (version {reference.version}) has digest {reference.digest()}; "
+                    f"one there now (profile version {reference.version}) has digest {reference.digest()}; "
                     "state of another reference is not restored"
                 )
             mon = cls(schema, settings, reference, model_version)

@@ -40,10 +40,12 @@ import orjson
 from stream_monitor.core.events import MODEL_VERSION
 from stream_monitor.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
+from stream_monitor.core.settings import DetectorSettings
 from stream_monitor.errors import StreamMonitorError
 
 RECORD_FORMAT = 1
-#: A reference larger than this when inflated is refused (before inflating it all).
+#: A reference larger than this when inflated is refused (before inflating it all); a model's own
+#: bound is lower (:func:`max_profile_bytes`).
 MAX_PROFILE_BYTES = 256 * 1024 * 1024
 #: Why a registry record was refused (a bounded label of ``stream_monitor_reference_records_total``;
 #: signature problems come from kafka/signing.py).
@@ -106,10 +108,29 @@ def encode_record(profile: ReferenceProfile, model_id: str, version: str, *, pub
     return orjson.dumps(header) + b"\n" + zlib.compress(body, 6)
 
 
+def max_profile_bytes(schema: ModelSchema, detectors: DetectorSettings) -> int:
+    """The most JSON a profile of ``schema`` built with ``detectors`` can take (generously: 40 bytes
+    per sampled number, 256 per category), so a record is refused before it inflates beyond it.
+
+    >>> from stream_monitor.core.schema import FeatureSpec, ModelSchema
+    >>> max_profile_bytes(ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),)), DetectorSettings())
+    475584
+    """
+    columns = len(schema.numeric_names) + 1  # and the prediction's score
+    numeric = detectors.reference_sample * 40 + detectors.bins * 80 + 1024
+    categorical = (detectors.top_k + 1) * 256 + 1024
+    total = columns * numeric + (len(schema.categorical_names) + 1) * categorical + 64 * 1024
+    return min(MAX_PROFILE_BYTES, total)
+
+
 def decode_record(
-    key: bytes | None, value: bytes | None, schemas: Mapping[str, ModelSchema]
+    key: bytes | None,
+    value: bytes | None,
+    schemas: Mapping[str, ModelSchema],
+    detectors: Mapping[str, DetectorSettings] | None = None,
 ) -> RegistryEntry:
-    """Read one registry record (see the module docstring); a null value is a withdrawal."""
+    """Read one registry record (see the module docstring); a null value is a withdrawal.
+    ``detectors`` (by model) bound the profile's bins, categories and sample as the model builds them."""
     model_id, version = parse_key(key)
     schema = schemas.get(model_id)
     if schema is None:
@@ -130,8 +151,12 @@ def decode_record(
             f"{header.get('model_id')}/{header.get('model_version')}",
         )
     size = header.get("bytes")
-    if header.get("encoding") != "zlib" or type(size) is not int or not 0 < size <= MAX_PROFILE_BYTES:
-        raise RegistryRecordError("bad_record", f"{model_id}/{version}: bad encoding or size in the header")
+    limits = (detectors or {}).get(model_id) or DetectorSettings()
+    cap = max_profile_bytes(schema, limits)
+    if header.get("encoding") != "zlib" or type(size) is not int or not 0 < size <= cap:
+        raise RegistryRecordError(
+            "bad_record", f"{model_id}/{version}: bad encoding, or a size beyond {cap} bytes, in the header"
+        )
     try:
         inflater = zlib.decompressobj()
         raw = inflater.decompress(body, size + 1)  # never more than stated (+1 to see an overflow)
@@ -147,7 +172,7 @@ def decode_record(
         raise RegistryRecordError("bad_record", f"{model_id}/{version}: {exc}") from None
     if profile.digest() != header.get("digest"):
         raise RegistryRecordError("bad_record", f"{model_id}/{version}: digest does not match the profile")
-    problem = reference_problem(schema, profile)
+    problem = reference_problem(schema, profile, limits)
     if problem is not None:
         raise RegistryRecordError("schema_mismatch", f"{model_id}/{version}: {problem}")
     published = header.get("published_at")
@@ -160,30 +185,45 @@ def decode_record(
     )
 
 
-def reference_problem(schema: ModelSchema, profile: ReferenceProfile) -> str | None:
-    """Why ``profile`` cannot be the reference of ``schema``'s model, or ``None`` when it can.
+def reference_problem(
+    schema: ModelSchema, profile: ReferenceProfile, detectors: DetectorSettings | None = None
+) -> str | None:
+    """Why ``profile`` cannot be the reference of ``schema``'s model, or ``None`` when it can: every
+    feature profiled, finite, and no larger than the model's ``detectors`` build it (bins, categories,
+    sample) — a profile of two million bins would cost memory and blind the detectors.
 
     >>> from stream_monitor.core.schema import FeatureSpec, ModelSchema
     >>> schema = ModelSchema("m", "regression", (FeatureSpec("x", "numeric"),))
     >>> reference_problem(schema, ReferenceProfile(1, "m"))
     "numeric feature 'x' has no profile"
     """
+    d = detectors or DetectorSettings()
     if profile.model_id != schema.model_id:
         return f"a profile of model {profile.model_id!r}"
-    for name in schema.numeric_names:
-        column = profile.numeric.get(name)
-        if not isinstance(column, NumericProfile):
-            return f"numeric feature {name!r} has no profile"
-        if not (np.isfinite(column.edges).all() and np.isfinite(column.sample).all()):
-            return f"numeric feature {name!r}: edges and sample must be finite"
+    columns: list[tuple[str, NumericProfile | CategoricalProfile | None, type]] = [
+        *((f"numeric feature {n!r}", profile.numeric.get(n), NumericProfile) for n in schema.numeric_names),
+        *(
+            (f"categorical feature {n!r}", profile.categorical.get(n), CategoricalProfile)
+            for n in schema.categorical_names
+        ),
+    ]
+    if profile.prediction is not None:
+        columns.append(("the prediction", profile.prediction, type(profile.prediction)))
+    for what, column, kind in columns:
+        if column is None or not isinstance(column, kind):
+            return f"{what} has no profile"
         if (column.counts < 0).any():
-            return f"numeric feature {name!r}: negative counts"
-    for name in schema.categorical_names:
-        cat = profile.categorical.get(name)
-        if not isinstance(cat, CategoricalProfile):
-            return f"categorical feature {name!r} has no profile"
-        if (cat.counts < 0).any():
-            return f"categorical feature {name!r}: negative counts"
+            return f"{what}: negative counts"
+        if isinstance(column, NumericProfile):
+            if not (np.isfinite(column.edges).all() and np.isfinite(column.sample).all()):
+                return f"{what}: edges and sample must be finite"
+            if column.counts.size > d.bins or column.sample.size > d.reference_sample:
+                return (
+                    f"{what}: {column.counts.size} bins and a sample of {column.sample.size}, more than the "
+                    f"model builds (detectors.bins {d.bins}, detectors.reference_sample {d.reference_sample})"
+                )
+        elif isinstance(column, CategoricalProfile) and len(column.categories) > d.top_k:
+            return f"{what}: {len(column.categories)} categories, more than detectors.top_k {d.top_k}"
     return None
 
 

@@ -59,7 +59,9 @@ import numpy as np
 
 from stream_monitor.core import state_format
 from stream_monitor.core.events import LabelBatch, PredictionBatch
+from stream_monitor.core.labels import LabelJoinBuffer
 from stream_monitor.core.monitor import ModelMonitor, MonitorOutput
+from stream_monitor.core.performance import RollingPerformance
 from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
 from stream_monitor.core.settings import ModelSettings
@@ -103,6 +105,16 @@ def _label(version: str | None) -> str:
     return "(unnamed)" if version is None else version
 
 
+#: Events a version must have served before it counts: it moves the clock that retires and displaces
+#: versions, and it can be another version's "previous" (one hostile message is neither).
+ESTABLISHED_EVENTS = 100
+
+
+def _built_for(entry: ActiveVersion) -> str | None:
+    """The model version ``entry``'s reference was built for (a warmed-up one: its own)."""
+    return entry.version if entry.reference.source == "warmup" else entry.reference.version
+
+
 class VersionedModel:
     """The active versions of one model (see the module docstring)."""
 
@@ -144,11 +156,18 @@ class VersionedModel:
             return published, ReferenceUsed(source="registry", version=version)
         cfg = self.configured_reference
         if cfg is not None and (version is None or not self.owner_known or version == self.configured_owner):
-            return cfg, ReferenceUsed(source="configured", version=self.configured_version)
+            # Built for the configured version; when the configuration names none, for its owner.
+            built_for = self.configured_version if self.configured_version is not None else version
+            return cfg, ReferenceUsed(source="configured", version=built_for)
         if self.settings.versions.unknown_reference == "previous":
-            for other in reversed(list(self.active.values())):
-                if other.version != version and other.monitor.reference is not None:
-                    return other.monitor.reference, ReferenceUsed(source="previous", version=other.version)
+            others = [
+                e for e in self.active.values() if e.version != version and e.monitor.reference is not None
+            ]
+            # The newest version that has served (a made-up version with one event is no "previous").
+            established = [e for e in others if e.monitor.events_total >= ESTABLISHED_EVENTS] or others
+            if established:
+                other = established[-1]
+                return other.monitor.reference, ReferenceUsed(source="previous", version=_built_for(other))
             if cfg is not None:
                 return cfg, ReferenceUsed(source="previous", version=self.configured_version)
         return None, ReferenceUsed(source="warmup", version=version)
@@ -192,7 +211,7 @@ class VersionedModel:
         else:
             reference, used = self.resolve(version)  # before a retirement: "previous" may be the one going
             while len(self.active) >= limit:
-                oldest = min(self.active.values(), key=lambda a: a.last_seen)
+                oldest = min(self.active.values(), key=lambda a: a.last_ts)
                 retired.append(oldest.version)
                 self._retire(oldest.version, f"version {_label(version)} needs its place", out)
             entry = ActiveVersion(
@@ -230,8 +249,17 @@ class VersionedModel:
         newest = max(self.active.values(), key=lambda a: a.first_ts).version if self.active else None
         for entry in list(self.active.values()):
             idle = self.newest_ts - entry.last_ts
-            if entry.version != newest and idle > horizon:
+            if entry.version != newest and entry.monitor.events_total > 0 and idle > horizon:
                 self._retire(entry.version, f"no event for {idle:.0f} s of event time", out)
+
+    def _switch(self, entry: ActiveVersion, reference: ReferenceProfile | None, used: ReferenceUsed) -> None:
+        """Judge ``entry`` against another reference from now on: windows, policy and insights start
+        again; pending labels, rolling performance and the event count stay (they describe the model)."""
+        old = entry.monitor
+        fresh = self._monitor(entry.version, reference)
+        fresh.labels, fresh.performance, fresh.events_total = old.labels, old.performance, old.events_total
+        entry.monitor = fresh
+        entry.reference = used
 
     def use_published(self, version: str, reference: ReferenceProfile) -> bool:
         """A reference was published for ``version``: an active version judged against anything else
@@ -241,12 +269,20 @@ class VersionedModel:
             return False
         if entry.reference.source == "registry" and entry.monitor.reference is reference:
             return False
-        old = entry.monitor
-        fresh = self._monitor(version, reference)
-        fresh.labels, fresh.performance, fresh.events_total = old.labels, old.performance, old.events_total
-        entry.monitor = fresh
-        entry.reference = ReferenceUsed(source="registry", version=version)
+        self._switch(entry, reference, ReferenceUsed(source="registry", version=version))
         return True
+
+    def withdrawn(self, version: str) -> list[str | None]:
+        """The registry no longer has ``version``'s reference (it is already gone from ``registry``):
+        every active version judged against it starts again on what it resolves to now (its own
+        version's first: a "previous" that named it follows). The versions that switched."""
+        switched: list[str | None] = []
+        for entry in sorted(self.active.values(), key=lambda e: e.version != version):
+            if entry.reference.source in ("registry", "previous") and entry.reference.version == version:
+                reference, used = self.resolve(entry.version)
+                self._switch(entry, reference, used)
+                switched.append(entry.version)
+        return switched
 
     # -- processing ----------------------------------------------------------------------------
     def process_predictions(self, batch: PredictionBatch, now: float) -> VersionOutput:
@@ -267,7 +303,7 @@ class VersionedModel:
         for version, part in parts:
             entry = self.active.get(version)
             if entry is None or entry.monitor.events_total == 0:
-                if entry is None and not self._has_room(float(part.ts.min())):
+                if entry is None and not self._has_room():
                     out.overflow += part.index.tolist()
                     out.events -= len(part)
                     continue
@@ -275,21 +311,25 @@ class VersionedModel:
             self._seen += 1
             entry.last_seen = self._seen
             entry.last_ts = max(entry.last_ts, float(part.ts.max()))
-            self.newest_ts = max(self.newest_ts, entry.last_ts)
             done = entry.monitor.process_predictions(part, now)
+            if entry.monitor.events_total >= ESTABLISHED_EVENTS:
+                # The clock that retires and displaces versions: only versions that have served move
+                # it, so one message stamped a day ahead cannot age every real version at once.
+                self.newest_ts = max(self.newest_ts, entry.last_ts)
             done.events = 0  # counted once above
             self._collect(entry, done, out)
         self._retire_idle(out)
         return out
 
-    def _has_room(self, ts: float) -> bool:
+    def _has_room(self) -> bool:
         """Whether a new version may start now: a place is free (or held by a placeholder), or the
-        least recently seen version has had no event for ``displace_after_seconds`` (event time)."""
+        version with the oldest last event has had none for ``displace_after_seconds`` of the model's
+        event time (the newest event of a version that has served; never the newcomer's own ``ts``)."""
         serving = [e for e in self.active.values() if e.monitor.events_total > 0]
         if len(serving) < max(self.settings.versions.max_active, 1):
             return True
-        oldest = min(serving, key=lambda e: e.last_seen)
-        return max(self.newest_ts, ts) - oldest.last_ts >= self.settings.versions.displace_after_seconds
+        oldest = min(serving, key=lambda e: e.last_ts)
+        return self.newest_ts - oldest.last_ts >= self.settings.versions.displace_after_seconds
 
     def _collect(self, entry: ActiveVersion, done: MonitorOutput, out: VersionOutput) -> None:
         if entry.version is not None or entry.reference.source != "configured":
@@ -379,6 +419,17 @@ class VersionedModel:
             ),
         )
 
+    def _restarted(self, r: StateReader, version: str | None) -> tuple[ModelMonitor, ReferenceUsed]:
+        """A version's monitor on the reference it resolves to now, with the parts of its stored
+        state that describe the model rather than the reference (see :meth:`_switch`)."""
+        reference, used = self.resolve(version)
+        monitor = self._monitor(version, reference)
+        monitor.labels = LabelJoinBuffer.from_state(r.child("labels"))
+        monitor.performance = RollingPerformance.from_state(r.child("performance"))
+        monitor.performance.decision_threshold = self.schema.decision_threshold
+        monitor.events_total = r.integer("events_total", min_value=0)
+        return monitor, used
+
     def _reference_of(self, used: ReferenceUsed) -> ReferenceProfile | None:
         """The reference a restored version was built against, from where it came."""
         if used.source == "warmup":
@@ -435,9 +486,17 @@ class VersionedModel:
                 version=r.text("reference_version") if r.flag("reference_named") else None,
             )
             first_ts, last_ts = r.array("times", np.float64, shape=(2,)).tolist()
-            mon = ModelMonitor.from_state(
-                r.child("monitor"), schema, settings, version, model._reference_of(used)
-            )
+            try:
+                mon = ModelMonitor.from_state(
+                    r.child("monitor"), schema, settings, version, model._reference_of(used)
+                )
+            except StateError:
+                if used.source not in ("registry", "previous"):
+                    raise
+                # Its reference was published again or withdrawn while no one ran this state: as at
+                # run time, the version starts again on what it resolves to now, keeping its pending
+                # labels, rolling performance and event count.
+                mon, used = model._restarted(r.child("monitor"), version)
             if version in model.active:
                 raise StateError(f"{r.what}: version {_label(version)} twice")
             model.active[version] = ActiveVersion(

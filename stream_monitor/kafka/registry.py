@@ -84,6 +84,7 @@ class RegistryFollower:
         k = app.require_kafka()
         self.topic = k.topics.references
         self.schemas = dict(schemas)
+        self.detectors = {m.schema.model_id: m.settings.detectors for m in app.models}
         self.signer = signer
         settings: dict[str, object] = {
             **connection_config(k.bootstrap_servers, k.common),
@@ -160,7 +161,7 @@ class RegistryFollower:
             record = value
             if value is not None:
                 record = self.signer.open(key or b"", value)
-            entry = decode_record(key, record, self.schemas)
+            entry = decode_record(key, record, self.schemas, self.detectors)
         except RegistryRecordError as exc:
             return RegistryRead(exc.reason, detail=str(exc))
         except StateError as exc:  # RecordRejected: bad_signature / unsigned
@@ -188,7 +189,8 @@ def publish_reference(
     schema = schemas.get(model_id)
     if schema is None:
         raise KafkaIOError(f"model {model_id!r} is not in the configuration")
-    problem = reference_problem(schema, profile)
+    detectors = next(m.settings.detectors for m in app.models if m.schema.model_id == model_id)
+    problem = reference_problem(schema, profile, detectors)
     if problem is not None:
         raise KafkaIOError(f"the reference does not fit model {model_id!r}: {problem}")
     k = app.require_kafka()

@@ -728,12 +728,18 @@ class Service:
         self.metrics.set_label_buffers(totals)
         if not self.two_stage and self._versions_changed:
             self._versions_changed = False
+            # The versions that served on some partition-task of this member; a model that has served
+            # none here yet shows its waiting (configured) version. A partition that never saw the
+            # model keeps such a placeholder: it must not keep a retired version's series alive.
             active: dict[str, dict[str | None, ReferenceUsed]] = {}
+            waiting: dict[str, dict[str | None, ReferenceUsed]] = {}
             for task in self.tasks.values():
                 for model_id, model in task.engine.models.items():
-                    versions = active.setdefault(model_id, {})
                     for entry in model.active.values():
-                        versions.setdefault(entry.version, entry.reference)
+                        found = active if entry.monitor.events_total > 0 else waiting
+                        found.setdefault(model_id, {}).setdefault(entry.version, entry.reference)
+            for model_id, versions in waiting.items():
+                active.setdefault(model_id, versions)
             self.metrics.set_versions(active)
 
     def _apply_registry(self, reads: list[RegistryRead]) -> None:
@@ -748,9 +754,21 @@ class Service:
             view = self.registry_view[entry.model_id]
             if entry.profile is None:
                 view.pop(entry.model_version, None)
-                for task in self.tasks.values():
-                    task.engine.registry[entry.model_id].pop(entry.model_version, None)
-                log.info("reference registry: %s/%s withdrawn", entry.model_id, entry.model_version)
+                moved = {
+                    p: task.engine.withdraw_reference(entry.model_id, entry.model_version)
+                    for p, task in self.tasks.items()
+                }
+                for p, versions in moved.items():
+                    if versions:
+                        self.tasks[p].dirty = self._versions_changed = True
+                log.info(
+                    "reference registry: %s/%s withdrawn%s",
+                    entry.model_id,
+                    entry.model_version,
+                    "; the versions judged against it start again on what they resolve to now"
+                    if any(moved.values())
+                    else "",
+                )
                 continue
             view[entry.model_version] = entry.profile
             switched = [
@@ -967,17 +985,7 @@ class Service:
     def _publish_triggers(self, out: EngineOutput) -> None:
         assert self.producer is not None
         emitted = time.time()
-        for decided in out.triggers:
-            trigger = decided.with_emitted_at(emitted)
-            self.producer.trigger(trigger)
-            if self.status_page is not None:
-                self.status_page.record(trigger)
-            log.info(
-                "trigger %s: %s %s %s", trigger.trigger_id, trigger.model_id, trigger.kind, trigger.severity
-            )
-            crash_point("after_trigger")
-        for model_id, version in out.retired:
-            log.info("model %s: version %s retired (its series are removed)", model_id, version)
+        # A version's start goes before its triggers: a consumer reads the record, then what it judged.
         for change in out.changes:
             record = change.with_emitted_at(emitted)
             self.producer.record(
@@ -993,6 +1001,17 @@ class Service:
                 record.reference.source,
                 record.reference.version,
             )
+        for model_id, version in out.retired:
+            log.info("model %s: version %s retired (its series are removed)", model_id, version)
+        for decided in out.triggers:
+            trigger = decided.with_emitted_at(emitted)
+            self.producer.trigger(trigger)
+            if self.status_page is not None:
+                self.status_page.record(trigger)
+            log.info(
+                "trigger %s: %s %s %s", trigger.trigger_id, trigger.model_id, trigger.kind, trigger.severity
+            )
+            crash_point("after_trigger")
 
     def _checkpointables(self) -> list[PartitionTask | StageTask]:
         """Every task this member checkpoints: partition-tasks (shards) and model-stage tasks."""
