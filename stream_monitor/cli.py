@@ -199,7 +199,9 @@ def _cmd_triggers_tail(args: argparse.Namespace) -> int:
         sys.stdout.write(value.decode("utf-8", "replace") + "\n")
         sys.stdout.flush()
 
-    seen = tail_triggers(app, show, args.max, args.timeout, from_beginning=not args.latest)
+    seen = tail_triggers(
+        app, show, args.max, args.timeout, from_beginning=not args.latest, lifecycle=args.lifecycle
+    )
     if args.max and seen < args.max:
         print(f"stream-monitor: {seen} of {args.max} trigger(s) within {args.timeout:g}s", file=sys.stderr)
         return 1
@@ -339,6 +341,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     tt.add_argument("--max", type=int, default=0, help="stop after this many (0: never)")
     tt.add_argument("--timeout", type=float, default=0.0, help="stop after this many seconds (0: never)")
     tt.add_argument("--latest", action="store_true", help="only triggers emitted from now on")
+    tt.add_argument(
+        "--lifecycle", action="store_true", help="also print the topic's model_version_changed records"
+    )
     tt.set_defaults(func=_cmd_triggers_tail)
 
     acls = sub.add_parser(

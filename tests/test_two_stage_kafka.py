@@ -266,10 +266,11 @@ def test_a_group_on_six_partitions_judges_once_as_one_process(
             assert _sum(live, "stream_monitor_windows_closed_total", model=MODEL) == windows
             # The per-model series exist once in the group: on the member that owns the model stage.
             last = expected_evaluations[-1]
-            auc = _gauge(live, "stream_monitor_performance", model=MODEL, metric="auc")
+            # The judged series carry the version ("": the configuration and events name none).
+            auc = _gauge(live, "stream_monitor_performance", model=MODEL, version="", metric="auc")
             assert len(auc) == 1
             assert abs(auc[0] - last.performance["auc"]) <= last.performance["auc_error_bound"] + 1e-9
-            psi = _gauge(live, "stream_monitor_feature_psi", model=MODEL, feature="x0")
+            psi = _gauge(live, "stream_monitor_feature_psi", model=MODEL, version="", feature="x0")
             expected_psi = next(r.value for r in last.results if r.detector == "psi" and r.feature == "x0")
             assert len(psi) == 1 and psi[0] == pytest.approx(expected_psi, rel=1e-9)
             # The status page of the stage owner shows the model's judgement.

@@ -303,7 +303,7 @@ class VersionedModel:
         for version, part in parts:
             entry = self.active.get(version)
             if entry is None or entry.monitor.events_total == 0:
-                if entry is None and not self._has_room():
+                if not self._has_room() and entry is None:
                     out.overflow += part.index.tolist()
                     out.events -= len(part)
                     continue
@@ -325,11 +325,13 @@ class VersionedModel:
         """Whether a new version may start now: a place is free (or held by a placeholder), or the
         version with the oldest last event has had none for ``displace_after_seconds`` of the model's
         event time (the newest event of a version that has served; never the newcomer's own ``ts``)."""
+        limits = self.settings.versions
+        displace_after = limits.displace_after_seconds
         serving = [e for e in self.active.values() if e.monitor.events_total > 0]
-        if len(serving) < max(self.settings.versions.max_active, 1):
+        if len(serving) < max(limits.max_active, 1):
             return True
         oldest = min(serving, key=lambda e: e.last_ts)
-        return self.newest_ts - oldest.last_ts >= self.settings.versions.displace_after_seconds
+        return self.newest_ts - oldest.last_ts >= displace_after
 
     def _collect(self, entry: ActiveVersion, done: MonitorOutput, out: VersionOutput) -> None:
         if entry.version is not None or entry.reference.source != "configured":

@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_monitor.config import AppConfig
+from stream_monitor.core.triggers import MODEL_VERSION_CHANGED
 from stream_monitor.kafka.clients import (
     STATE_MAX_MESSAGE_BYTES,
     KafkaIOError,
@@ -127,11 +129,13 @@ def tail_triggers(
     max_records: int = 0,
     timeout: float = 0.0,
     from_beginning: bool = True,
+    lifecycle: bool = False,
 ) -> int:
-    """Read the triggers topic (committed records only) and hand each value to ``on_value``.
+    """Read the triggers topic (committed records only) and hand each trigger's value to ``on_value``;
+    the topic's lifecycle records (``model_version_changed``) too when ``lifecycle``.
 
     Stops after ``max_records`` (0: never) or when ``timeout`` seconds (0: never) pass; returns how
-    many it read. Uses no consumer group offsets (a throw-away group, nothing committed).
+    many it handed on. Uses no consumer group offsets (a throw-away group, nothing committed).
     """
     k = app.require_kafka()
     consumer = Consumer(
@@ -159,12 +163,23 @@ def tail_triggers(
                     continue
                 raise KafkaIOError(f"reading {k.topics.triggers}: {err.str()}")
             value = msg.value()
-            if value is not None:
+            if value is not None and (lifecycle or not _is_lifecycle(value)):
                 on_value(value)
                 seen += 1
     finally:
         consumer.close()
     return seen
+
+
+def _is_lifecycle(value: bytes) -> bool:
+    """Whether a triggers-topic record is a lifecycle record (core/triggers.py ModelVersionChanged)."""
+    if MODEL_VERSION_CHANGED.encode() not in value:
+        return False
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and record.get("kind") == MODEL_VERSION_CHANGED
 
 
 __all__ = [
