@@ -70,6 +70,27 @@ class ServiceTopics:
         return {"predictions": self.predictions, "labels": self.labels}
 
 
+def kafka_and_metrics(
+    bootstrap: str, group: str, topics: Mapping[str, str], port: int, **kafka: Any
+) -> dict[str, Any]:
+    """The ``kafka`` and ``metrics`` sections of a broker test's configuration: small batches, a 1 s
+    checkpoint interval, a 6 s session timeout (a SIGKILLed member leaves quickly), no lag bound on
+    readiness; ``kafka`` adds or overrides keys of the kafka section."""
+    return {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": group,
+            "topics": dict(topics),
+            "batch_size": 500,
+            "batch_timeout_seconds": 0.2,
+            "checkpoint_interval_seconds": 1.0,
+            "consumer": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
+            **kafka,
+        },
+        "metrics": {"host": "127.0.0.1", "port": port, "ready_max_lag": 10_000_000},
+    }
+
+
 def write_config(
     path: Path,
     bootstrap: str,

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from service_fixtures import ROOT, ServiceProcess, free_port, read_topic, topic_records
+from service_fixtures import ROOT, ServiceProcess, free_port, kafka_and_metrics, read_topic, topic_records
 
 from stream_monitor.offline.demo_data import DAY, START_TS, BikeStory
 
@@ -66,21 +66,11 @@ def _rows(path: Path) -> tuple[int, int, int]:
 
 def _config(path: Path, bootstrap: str, topics: dict[str, str], group: str, port: int) -> Path:
     config = {
-        "kafka": {
-            "bootstrap_servers": bootstrap,
-            "group_id": group,
-            "topics": topics,
-            "batch_size": 500,
-            "batch_timeout_seconds": 0.2,
-            "checkpoint_interval_seconds": 1.0,
-            # serve.py runs unpaced: a day of event time in well under a second of record time. With
-            # the default 1 s tick, every prediction of a second is processed before any label of it,
-            # so the first trigger would find no label joined and advise wait_for_labels, not retrain.
-            # 1 ms keeps the two inputs in the order serve.py wrote them (labels after their hour).
-            "sync_tick_seconds": 0.001,
-            "consumer": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
-        },
-        "metrics": {"host": "127.0.0.1", "port": port, "ready_max_lag": 10_000_000},
+        # serve.py runs unpaced: a day of event time in well under a second of record time. With the
+        # default 1 s tick, every prediction of a second is processed before any label of it, so the
+        # first trigger would find no label joined and advise wait_for_labels, not retrain. 1 ms
+        # keeps the two inputs in the order serve.py wrote them (labels after their hour).
+        **kafka_and_metrics(bootstrap, group, topics, port, sync_tick_seconds=0.001),
         "models": [
             {  # examples/config.yaml's bikes model, with the knobs below made small for the test
                 "id": MODEL,

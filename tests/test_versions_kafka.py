@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from service_fixtures import ROOT, ServiceProcess, free_port, topic_records
+from service_fixtures import ROOT, ServiceProcess, free_port, kafka_and_metrics, topic_records
 
 from stream_monitor.core.events import decode_predictions
 from stream_monitor.core.reference import ReferenceProfile, build_reference
@@ -54,17 +54,7 @@ def _config(
 ) -> Path:
     features = {f.name: {"type": f.kind, "key": True} if f.key else f.kind for f in V1.schema_features(KEY)}
     config = {
-        "kafka": {
-            "bootstrap_servers": bootstrap,
-            "group_id": group,
-            "topics": topics,
-            "batch_size": 500,
-            "batch_timeout_seconds": 0.2,
-            "checkpoint_interval_seconds": 1.0,
-            "sync_max_idle_seconds": 120.0,
-            "consumer": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
-        },
-        "metrics": {"host": "127.0.0.1", "port": port, "ready_max_lag": 10_000_000},
+        **kafka_and_metrics(bootstrap, group, topics, port, sync_max_idle_seconds=120.0),
         "models": [
             {
                 "id": MODEL,
