@@ -109,17 +109,35 @@ class RegistryFollower:
         self.partitions: list[int] = []
         self.caught_up = False
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Assign every partition of the topic from the beginning."""
-        try:
-            metadata = self.consumer.list_topics(self.topic, timeout=timeout)
-        except KafkaException as exc:
-            raise KafkaIOError(f"cannot read the metadata of {self.topic}: {exc}") from None
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            raise KafkaIOError(f"the reference registry topic {self.topic} is not there")
-        self.partitions = sorted(topic.partitions)
-        self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions])
+    def start(self, timeout: float = 30.0, stop: Callable[[], bool] = lambda: False) -> None:
+        """Assign every partition of the topic from the beginning, once they have leaders (a topic
+        created a moment ago may not have them yet: waited for, up to ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        problem = "no metadata"
+        while not stop():
+            try:
+                metadata = self.consumer.list_topics(
+                    self.topic, timeout=max(1.0, deadline - time.monotonic())
+                )
+            except KafkaException as exc:
+                problem = f"cannot read its metadata: {exc}"
+            else:
+                topic = metadata.topics.get(self.topic)
+                if topic is None or topic.error is not None or not topic.partitions:
+                    problem = "it is not there" if topic is None or topic.error is None else str(topic.error)
+                elif all(p.leader >= 0 for p in topic.partitions.values()):
+                    self.partitions = sorted(topic.partitions)
+                    self.consumer.assign(
+                        [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions]
+                    )
+                    return
+                else:
+                    problem = "a partition has no leader"
+            if time.monotonic() > deadline:
+                raise KafkaIOError(
+                    f"the reference registry topic {self.topic}: {problem} (after {timeout:g}s)"
+                )
+            time.sleep(0.2)
 
     def read(self, timeout: float = 0.0, max_records: int = 500) -> list[RegistryRead]:
         """Records available now (waiting up to ``timeout`` for the first)."""

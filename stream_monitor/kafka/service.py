@@ -1333,7 +1333,7 @@ class Service:
                 self.follower = RegistryFollower(
                     self.app, self.app.schemas(), self.signer, error_cb=self._on_error
                 )
-                self.follower.start()
+                self.follower.start(k.startup_timeout_seconds, stop=lambda: self.stop_requested)
                 self._apply_registry(
                     self.follower.catch_up(k.startup_timeout_seconds, stop=lambda: self.stop_requested)
                 )
