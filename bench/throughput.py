@@ -23,6 +23,10 @@ points 1 and 4).
 
 Needs the broker: ``KAFKA_BOOTSTRAP_SERVERS`` set, or the script starts one with ``deploy/local/kafka.sh``.
 ``python bench/throughput.py [--events N] [--runs 3] [--floor-events 300000] [--floor-runs 3] [--floor-only]``
+
+``--latency-only RATE [--latency-rounds 3] [--latency-seconds 20] [--checkpoint-interval S]
+[--compare-with DIR ...]`` runs part 4 alone at RATE events/s, this tree and each other tree
+alternated (the arms' order rotating each round).
 """
 
 from __future__ import annotations
@@ -270,7 +274,13 @@ def _latency_quantiles(samples: list[dict[str, float]]) -> dict[str, float]:
 
 
 def latency_run(
-    bootstrap: str, workdir: Path, reference: Path, rate: float, seconds: float
+    bootstrap: str,
+    workdir: Path,
+    reference: Path,
+    rate: float,
+    seconds: float,
+    source: Path | None = None,
+    checkpoint_interval: float | None = None,
 ) -> dict[str, Any]:
     from confluent_kafka import Consumer, Producer
 
@@ -283,15 +293,30 @@ def latency_run(
     write_config(cfg, bootstrap, topics, f"g-{tag}", port, reference,
                  {"consecutive_windows": 1, "cooldown_seconds": 0, "prediction_psi_alarm": 100.0,
                   "integrity_triggers": False}, batch_size=1000, batch_timeout=0.02)  # fmt: skip
-    proc = start_service(cfg, workdir / "latency.log")
+    if checkpoint_interval is not None:
+        settings = json.loads(cfg.read_text())
+        settings["kafka"]["checkpoint_interval_seconds"] = checkpoint_interval
+        cfg.write_text(json.dumps(settings))
+    total = int(rate * seconds)
+    floor = source == FLOOR
+    if floor:  # the bare consumer in place of the service (latency_floor_child)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--latency-floor-child", f"{cfg},{total},{seconds * 3 + 60}"],
+            stdout=subprocess.PIPE,
+            stderr=(workdir / "latency-floor.log").open("wb"),
+        )
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the bare consumer did not start")
+    else:
+        proc = start_service(cfg, workdir / "latency.log", source)
     try:
         for _ in range(200):
-            if scrape(port).get("stream_monitor_ready", 0) >= 1 or scrape(port):
+            if floor or scrape(port).get("stream_monitor_ready", 0) >= 1 or scrape(port):
                 break
             time.sleep(0.1)
         time.sleep(3)
         p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-        total = int(rate * seconds)
         block = 2000
         cols = [gen_columns(block, seed=k, start=k * block) for k in range(8)]
         t0 = time.time()
@@ -315,6 +340,10 @@ def latency_run(
             p.poll(0)
             sent += block
         p.flush(30)
+        if floor:
+            out, _ = proc.communicate(timeout=seconds * 3 + 90)
+            lat = orjson.loads(out.splitlines()[-1])
+            return _latency_summary(lat, rate)
         time.sleep(3)
         cons = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": f"read-{tag}", "auto.offset.reset": "earliest"}
@@ -332,6 +361,10 @@ def latency_run(
         cons.close()
     finally:
         stop([proc])
+    return _latency_summary(lat, rate)
+
+
+def _latency_summary(lat: list[float], rate: float) -> dict[str, Any]:
     if not lat:
         return {"triggers": 0}
     arr = np.array(lat)
@@ -342,6 +375,100 @@ def latency_run(
         "p99_ms": float(np.percentile(arr, 99) * 1e3),
         "max_ms": float(arr.max() * 1e3),
     }
+
+
+#: ``latency_run``'s arm that runs the bare consumer instead of the service.
+FLOOR = Path("floor")
+
+
+def latency_floor_child(config: Path, n: int, timeout: float) -> list[float]:
+    """The latency floor: a consumer with the service's settings that decodes every message and, for
+    the last event of each count window of 5,000 (offsets 4999, 9999, ...: where the service closes a
+    window and may trigger), records now − its event time once its batch is decoded. What is left of
+    the service's event-to-trigger latency above this is the service's own (processing, judging,
+    checkpoints)."""
+    from confluent_kafka import Consumer, KafkaError
+
+    from stream_monitor.config import consumer_config, load_config
+
+    app = load_config(str(config), env={}, check_references=False)
+    k = app.require_kafka()
+    consumer = Consumer(consumer_config(app))
+    consumer.subscribe([k.topics.predictions])
+    deadline = time.monotonic() + timeout
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(0.1)
+    print("ready", flush=True)
+    lat: list[float] = []
+    done = 0
+    try:
+        while done < n and time.monotonic() < deadline:
+            ends: list[float] = []
+            for msg in consumer.consume(num_messages=k.batch_size, timeout=k.batch_timeout_seconds):
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(err.str())
+                    continue
+                obj = orjson.loads(msg.value())
+                done += 1
+                if (msg.offset() or 0) % 5000 == 4999:
+                    ends.append(float(obj["ts"]))
+            now = time.time()
+            lat.extend(now - t for t in ends)
+    finally:
+        consumer.close()
+    return lat
+
+
+def latency_comparison(
+    bootstrap: str,
+    workdir: Path,
+    reference: Path,
+    rate: float,
+    seconds: float,
+    rounds: int,
+    compare_with: list[Path],
+    checkpoint_interval: float | None,
+) -> dict[str, list[dict[str, Any]]]:
+    """``latency_run`` for this tree and each ``compare_with`` tree, alternated over ``rounds``
+    (the arms' order rotates each round, so no arm always runs first on a noisy machine)."""
+    arms: list[tuple[str, Path | None]] = [
+        ("bare consumer (floor)", FLOOR),
+        ("this tree", None),
+        *((str(p), p) for p in compare_with),
+    ]
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in arms}
+    for r in range(rounds):
+        for name, source in arms[r % len(arms) :] + arms[: r % len(arms)]:
+            res = latency_run(bootstrap, workdir, reference, rate, seconds, source, checkpoint_interval)
+            print(f"round {r + 1} {name}: {res}", flush=True)
+            out[name].append(res)
+    return out
+
+
+def latency_lines(results: dict[str, list[dict[str, Any]]], rate: float, seconds: float) -> list[str]:
+    lines = [
+        f"Event-to-trigger latency, {rate:,.0f} events/s produced live to one partition for {seconds:.0f} s "
+        "(medians over rounds, arms alternated):",
+        "",
+        "| arm | triggers (median) | p50 (ms) | p99 (ms) | max (ms) | p99 per round |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, runs in results.items():
+        ok = [x for x in runs if x.get("triggers")]
+        if not ok:
+            lines.append(f"| {name} | 0 | | | | |")
+            continue
+
+        def med(key: str, ok: list[dict[str, Any]] = ok) -> float:
+            return statistics.median(x[key] for x in ok)
+
+        lines.append(
+            f"| {name} | {med('triggers'):.0f} | {med('p50_ms'):.0f} | {med('p99_ms'):.0f} | "
+            f"{med('max_ms'):.0f} | {', '.join(format(x['p99_ms'], '.0f') for x in ok)} |"
+        )
+    return lines
 
 
 # --- the bare-consumer floor (issue 14, point 2) ---------------------------------------------------
@@ -530,9 +657,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--compare-with", type=Path, action="append", help="also run the service from this source tree"
     )
+    ap.add_argument(
+        "--latency-only",
+        type=float,
+        metavar="RATE",
+        help="only the latency run at RATE events/s, this tree and each --compare-with tree alternated",
+    )
+    ap.add_argument("--latency-rounds", type=int, default=3)
+    ap.add_argument("--checkpoint-interval", type=float, help="the services' checkpoint_interval_seconds")
     ap.add_argument("--json")
     ap.add_argument("--floor-child", help=argparse.SUPPRESS)
+    ap.add_argument("--latency-floor-child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.latency_floor_child:
+        config, n, timeout = a.latency_floor_child.split(",")
+        print(json.dumps(latency_floor_child(Path(config), int(n), float(timeout))))
+        return 0
     if a.floor_child:
         config, n, timeout = a.floor_child.split(",")
         print(json.dumps(floor_child(Path(config), int(n), float(timeout))))
@@ -545,6 +685,15 @@ def main(argv: list[str] | None = None) -> int:
         schema = make_schema()
         reference = workdir / "m0.reference.json"
         reference.write_bytes(make_reference(schema).to_json())
+        if a.latency_only:
+            results = latency_comparison(
+                bootstrap, workdir, reference, a.latency_only, a.latency_seconds, a.latency_rounds,
+                compare_with, a.checkpoint_interval,
+            )  # fmt: skip
+            print("\n".join(latency_lines(results, a.latency_only, a.latency_seconds)))
+            if a.json:
+                Path(a.json).write_text(json.dumps({"latency": results}, indent=1, default=str))
+            return 0
         floor = floor_comparison(
             bootstrap, workdir, reference, a.floor_events, a.floor_runs, a.timeout, compare_with
         )

@@ -47,6 +47,9 @@ class FakeConsumer:
 class FakeCheckpointer:
     last_success = time.time()
 
+    def forget(self) -> None:
+        """No checkpoint is in flight here."""
+
 
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch) -> Service:

@@ -200,8 +200,11 @@ class _Task:
     def changelog_key(self, group: str) -> bytes:
         return state_mod.state_key(group, self.partition)
 
+    def state_capture(self, group: str, now: float, *, freeze: bool) -> state_mod.StateCapture:
+        return state_mod.StateCapture.of(group, 0, {"predictions": 5}, {}, self.state, now, freeze=freeze)
+
     def state_record(self, group: str, now: float) -> StateRecord:
-        rec = StateRecord(group, 0, {"predictions": 5}, {}, state_format.encode(self.state), now)
+        rec = self.state_capture(group, now, freeze=False).record()
         self.checkpointed_digest = rec.digest
         return rec
 

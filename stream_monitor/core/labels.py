@@ -124,6 +124,12 @@ class JoinedLabels:
         return cls(np.empty(0, dtype=np.int64), [], f, [], f.copy(), [], f.copy(), f.copy(), f.copy())
 
 
+def _read_only(values: np.ndarray) -> np.ndarray:
+    view = values.view()
+    view.flags.writeable = False
+    return view
+
+
 class _Level:
     """Parallel arrays sorted by key; ts = +inf marks a dead (tombstoned) entry."""
 
@@ -137,10 +143,13 @@ class _Level:
         code: np.ndarray | None = None,
         dead: int = 0,
     ) -> None:
-        self.keys = np.empty(0, np.uint64) if keys is None else keys
+        # Keys, scores and class codes never change in place (only ts does, when an entry dies), so
+        # they are read-only views: a checkpoint written in the background shares them instead of
+        # copying them (state_format.frozen copies only writeable arrays).
+        self.keys = _read_only(np.empty(0, np.uint64) if keys is None else keys)
         self.ts = np.empty(0, np.float64) if ts is None else ts
-        self.score = np.empty(0, np.float32) if score is None else score
-        self.code = np.empty(0, np.int16) if code is None else code
+        self.score = _read_only(np.empty(0, np.float32) if score is None else score)
+        self.code = _read_only(np.empty(0, np.int16) if code is None else code)
         self.dead = dead
 
     def __len__(self) -> int:

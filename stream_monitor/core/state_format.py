@@ -68,6 +68,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_chunks",
+    "frozen",
     "indexed",
     "is_state",
     "restoring",
@@ -126,6 +127,39 @@ def encode_chunks(state: Mapping[str, Any]) -> list[Any]:
     chunks: list[Any] = [_HEADER]
     _encode_container(state, chunks, 0)
     return chunks
+
+
+def frozen(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the container ``state`` that later changes to the live objects cannot reach, so it
+    can be encoded on another thread while they go on changing (a checkpoint written in the
+    background: :mod:`stream_monitor.kafka.checkpoint`).
+
+    Every writeable array is copied; a read-only array is shared (nothing can change it in place:
+    numpy refuses the write), which is how the large arrays a class never modifies in place (the label
+    buffer's keys, scores and class codes) are not copied. Containers and lists are rebuilt; other
+    parts (numbers, strings, ``bytes``) are immutable. ``encode(frozen(s)) == encode(s)``.
+
+    >>> live = {"x": np.zeros(2), "meta": [1, {"a": 2}]}
+    >>> copy = frozen(live)
+    >>> live["x"][0] = 5.0; live["meta"][1]["a"] = 3
+    >>> copy["x"].tolist(), copy["meta"]
+    ([0.0, 0.0], [1, {'a': 2}])
+    """
+    return {name: _frozen(value) for name, value in state.items()}
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.copy() if value.flags.writeable else value
+    if isinstance(value, Mapping):
+        return {k: _frozen(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_frozen(v) for v in value]
+    if isinstance(value, Pieces):
+        return Pieces([bytes(p) for p in value.pieces])
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    return value
 
 
 def _encode_container(state: Mapping[str, Any], chunks: list[Any], depth: int) -> int:

@@ -32,7 +32,7 @@ from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
 from stream_monitor.errors import StateError
 from stream_monitor.kafka.signing import RecordRejected, StateSigner
-from stream_monitor.kafka.state import StateRecord, state_key
+from stream_monitor.kafka.state import StateCapture, StateRecord, state_key
 
 log = logging.getLogger("stream_monitor.kafka.aggregation")
 
@@ -130,15 +130,19 @@ class StageTask:
         self.counts.update({k: v for k, v in record.counts.items() if k in self.counts})
         self.restored_digest = self.checkpointed_digest = record.digest
 
-    def state_record(self, group: str, now: float) -> StateRecord:
-        record = StateRecord(
+    def state_capture(self, group: str, now: float, *, freeze: bool) -> StateCapture:
+        return StateCapture.of(
             f"{group}/model-stage",
             self.partition,
-            dict(self.offsets),
-            dict(self.counts),
-            self.stage.snapshot(),
-            created_at=now,
+            self.offsets,
+            self.counts,
+            self.stage.to_state(),
+            now,
+            freeze=freeze,
         )
+
+    def state_record(self, group: str, now: float) -> StateRecord:
+        record = self.state_capture(group, now, freeze=False).record()
         self.checkpointed_digest = record.digest
         return record
 

@@ -15,6 +15,18 @@ ahead of the committed ones. A crash before 2 replays from the previous snapshot
 decisions (same ``trigger_id``). With ``exactly_once`` steps 2–3 are one Kafka transaction that also
 holds the batch's triggers and dead letters (``send_offsets_to_transaction``).
 
+**In the background** (at-least-once, the default; ``exactly_once`` keeps every step on the loop, as
+its state records belong to the loop's transaction): only step 1 and taking each task's state
+(:class:`~stream_monitor.kafka.state.StateCapture`, frozen: writeable arrays copied, read-only ones
+shared) run on the consume loop. Encoding, compressing, signing, producing and waiting for the
+delivery of step 2 run on one worker thread with a producer of its own, while the loop goes on with
+the next batches; :meth:`Checkpointer.collect` then commits the offsets the state reflects (step 3)
+on the loop thread, once the worker has seen every state record delivered. One background
+checkpoint is in flight at a time. A checkpoint on revoke or shutdown first waits for the one in
+flight (and commits it), then runs every step on the loop, so state records of a task land in the
+order they were taken. Before this, a checkpoint stopped the loop for as long as the whole snapshot
+took to encode, compress and deliver (BENCHMARKS.md, section 10.1).
+
 ``SM_FAULT_CRASH_AT=<point>[:<n>]`` (test-only fault injection) SIGKILLs the process the
 ``n``-th time it reaches ``<point>`` (``after_outputs``, ``after_state``, ``before_commit``,
 ``after_trigger``), so the tests can kill it at exact places.
@@ -28,6 +40,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,7 +48,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_monitor.kafka.clients import FatalKafkaError, KafkaIOError, OutputProducer
 from stream_monitor.kafka.signing import StateSigner
-from stream_monitor.kafka.state import StateRecord
+from stream_monitor.kafka.state import StateCapture, StateRecord
 
 log = logging.getLogger("stream_monitor.kafka.checkpoint")
 
@@ -78,8 +91,11 @@ class Checkpointable(Protocol):
 
     partition: int
     dirty: bool
+    checkpointed_digest: str | None
 
     def changelog_key(self, group: str) -> bytes: ...
+
+    def state_capture(self, group: str, now: float, *, freeze: bool) -> StateCapture: ...
 
     def state_record(self, group: str, now: float) -> StateRecord: ...
 
@@ -97,6 +113,29 @@ class CheckpointResult:
     # Tasks whose state could not be serialised, with the error: their state and offsets were
     # left out of this checkpoint (the service rewinds them; see Service._rewind_unstorable).
     unstorable: list[tuple[Checkpointable, BaseException]] = field(default_factory=list)
+    #: How long the consume loop stood still for it (all of ``seconds`` unless in the background).
+    loop_seconds: float = 0.0
+
+
+@dataclass
+class _Written:
+    """What the worker thread did with a background checkpoint's captures."""
+
+    digests: list[tuple[Checkpointable, str]]
+    unstorable: list[tuple[Checkpointable, BaseException]]
+    state_bytes: int
+
+
+@dataclass
+class _Job:
+    """A background checkpoint in flight."""
+
+    future: Future[_Written]
+    captured: list[tuple[Checkpointable, StateCapture, list[TopicPartition]]]
+    unstorable: list[tuple[Checkpointable, BaseException]]
+    reason: str
+    started: float
+    loop_seconds: float
 
 
 class Checkpointer:
@@ -110,6 +149,7 @@ class Checkpointer:
         state_topic: str,
         flush_timeout: float = 10.0,
         signer: StateSigner | None = None,
+        background_producer: OutputProducer | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -118,6 +158,23 @@ class Checkpointer:
         self.flush_timeout = flush_timeout
         self.signer = signer if signer is not None else StateSigner()
         self.last_success = time.time()
+        # The worker's own producer (it alone polls it, so its delivery reports are served on the
+        # worker's thread only); None: every checkpoint runs on the loop (:meth:`run`).
+        self.background_producer = background_producer
+        self._worker: ThreadPoolExecutor | None = None
+        if background_producer is not None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._job: _Job | None = None
+
+    @property
+    def in_background(self) -> bool:
+        """Whether :meth:`start` can write checkpoints off the loop thread."""
+        return self._worker is not None
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether a background checkpoint has been started and not yet collected."""
+        return self._job is not None
 
     def _flush_and_check(self, step: str, timeout: float) -> None:
         remaining = self.producer.flush(timeout)
@@ -131,10 +188,13 @@ class Checkpointer:
         """Checkpoint the dirty ``tasks``; raise :class:`CheckpointDeferred` or :class:`FatalKafkaError`."""
         started = time.perf_counter()
         flush_timeout = self.flush_timeout if timeout is None else timeout
+        # The background checkpoint in flight lands (and is committed) before this one is taken, so
+        # a task's state records reach the topic in the order they were taken.
+        drained = self._drain()
         dirty = [t for t in tasks if t.dirty]
         if not dirty:
             self.last_success = time.time()
-            return CheckpointResult(0, 0, 0.0, 0)
+            return CheckpointResult(0, 0, 0.0, 0, drained)
         transactional = self.producer.transactional
         if not transactional:
             # 1. triggers and dead letters are durable before any state or offset moves past them.
@@ -150,7 +210,10 @@ class Checkpointer:
             try:
                 # No full-size copy that is not needed: the record's pieces (the snapshot compressed
                 # in slices) are joined once, behind the tag, after the snapshot itself is dropped.
-                chunks = task.state_record(self.group, now).encode_chunks()
+                record = task.state_capture(self.group, now, freeze=False).record()
+                task.checkpointed_digest = record.digest
+                chunks = record.encode_chunks()
+                del record
                 value = self.signer.seal(key, chunks)
                 del chunks
             except Exception as exc:  # one task's unstorable state must not stop the others
@@ -182,7 +245,151 @@ class Checkpointer:
             size,
             seconds,
         )
-        return CheckpointResult(len(dirty), len(offsets), seconds, size, unstorable)
+        return CheckpointResult(len(dirty), len(offsets), seconds, size, drained + unstorable, seconds)
+
+    # -- in the background ----------------------------------------------------------------------
+    def start(self, tasks: Sequence[Checkpointable], reason: str) -> bool:
+        """Begin a background checkpoint of the dirty ``tasks``: step 1 and taking their state here,
+        the rest on the worker. False (and nothing done) while the previous one is still in flight.
+
+        Raises :class:`CheckpointDeferred` (outputs not acknowledged: nothing taken) or
+        :class:`FatalKafkaError`. Call :meth:`collect` on later turns of the loop."""
+        if self._worker is None:
+            raise RuntimeError("this checkpointer has no background producer")
+        if self._job is not None:
+            return False
+        started = time.perf_counter()
+        dirty = [t for t in tasks if t.dirty]
+        if not dirty:
+            self.last_success = time.time()
+            return True
+        # 1. outputs first, as on the loop: usually already delivered (they go out as they are made).
+        self._flush_and_check("1 (outputs)", self.flush_timeout)
+        crash_point("after_outputs")
+        now = time.time()
+        captured: list[tuple[Checkpointable, StateCapture, list[TopicPartition]]] = []
+        unstorable: list[tuple[Checkpointable, BaseException]] = []
+        for task in dirty:
+            try:
+                capture = task.state_capture(self.group, now, freeze=True)
+            except Exception as exc:  # one task's unstorable state must not stop the others
+                unstorable.append((task, exc))
+                continue
+            # Clean as of this capture: a batch processed while the worker writes makes it dirty
+            # again, and a write that fails makes it dirty in collect().
+            task.dirty = False
+            captured.append((task, capture, task.commit_offsets()))
+        future = self._worker.submit(
+            self._write, [(task, task.changelog_key(self.group), cap) for task, cap, _ in captured]
+        )
+        loop_seconds = time.perf_counter() - started
+        self._job = _Job(future, captured, unstorable, reason, started, loop_seconds)
+        return True
+
+    def _write(self, captures: list[tuple[Checkpointable, bytes, StateCapture]]) -> _Written:
+        """Step 2 on the worker thread: encode, compress, sign and produce; wait for delivery."""
+        producer = self.background_producer
+        assert producer is not None
+        digests: list[tuple[Checkpointable, str]] = []
+        unstorable: list[tuple[Checkpointable, BaseException]] = []
+        size = 0
+        for task, key, capture in captures:
+            try:
+                record = capture.record()
+                digest = record.digest
+                chunks = record.encode_chunks()
+                del record
+                value = self.signer.seal(key, chunks)
+                del chunks
+            except Exception as exc:
+                unstorable.append((task, exc))
+                continue
+            size += len(value)
+            producer.record(self.state_topic, key, value)
+            del value
+            digests.append((task, digest))
+        remaining = producer.flush(self.flush_timeout)
+        producer.deliveries.raise_failures()
+        if remaining:
+            raise CheckpointDeferred(f"checkpoint step 2 (state): {remaining} record(s) not acknowledged yet")
+        crash_point("after_state")
+        return _Written(digests, unstorable, size)
+
+    def collect(self, wait: float | None = 0.0) -> CheckpointResult | None:
+        """On the loop thread: once the background checkpoint's state records are delivered, commit
+        the offsets they reflect (step 3). None while none is in flight or (after ``wait`` seconds;
+        ``None``: as long as it takes) it is not done yet.
+
+        Raises :class:`CheckpointDeferred` when step 2 did not complete (its tasks are dirty again)
+        or :class:`FatalKafkaError`."""
+        job = self._job
+        if job is None:
+            return None
+        if wait is not None and not job.future.done():
+            if wait <= 0:
+                return None
+            try:
+                job.future.exception(timeout=wait)
+            except TimeoutError:
+                return None
+        self._job = None
+        try:
+            written = job.future.result()
+        except BaseException:
+            for task, _, _ in job.captured:
+                task.dirty = True
+            raise
+        failed = {id(task) for task, _ in written.unstorable}
+        offsets = [tp for task, _, tps in job.captured if id(task) not in failed for tp in tps]
+        crash_point("before_commit")
+        self._commit(offsets)
+        for task, digest in written.digests:
+            task.checkpointed_digest = digest
+        for task, _ in written.unstorable:
+            task.dirty = True
+        self.last_success = time.time()
+        seconds = time.perf_counter() - job.started
+        log.debug(
+            "checkpoint (%s, background): %d task(s), %d offsets, %d state bytes in %.3fs (loop: %.3fs)",
+            job.reason,
+            len(job.captured),
+            len(offsets),
+            written.state_bytes,
+            seconds,
+            job.loop_seconds,
+        )
+        return CheckpointResult(
+            len(job.captured) + len(job.unstorable),
+            len(offsets),
+            seconds,
+            written.state_bytes,
+            job.unstorable + written.unstorable,
+            job.loop_seconds,
+        )
+
+    def forget(self) -> None:
+        """Partitions were lost: the checkpoint in flight is not committed (its records may land;
+        they are consistent snapshots, and the next owner's own records follow them)."""
+        if self._job is not None:
+            log.warning("a background checkpoint in flight is not committed: partitions were lost")
+        self._job = None
+
+    def _drain(self) -> list[tuple[Checkpointable, BaseException]]:
+        """Wait for the background checkpoint in flight (its worker gives up after ``flush_timeout``)
+        and commit it; its unstorable tasks."""
+        if self._job is None:
+            return []
+        try:
+            result = self.collect(wait=None)
+        except CheckpointDeferred as exc:
+            log.warning("background checkpoint not completed (%s): its tasks are written now", exc)
+            return []
+        return [] if result is None else result.unstorable
+
+    def close(self) -> None:
+        """Stop the worker (after the checkpoint in flight, whose result is then dropped)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
         if not offsets:

@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream_monitor.app import HeapTrimmer, build_engine, load_references, start_observability
 from stream_monitor.config import AppConfig, consumer_config, producer_config
@@ -55,7 +55,7 @@ from stream_monitor.kafka.acls import (
 )
 from stream_monitor.kafka.aggregation import ROLE as STAGE_ROLE
 from stream_monitor.kafka.aggregation import StageTask, stage_key
-from stream_monitor.kafka.checkpoint import CheckpointDeferred, Checkpointer, crash_point
+from stream_monitor.kafka.checkpoint import CheckpointDeferred, Checkpointer, CheckpointResult, crash_point
 from stream_monitor.kafka.clients import (
     BROKER_DOWN_CODES,
     STATE_MAX_MESSAGE_BYTES,
@@ -73,7 +73,13 @@ from stream_monitor.kafka.input_order import InputOrder
 from stream_monitor.kafka.registry import RegistryFollower, RegistryRead, ensure_references_topic
 from stream_monitor.kafka.security import permanent_failure
 from stream_monitor.kafka.signing import REJECT_REASONS, UNRESTORABLE, RecordRejected, signer_from_settings
-from stream_monitor.kafka.state import StateRecord, read_latest, record_offsets, state_key
+from stream_monitor.kafka.state import (
+    StateCapture,
+    StateRecord,
+    read_latest,
+    record_offsets,
+    state_key,
+)
 from stream_monitor.kafka.topics import co_partitioning_problem, partials_topic_config, partition_counts
 from stream_monitor.web.metrics import ServiceMetrics
 from stream_monitor.web.server import HealthState
@@ -183,16 +189,15 @@ class PartitionTask:
         self.restored_digest = record.digest
         self.checkpointed_digest = record.digest
 
-    def state_record(self, group: str, now: float) -> StateRecord:
-        """The checkpoint of this task (see :mod:`stream_monitor.kafka.state`)."""
-        record = StateRecord(
-            group,
-            self.partition,
-            dict(self.offsets),
-            dict(self.counts),
-            self.engine.snapshot(),
-            created_at=now,
+    def state_capture(self, group: str, now: float, *, freeze: bool) -> StateCapture:
+        """This task's state for a checkpoint (see :mod:`stream_monitor.kafka.state`)."""
+        return StateCapture.of(
+            group, self.partition, self.offsets, self.counts, self.engine.to_state(), now, freeze=freeze
         )
+
+    def state_record(self, group: str, now: float) -> StateRecord:
+        """The checkpoint of this task, encoded here and now."""
+        record = self.state_capture(group, now, freeze=False).record()
         self.checkpointed_digest = record.digest
         return record
 
@@ -292,6 +297,20 @@ class Service:
         self.checkpoints = Counter(
             "stream_monitor_checkpoints", "Checkpoints by outcome", ["outcome"], registry=r
         )
+        # A checkpoint's cost to the stream is the pause: with the state written in the background
+        # (kafka/checkpoint.py) only taking the state holds up the consume loop.
+        self.checkpoint_pause = Histogram(
+            "stream_monitor_checkpoint_pause_seconds",
+            "How long each committed checkpoint held up the consume loop",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.checkpoint_seconds = Histogram(
+            "stream_monitor_checkpoint_seconds",
+            "Each committed checkpoint from start to offsets committed (in the background or not)",
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        )
         self.co_partitioned = Gauge(
             "stream_monitor_inputs_co_partitioned",
             "1 when the predictions and labels topics have the same partition count and the assignor "
@@ -359,6 +378,7 @@ class Service:
         self.consumer: Consumer | None = None
         self.producer: OutputProducer | None = None
         self.checkpointer: Checkpointer | None = None
+        self.state_producer: OutputProducer | None = None
 
     # ------------------------------------------------------------------ callbacks (librdkafka threads
     # are not involved: confluent-kafka serves them from consume()/poll() on this thread)
@@ -519,6 +539,8 @@ class Service:
         try:
             numbers = sorted({tp.partition for tp in partitions if tp.topic != self.partials_topic})
             log.warning("partitions %s lost (session expired): dropped without committing", numbers)
+            if self.checkpointer is not None:
+                self.checkpointer.forget()
             for p in numbers:
                 self._drop(p)
             for q in {tp.partition for tp in partitions if tp.topic == self.partials_topic}:
@@ -1027,6 +1049,40 @@ class Service:
             self.checkpoints.labels("deferred").inc()
             log.warning("checkpoint (%s) deferred: %s", reason, exc)
             return False
+        self._checkpointed(result, reason)
+        self._last_checkpoint = time.monotonic()
+        return True
+
+    def _checkpoint_in_background(self) -> None:
+        """The interval's checkpoint, off the loop (:meth:`Checkpointer.start`); inline when the
+        checkpointer has no background producer (``exactly_once``)."""
+        assert self.checkpointer is not None
+        if not self.checkpointer.in_background:
+            self._checkpoint(self._checkpointables(), "interval")
+            self._last_checkpoint = time.monotonic()  # a deferred one is tried again an interval later
+            return
+        try:
+            if not self.checkpointer.start(self._checkpointables(), "interval"):
+                return  # the previous one is still being written: try again on the next turn
+        except CheckpointDeferred as exc:
+            self.checkpoints.labels("deferred").inc()
+            log.warning("checkpoint (interval) deferred: %s", exc)
+        self._last_checkpoint = time.monotonic()
+
+    def _collect_checkpoint(self) -> None:
+        """Commit the background checkpoint once its state records are delivered."""
+        assert self.checkpointer is not None
+        try:
+            result = self.checkpointer.collect()
+        except CheckpointDeferred as exc:
+            self.checkpoints.labels("deferred").inc()
+            log.warning("checkpoint (interval) deferred: %s", exc)
+            return
+        if result is not None:
+            self._checkpointed(result, "interval")
+
+    def _checkpointed(self, result: CheckpointResult, reason: str) -> None:
+        """After a checkpoint committed: its unstorable tasks, the count, the heap."""
         for task, error in result.unstorable:
             # On revoke or shutdown the task goes away: its last good checkpoint stays the latest,
             # and whoever owns the partition next replays from there and meets the input again.
@@ -1043,9 +1099,10 @@ class Service:
                     error,
                 )
         self.checkpoints.labels("ok").inc()
+        if result.tasks:
+            self.checkpoint_pause.observe(result.loop_seconds)
+            self.checkpoint_seconds.observe(result.seconds)
         _trim_heap()
-        self._last_checkpoint = time.monotonic()
-        return True
 
     def _update_lag(self) -> None:
         assert self.consumer is not None
@@ -1350,8 +1407,25 @@ class Service:
             self.consumer = make_consumer(
                 self.consumer_settings, error_cb=self._on_error, stats_cb=self._on_stats
             )
+            # State records go out on a producer of their own, from the checkpoint's worker thread
+            # (kafka/checkpoint.py); with transactions they belong to the loop's transaction.
+            self.state_producer = (
+                None
+                if k.exactly_once
+                else OutputProducer(
+                    producer_config(self.app),
+                    triggers_topic=k.topics.triggers,
+                    dlq_topic=k.topics.dlq,
+                    error_cb=self._on_error,
+                )
+            )
             self.checkpointer = Checkpointer(
-                self.consumer, self.producer, self.group, k.topics.state, signer=self.signer
+                self.consumer,
+                self.producer,
+                self.group,
+                k.topics.state,
+                signer=self.signer,
+                background_producer=self.state_producer,
             )
             if k.exactly_once:
                 try:
@@ -1383,9 +1457,9 @@ class Service:
                 self.producer.poll()
                 self._raise_pending()
                 self._update_health()
+                self._collect_checkpoint()
                 if time.monotonic() - self._last_checkpoint >= k.checkpoint_interval_seconds:
-                    self._checkpoint(self._checkpointables(), "interval")
-                    self._last_checkpoint = time.monotonic()
+                    self._checkpoint_in_background()
                 self._publish()
                 self._heap.check()
             if not self._checkpoint(self._checkpointables(), "shutdown", timeout=30.0):
@@ -1404,6 +1478,10 @@ class Service:
             code = 1
         finally:
             self.health.alive = code == 0
+            if self.checkpointer is not None:
+                self.checkpointer.close()
+            if self.state_producer is not None:
+                self.state_producer.flush(10.0)
             if self.follower is not None:
                 self.follower.close()
             server.shutdown()

@@ -138,6 +138,60 @@ class StateRecord:
         return rec
 
 
+@dataclass
+class StateCapture:
+    """A partition-task's state as taken at a checkpoint, before it is encoded into a
+    :class:`StateRecord`.
+
+    Taking it is the only part of a checkpoint that has to run on the consume loop: with
+    ``freeze=True`` (:meth:`of`) the container is :func:`~stream_monitor.core.state_format.frozen`,
+    so :meth:`record` (encoding, digest) and the compression after it can run on another thread while
+    the loop goes on changing the live state. A frozen capture encodes to the same bytes as the
+    state had when it was taken.
+
+    >>> import numpy as np
+    >>> live = {"n": np.zeros(1)}
+    >>> cap = StateCapture.of("g", 0, {"predictions": 5}, {}, live, 0.0, freeze=True)
+    >>> live["n"][0] = 1.0
+    >>> cap.record().snapshot == state_format.encode({"n": np.zeros(1)})
+    True
+    """
+
+    group: str
+    partition: int
+    offsets: dict[str, int | None]
+    counts: dict[str, int]
+    state: dict[str, Any]
+    created_at: float
+
+    @classmethod
+    def of(
+        cls,
+        group: str,
+        partition: int,
+        offsets: Mapping[str, int | None],
+        counts: Mapping[str, int],
+        state: Mapping[str, Any],
+        created_at: float,
+        *,
+        freeze: bool,
+    ) -> StateCapture:
+        """Take a task's state; ``freeze`` when it will be encoded off the loop thread."""
+        container = state_format.frozen(state) if freeze else dict(state)
+        return cls(group, partition, dict(offsets), dict(counts), container, created_at)
+
+    def record(self) -> StateRecord:
+        """The state record (encodes the snapshot: the costly part, safe off the loop once frozen)."""
+        return StateRecord(
+            self.group,
+            self.partition,
+            self.offsets,
+            self.counts,
+            state_format.encode(self.state),
+            created_at=self.created_at,
+        )
+
+
 def _compressed(pieces: Iterable[Any]) -> state_format.Pieces:
     """zlib level 1 of the concatenation of ``pieces``, as the compressor's output pieces.
 

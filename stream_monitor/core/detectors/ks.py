@@ -135,8 +135,10 @@ def kolmogorov_sf(d: np.ndarray, n: np.ndarray) -> np.ndarray:
     call): 2.3 ms of every window, most of a small window's cost. For ``n > 140`` the cases a window
     meets are computed here, with scipy's formulas and operations in scipy's order — the survival
     function ``2 · smirnov(n, d)`` once ``n·d² >= 2.2``, 0 beyond 370, and Pelz–Good's approximation
-    below 2.2 (the no-drift case). The rest (small ``n``, ``d`` near 0 or 1, Durbin's matrix for very
-    small ``d``) goes to scipy. ``tests/test_detectors_ks.py`` checks equality with ``kstwo.sf``.
+    below 2.2 (the no-drift case); for any ``n``, ``2 · smirnov(n, d)`` for ``0.5 <= d < 1`` and 0
+    from ``d >= 1`` (scipy's exact branches). The rest (small ``n`` and ``d``, ``d`` within ``1/n``
+    of 0 or 1, Durbin's matrix for very small ``d``) goes to scipy. ``tests/test_detectors_ks.py``
+    checks equality with ``kstwo.sf``.
 
     >>> from scipy import stats
     >>> d, n = np.array([0.05, 0.2, 0.01, 0.3]), np.array([340.0, 340.0, 340.0, 50.0])
@@ -149,9 +151,15 @@ def kolmogorov_sf(d: np.ndarray, n: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
         t = n * d
         nxsquared = t * d
-        ours = (n > 140) & (n == np.floor(n)) & (d > 0.0) & (d < 0.5) & (t > 1.0) & (t < n - 1)
-        zero = ours & (nxsquared >= 370.0)
-        smirnov = ours & ~zero & (nxsquared >= 2.2)
+        whole = (n > 0) & (n == np.floor(n))
+        ours = (n > 140) & whole & (d > 0.0) & (d < 0.5) & (t > 1.0) & (t < n - 1)
+        # scipy's exact branches for a large distance (any n), which a strong drift meets: without
+        # them the first such window imported scipy.stats inside the stream (~1 s on a 2-core
+        # machine: the first trigger after every start was that late, BENCHMARKS.md section 13).
+        separated = whole & (d >= 1.0)
+        far = whole & (d >= 0.5) & (d < 1.0) & (t > 1.0) & (t < n - 1)
+        zero = separated | (ours & (nxsquared >= 370.0))
+        smirnov = far | (ours & ~zero & (nxsquared >= 2.2))
         pelz_good = ours & (nxsquared < 2.2) & ~((n <= 100000) & (n * d**1.5 <= 1.4))
     out[zero] = 0.0
     if smirnov.any():
