@@ -196,6 +196,7 @@ class _Task:
     def __init__(self) -> None:
         self.state = _state(10_000)
         self.checkpointed_digest = ""
+        self.state_blobs = state_mod.StateBlobs()
 
     def changelog_key(self, group: str) -> bytes:
         return state_mod.state_key(group, self.partition)

@@ -32,7 +32,7 @@ from stream_monitor.core.reference import ReferenceProfile
 from stream_monitor.core.schema import ModelSchema
 from stream_monitor.errors import StateError
 from stream_monitor.kafka.signing import RecordRejected, StateSigner
-from stream_monitor.kafka.state import StateCapture, StateRecord, state_key
+from stream_monitor.kafka.state import StateBlobs, StateCapture, StateRecord, state_key
 
 log = logging.getLogger("stream_monitor.kafka.aggregation")
 
@@ -69,6 +69,7 @@ class StageTask:
         self.dirty = False
         self.restored_digest: str | None = None
         self.checkpointed_digest: str | None = None
+        self.state_blobs = StateBlobs()
 
     def changelog_key(self, group: str) -> bytes:
         return stage_key(group, self.partition)
@@ -129,6 +130,7 @@ class StageTask:
         self.offsets = {ROLE: record.offsets.get(ROLE)}
         self.counts.update({k: v for k, v in record.counts.items() if k in self.counts})
         self.restored_digest = self.checkpointed_digest = record.digest
+        self.state_blobs = StateBlobs.of(record)
 
     def state_capture(self, group: str, now: float, *, freeze: bool) -> StateCapture:
         return StateCapture.of(

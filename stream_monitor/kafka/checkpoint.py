@@ -5,9 +5,11 @@ a step that fails stops the ones after it:
 
 1. flush the producer and check that every trigger and dead-letter record produced so far was
    delivered (a lost trigger must never sit behind a state record that skips its input);
-2. produce each dirty task's state record (snapshot + the next input offsets it reflects; with a
-   state key, tagged with its HMAC: :mod:`stream_monitor.kafka.signing`) to the compacted state
-   topic, flush, check delivery;
+2. produce each dirty task's new blobs (the large arrays its state never changes in place, written
+   once: :mod:`stream_monitor.kafka.state`), flush, check delivery; then its state record (snapshot,
+   the blobs it needs and the next input offsets it reflects; with a state key, tagged with its
+   HMAC: :mod:`stream_monitor.kafka.signing`) to the compacted state topic, flush, check delivery;
+   then tombstones for the blobs no record needs any more;
 3. commit the tasks' offsets synchronously.
 
 A crash between 2 and 3 is harmless: the restored task seeks to the snapshot's offsets, which are
@@ -48,7 +50,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_monitor.kafka.clients import FatalKafkaError, KafkaIOError, OutputProducer
 from stream_monitor.kafka.signing import StateSigner
-from stream_monitor.kafka.state import StateCapture, StateRecord
+from stream_monitor.kafka.state import StateBlobs, StateCapture, StateRecord, blob_chunks, blob_key
 
 log = logging.getLogger("stream_monitor.kafka.checkpoint")
 
@@ -92,6 +94,7 @@ class Checkpointable(Protocol):
     partition: int
     dirty: bool
     checkpointed_digest: str | None
+    state_blobs: StateBlobs
 
     def changelog_key(self, group: str) -> bytes: ...
 
@@ -118,10 +121,21 @@ class CheckpointResult:
 
 
 @dataclass
+class _Produced:
+    """One task's state record, produced: what to settle once it is delivered."""
+
+    task: Checkpointable
+    key: bytes
+    digest: str
+    blobs: list[str]  # the blobs the record needs
+    new: list[str]  # of those, the ones this checkpoint wrote
+
+
+@dataclass
 class _Written:
     """What the worker thread did with a background checkpoint's captures."""
 
-    digests: list[tuple[Checkpointable, str]]
+    written: list[Checkpointable]
     unstorable: list[tuple[Checkpointable, BaseException]]
     state_bytes: int
 
@@ -176,11 +190,69 @@ class Checkpointer:
         """Whether a background checkpoint has been started and not yet collected."""
         return self._job is not None
 
-    def _flush_and_check(self, step: str, timeout: float) -> None:
-        remaining = self.producer.flush(timeout)
-        self.producer.deliveries.raise_failures()
+    def _flush_and_check(self, step: str, timeout: float, producer: OutputProducer | None = None) -> None:
+        producer = self.producer if producer is None else producer
+        remaining = producer.flush(timeout)
+        producer.deliveries.raise_failures()
         if remaining:
             raise CheckpointDeferred(f"checkpoint step {step}: {remaining} record(s) not acknowledged yet")
+
+    def _produce_states(
+        self,
+        producer: OutputProducer,
+        captures: Sequence[tuple[Checkpointable, StateCapture]],
+        timeout: float,
+    ) -> tuple[list[_Produced], list[tuple[Checkpointable, BaseException]], int]:
+        """Step 2 up to the last produce: each task's new blobs, then (once those are delivered:
+        a record must never land before a blob it needs) the state records. The caller flushes,
+        commits and then calls :meth:`_settle`."""
+        transactional = producer.transactional
+        ready: list[tuple[bytes, _Produced]] = []
+        unstorable: list[tuple[Checkpointable, BaseException]] = []
+        size = 0
+        for task, capture in captures:
+            key = task.changelog_key(self.group)
+            try:
+                record, blobs = capture.incremental()
+                new = [d for d in blobs if d not in task.state_blobs.on_topic]
+                sealed = [
+                    (blob_key(key, d), self.signer.seal(blob_key(key, d), blob_chunks(blobs[d], d)))
+                    for d in new
+                ]
+                # No full-size copy that is not needed: the record's pieces (the snapshot compressed
+                # in slices) are joined once, behind the tag.
+                chunks = record.encode_chunks()
+                value = self.signer.seal(key, chunks)
+                del chunks
+            except Exception as exc:  # one task's unstorable state must not stop the others
+                unstorable.append((task, exc))
+                continue
+            for name, blob in sealed:
+                size += len(blob)
+                producer.record(self.state_topic, name, blob)  # librdkafka copies the value
+            del sealed
+            task.state_blobs.written.update(new)
+            ready.append((value, _Produced(task, key, record.digest, record.blobs, new)))
+            del record
+        if not transactional and any(p.new for _, p in ready):
+            self._flush_and_check("2 (state blobs)", timeout, producer)
+            for _, p in ready:
+                p.task.state_blobs.on_topic.update(p.new)
+        for value, p in ready:
+            size += len(value)
+            producer.record(self.state_topic, p.key, value)
+        return [p for _, p in ready], unstorable, size
+
+    def _settle(self, producer: OutputProducer, produced: Sequence[_Produced]) -> None:
+        """After the state records are delivered (or their transaction committed): a tombstone for
+        each blob no latest record needs, so compaction drops it; the tasks' blob ledgers."""
+        for p in produced:
+            ledger = p.task.state_blobs
+            needed = set(p.blobs)
+            for gone in sorted(ledger.written - needed):
+                producer.record(self.state_topic, blob_key(p.key, gone), None)
+            ledger.on_topic, ledger.written = set(needed), set(needed)
+            p.task.checkpointed_digest = p.digest
 
     def run(
         self, tasks: Sequence[Checkpointable], reason: str, timeout: float | None = None
@@ -200,34 +272,26 @@ class Checkpointer:
             # 1. triggers and dead letters are durable before any state or offset moves past them.
             self._flush_and_check("1 (outputs)", flush_timeout)
             crash_point("after_outputs")
-        # 2. state records, tagged with the offsets they reflect.
+        # 2. state records, tagged with the offsets they reflect (and the blobs they need).
         now = time.time()
-        size = 0
-        offsets: list[TopicPartition] = []
+        captures: list[tuple[Checkpointable, StateCapture]] = []
         unstorable: list[tuple[Checkpointable, BaseException]] = []
         for task in dirty:
-            key = task.changelog_key(self.group)
             try:
-                # No full-size copy that is not needed: the record's pieces (the snapshot compressed
-                # in slices) are joined once, behind the tag, after the snapshot itself is dropped.
-                record = task.state_capture(self.group, now, freeze=False).record()
-                task.checkpointed_digest = record.digest
-                chunks = record.encode_chunks()
-                del record
-                value = self.signer.seal(key, chunks)
-                del chunks
+                captures.append((task, task.state_capture(self.group, now, freeze=False)))
             except Exception as exc:  # one task's unstorable state must not stop the others
                 unstorable.append((task, exc))
-                continue
-            size += len(value)
-            self.producer.record(self.state_topic, key, value)  # librdkafka copies the value
-            del value
-            offsets.extend(task.commit_offsets())
+        produced, failed_here, size = self._produce_states(self.producer, captures, flush_timeout)
+        del captures
+        unstorable += failed_here
+        offsets = [tp for p in produced for tp in p.task.commit_offsets()]
         if transactional:
             self._commit_transaction(offsets)
+            self._settle(self.producer, produced)  # its tombstones go out with the next transaction
         else:
             self._flush_and_check("2 (state)", flush_timeout)
             crash_point("after_state")
+            self._settle(self.producer, produced)
             # 3. offsets.
             crash_point("before_commit")
             self._commit(offsets)
@@ -279,41 +343,21 @@ class Checkpointer:
             # again, and a write that fails makes it dirty in collect().
             task.dirty = False
             captured.append((task, capture, task.commit_offsets()))
-        future = self._worker.submit(
-            self._write, [(task, task.changelog_key(self.group), cap) for task, cap, _ in captured]
-        )
+        future = self._worker.submit(self._write, [(task, cap) for task, cap, _ in captured])
         loop_seconds = time.perf_counter() - started
         self._job = _Job(future, captured, unstorable, reason, started, loop_seconds)
         return True
 
-    def _write(self, captures: list[tuple[Checkpointable, bytes, StateCapture]]) -> _Written:
+    def _write(self, captures: list[tuple[Checkpointable, StateCapture]]) -> _Written:
         """Step 2 on the worker thread: encode, compress, sign and produce; wait for delivery."""
         producer = self.background_producer
         assert producer is not None
-        digests: list[tuple[Checkpointable, str]] = []
-        unstorable: list[tuple[Checkpointable, BaseException]] = []
-        size = 0
-        for task, key, capture in captures:
-            try:
-                record = capture.record()
-                digest = record.digest
-                chunks = record.encode_chunks()
-                del record
-                value = self.signer.seal(key, chunks)
-                del chunks
-            except Exception as exc:
-                unstorable.append((task, exc))
-                continue
-            size += len(value)
-            producer.record(self.state_topic, key, value)
-            del value
-            digests.append((task, digest))
-        remaining = producer.flush(self.flush_timeout)
-        producer.deliveries.raise_failures()
-        if remaining:
-            raise CheckpointDeferred(f"checkpoint step 2 (state): {remaining} record(s) not acknowledged yet")
+        produced, unstorable, size = self._produce_states(producer, captures, self.flush_timeout)
+        del captures
+        self._flush_and_check("2 (state)", self.flush_timeout, producer)
         crash_point("after_state")
-        return _Written(digests, unstorable, size)
+        self._settle(producer, produced)
+        return _Written([p.task for p in produced], unstorable, size)
 
     def collect(self, wait: float | None = 0.0) -> CheckpointResult | None:
         """On the loop thread: once the background checkpoint's state records are delivered, commit
@@ -343,8 +387,6 @@ class Checkpointer:
         offsets = [tp for task, _, tps in job.captured if id(task) not in failed for tp in tps]
         crash_point("before_commit")
         self._commit(offsets)
-        for task, digest in written.digests:
-            task.checkpointed_digest = digest
         for task, _ in written.unstorable:
             task.dirty = True
         self.last_success = time.time()

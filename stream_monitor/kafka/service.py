@@ -28,7 +28,7 @@ import signal
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -74,8 +74,11 @@ from stream_monitor.kafka.registry import RegistryFollower, RegistryRead, ensure
 from stream_monitor.kafka.security import permanent_failure
 from stream_monitor.kafka.signing import REJECT_REASONS, UNRESTORABLE, RecordRejected, signer_from_settings
 from stream_monitor.kafka.state import (
+    StateBlobs,
     StateCapture,
     StateRecord,
+    blob_prefix,
+    blob_reader,
     read_latest,
     record_offsets,
     state_key,
@@ -160,6 +163,7 @@ class PartitionTask:
         self.dirty = False
         self.restored_digest: str | None = None
         self.checkpointed_digest: str | None = None
+        self.state_blobs = StateBlobs()
 
     @property
     def now(self) -> float:
@@ -188,6 +192,7 @@ class PartitionTask:
         self.counts.update(record.counts)
         self.restored_digest = record.digest
         self.checkpointed_digest = record.digest
+        self.state_blobs = StateBlobs.of(record)
 
     def state_capture(self, group: str, now: float, *, freeze: bool) -> StateCapture:
         """This task's state for a checkpoint (see :mod:`stream_monitor.kafka.state`)."""
@@ -420,14 +425,17 @@ class Service:
             self._assign_stages(stage_partitions)
         inputs = [tp for tp in partitions if tp.topic != self.partials_topic]
         new = sorted({tp.partition for tp in inputs} - set(self.tasks))
+        keys = [state_key(self.group, p) for p in new]
         records = (
-            read_latest(self.connection, self.app.kafka.topics.state, [state_key(self.group, p) for p in new])
+            read_latest(
+                self.connection, self.app.kafka.topics.state, keys, prefixes=[blob_prefix(k) for k in keys]
+            )
             if new
             else {}
         )
         restored = 0
         for p in new:
-            task, was_restored = self._task_from_record(p, records.get(state_key(self.group, p)))
+            task, was_restored = self._task_from_record(p, records.get(state_key(self.group, p)), records)
             restored += was_restored
             self.tasks[p] = task
             self._versions_changed = True
@@ -466,7 +474,9 @@ class Service:
             {p: self.tasks[p].restored_digest for p in new},
         )
 
-    def _task_from_record(self, p: int, raw: bytes | None) -> tuple[PartitionTask, bool]:
+    def _task_from_record(
+        self, p: int, raw: bytes | None, blobs: Mapping[bytes, bytes]
+    ) -> tuple[PartitionTask, bool]:
         """A new task for partition ``p``, restored from its state record when there is one; and
         whether it was.
 
@@ -486,7 +496,8 @@ class Service:
         except RecordRejected as exc:
             return self._fresh_task(p, exc.reason, exc, None), False
         try:
-            task.restore(StateRecord.decode(record))
+            key = state_key(self.group, p)
+            task.restore(StateRecord.decode(record, blob_reader(blobs, key, self.signer.open)))
         except StateError as exc:
             return self._fresh_task(p, UNRESTORABLE, exc, record_offsets(record)), False
         # Signed by an older key (or unsigned, during a migration): re-signed at the next checkpoint.
@@ -577,13 +588,17 @@ class Service:
         new = sorted({tp.partition for tp in partitions} - set(self.stages))
         keys = {q: stage_key(self.group, q) for q in new}
         state_topic = self.app.kafka.topics.state
-        records = read_latest(self.connection, state_topic, list(keys.values())) if new else {}
+        prefixes = [blob_prefix(k) for k in keys.values()]
+        records = (
+            read_latest(self.connection, state_topic, list(keys.values()), prefixes=prefixes) if new else {}
+        )
         for q in new:
             task = self._new_stage(q)
             raw = records.get(keys[q])
             if raw is not None:
                 try:
-                    task.restore(StateRecord.decode(self.signer.open(keys[q], raw)))
+                    blobs = blob_reader(records, keys[q], self.signer.open)
+                    task.restore(StateRecord.decode(self.signer.open(keys[q], raw), blobs))
                 except RecordRejected as exc:
                     self._count_rejected_state(exc.reason, f"model-stage task {q}", exc)
                     task = self._new_stage(q)
@@ -962,8 +977,10 @@ class Service:
         )
         self.checkpoints.labels("unstorable").inc()
         key = state_key(self.group, p)
-        raw = read_latest(self.connection, self.app.kafka.topics.state, [key]).get(key)
-        fresh, _ = self._task_from_record(p, raw)
+        records = read_latest(
+            self.connection, self.app.kafka.topics.state, [key], prefixes=[blob_prefix(key)]
+        )
+        fresh, _ = self._task_from_record(p, records.get(key), records)
         fresh.first_offsets = dict(task.first_offsets)
         fresh.careful_until = {r: off for r, off in task.offsets.items() if off is not None}
         fresh.careful_good = fresh.engine.snapshot()

@@ -11,6 +11,17 @@ Record layout: the one state format (:mod:`stream_monitor.core.state_format`), a
 container of the group, partition, offsets, counts, digest and creation time, and the engine snapshot
 (itself in that format) zlib-compressed as a bytes part, or stored as it is when a ``codec`` part says
 ``"stored"`` (a record without that part is zlib, as every record written before it existed).
+**Incremental.** A large array the state never changes in place (read-only: the label buffer's keys,
+scores and class codes, which make up most of it) is not written inside every record. It goes once
+into a *blob* record of its own, keyed ``<state key>/blob/<digest of its bytes>``, and the state
+record names it by that digest (a ``blobs`` part, and a reference container where the array was). A
+checkpoint writes only the blobs the topic does not have yet, and before the state record that
+needs them; once that record is delivered, blobs no record needs any more get a tombstone, so
+compaction keeps exactly what the latest record of each task needs. A restore reads the record and
+its blobs (:func:`read_latest` with the task's blob prefix; :func:`blob_reader`) and checks the
+digest of the whole state, which is that of the state as the uninterrupted run held it. A record
+without a ``blobs`` part is read as before.
+
 Format 1 (a JSON header line and the compressed snapshot, whose parts were JSON, base64 and pickle)
 is refused with a :class:`StateError`; :func:`record_offsets` still reads its offsets, so the service
 can start such a task afresh there.
@@ -29,10 +40,11 @@ import hashlib
 import logging
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -56,9 +68,112 @@ CODEC = ZLIB
 _SLICE = 1 << 20
 
 
+#: A read-only array part of at least this many bytes is written as a blob record of its own.
+BLOB_MIN_BYTES = 1 << 16
+_BLOB, _BLOB_REF = "state_blob", "state_blob_ref"
+
+
 def state_key(group: str, partition: int) -> bytes:
     """The changelog key of a partition-task."""
     return f"{group}/{partition}".encode()
+
+
+def blob_prefix(key: bytes) -> bytes:
+    """Where the blobs of the task whose state record has ``key`` are keyed.
+
+    >>> blob_key(state_key("g", 3), "ab12")
+    b'g/3/blob/ab12'
+    """
+    return key + b"/blob/"
+
+
+def blob_key(key: bytes, blob: str) -> bytes:
+    """The key of one blob of the task whose state record has ``key``."""
+    return blob_prefix(key) + blob.encode()
+
+
+def array_digest(values: np.ndarray) -> str:
+    """The content address of an array: its dtype, shape and bytes (128 bits of SHA-256)."""
+    h = hashlib.sha256(f"{values.dtype.str}{values.shape}".encode())
+    h.update(np.ascontiguousarray(values).data.cast("B"))
+    return h.hexdigest()[:32]
+
+
+def blob_chunks(values: np.ndarray, blob: str) -> list[Any]:
+    """A blob record's bytes (as pieces, not joined), stored as they are: the blobs are hashes,
+    scores and codes, which zlib barely shrinks for its CPU."""
+    return state_format.encode_chunks(state_format.tagged(_BLOB, 1, digest=blob, values=values))
+
+
+@state_format.restoring
+def decode_blob(data: bytes, blob: str) -> np.ndarray:
+    """The array of a blob record; :class:`StateError` unless it is blob ``blob``, byte for byte."""
+    parts = state_format.decode(data)
+    r = StateReader.of(parts, f"state blob {blob}", _BLOB, 1)
+    found = parts.get("values")
+    if r.text("digest") != blob or not isinstance(found, np.ndarray) or array_digest(found) != blob:
+        raise StateError(f"state blob {blob}: its content is not that blob")
+    return found
+
+
+def blob_reader(
+    records: Mapping[bytes, bytes], key: bytes, open_record: Callable[[bytes, bytes], bytes]
+) -> Callable[[str], np.ndarray]:
+    """The blobs of the task whose state record has ``key``, from what :func:`read_latest` read
+    (``open_record``: the signer's check of a record under its key)."""
+
+    def blob(digest: str) -> np.ndarray:
+        name = blob_key(key, digest)
+        raw = records.get(name)
+        if raw is None:
+            what = key.decode(errors="replace")
+            raise StateError(f"state record {what} needs blob {digest}, which is not on the topic")
+        try:
+            return decode_blob(open_record(name, raw), digest)
+        except StateError:
+            raise
+        except Exception as exc:  # a blob whose tag does not verify: the state is not restored
+            raise StateError(f"state blob {digest}: {exc}") from exc
+
+    return blob
+
+
+def _moved_out(state: Mapping[str, Any], blobs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``state`` with each large read-only array replaced by a reference (and put into ``blobs``)."""
+    out: dict[str, Any] = {}
+    for name, value in state.items():
+        if isinstance(value, np.ndarray) and not value.flags.writeable and value.nbytes >= BLOB_MIN_BYTES:
+            digest = array_digest(value)
+            blobs[digest] = value
+            value = state_format.tagged(
+                _BLOB_REF, 1, digest=digest, dtype=value.dtype.str, shape=list(value.shape)
+            )
+        elif isinstance(value, Mapping):
+            value = _moved_out(value, blobs)
+        out[name] = value
+    return out
+
+
+def _moved_in(
+    state: Mapping[str, Any], blob: Callable[[str], np.ndarray], allowed: set[str]
+) -> dict[str, Any]:
+    """The references of :func:`_moved_out` replaced by their blobs' arrays."""
+    out: dict[str, Any] = {}
+    for name, value in state.items():
+        if isinstance(value, Mapping):
+            if value.get("kind") == _BLOB_REF:
+                r = StateReader.of(value, f"blob reference {name!r}", _BLOB_REF, 1)
+                digest = r.text("digest")
+                if digest not in allowed:
+                    raise StateError(f"blob reference {name!r}: blob {digest} is not among the record's")
+                found = blob(digest)
+                if found.dtype.str != r.text("dtype") or list(found.shape) != r.json_list("shape", int):
+                    raise StateError(f"blob {digest} is not the array {name!r} refers to")
+                value = found
+            else:
+                value = _moved_in(value, blob, allowed)
+        out[name] = value
+    return out
 
 
 def digest(snapshot: bytes) -> str:
@@ -77,6 +192,8 @@ class StateRecord:
     snapshot: bytes
     created_at: float = 0.0
     digest: str = field(default="")
+    #: The blobs the snapshot refers to (an incremental record); empty: the snapshot is whole.
+    blobs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.digest:
@@ -100,8 +217,11 @@ class StateRecord:
 
     @classmethod
     @state_format.restoring
-    def decode(cls, data: bytes) -> StateRecord:
+    def decode(cls, data: bytes, blob: Callable[[str], np.ndarray] | None = None) -> StateRecord:
         """Parse a record; :class:`StateError` names what is wrong (an older format included).
+
+        An incremental record's blobs come from ``blob`` (:func:`blob_reader`); its
+        :attr:`snapshot` is then the whole state again, checked against the record's digest.
 
         >>> StateRecord.decode(b'{"format": 1, "group": "g"}\\n...')  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -132,10 +252,30 @@ class StateRecord:
                 raise StateError(f"{name}: snapshot truncated or larger than {MAX_SNAPSHOT_BYTES} bytes")
         else:
             raise StateError(f"{name}: snapshot stored with unknown codec {codec!r}")
-        rec = cls(group, partition, offsets, counts, snapshot, created_at=r.number("created_at"))
+        blobs = r.strings("blobs") if r.has("blobs") else []
+        if blobs:
+            if blob is None:
+                raise StateError(f"{name} refers to {len(blobs)} blob(s) and none were read")
+            whole = _moved_in(state_format.decode(snapshot), blob, set(blobs))
+            snapshot = state_format.encode(whole)
+        rec = cls(group, partition, offsets, counts, snapshot, created_at=r.number("created_at"), blobs=blobs)
         if rec.digest != r.text("digest"):
             raise StateError(f"{name} fails its digest check")
         return rec
+
+
+@dataclass
+class StateBlobs:
+    """A task's blobs on the state topic: those known delivered (a checkpoint writes only the
+    others) and those written and not yet given a tombstone."""
+
+    on_topic: set[str] = field(default_factory=set)
+    written: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, record: StateRecord) -> StateBlobs:
+        """The blobs a restored record needed: on the topic (it was restored from them)."""
+        return cls(set(record.blobs), set(record.blobs))
 
 
 @dataclass
@@ -149,7 +289,6 @@ class StateCapture:
     the loop goes on changing the live state. A frozen capture encodes to the same bytes as the
     state had when it was taken.
 
-    >>> import numpy as np
     >>> live = {"n": np.zeros(1)}
     >>> cap = StateCapture.of("g", 0, {"predictions": 5}, {}, live, 0.0, freeze=True)
     >>> live["n"][0] = 1.0
@@ -191,6 +330,26 @@ class StateCapture:
             created_at=self.created_at,
         )
 
+    def incremental(self) -> tuple[StateRecord, dict[str, np.ndarray]]:
+        """The incremental record and the blobs it refers to (see the module docstring). Its digest
+        is that of the whole state, hashed piece by piece (the whole snapshot is never joined)."""
+        blobs: dict[str, np.ndarray] = {}
+        body = _moved_out(self.state, blobs)
+        h = hashlib.sha256()
+        for piece in state_format.encode_chunks(self.state):
+            h.update(piece)
+        record = StateRecord(
+            self.group,
+            self.partition,
+            self.offsets,
+            self.counts,
+            state_format.encode(body),
+            created_at=self.created_at,
+            digest=h.hexdigest()[:16],
+            blobs=sorted(blobs),
+        )
+        return record, blobs
+
 
 def _compressed(pieces: Iterable[Any]) -> state_format.Pieces:
     """zlib level 1 of the concatenation of ``pieces``, as the compressor's output pieces.
@@ -213,8 +372,10 @@ def _compressed(pieces: Iterable[Any]) -> state_format.Pieces:
 
 def _record_chunks(rec: StateRecord, body: state_format.Pieces, codec: str) -> list[Any]:
     # A zlib record carries no ``codec`` part: its bytes are those of the records written before
-    # the part existed, so an older reader still restores it.
-    extra = {} if codec == ZLIB else {"codec": codec}
+    # the part existed, so an older reader still restores it (and no ``blobs`` part when whole).
+    extra: dict[str, Any] = {} if codec == ZLIB else {"codec": codec}
+    if rec.blobs:
+        extra["blobs"] = rec.blobs
     return state_format.encode_chunks(
         state_format.tagged(
             "state_record",
@@ -275,14 +436,17 @@ def read_latest(
     topic: str,
     keys: Iterable[bytes],
     timeout: float = 60.0,
+    prefixes: Iterable[bytes] = (),
 ) -> dict[bytes, bytes]:
-    """The latest value of each wanted key on ``topic``, reading every partition to its end.
+    """The latest value of each wanted key (and of every key that starts with one of ``prefixes``:
+    the tasks' blobs) on ``topic``, reading every partition to its end.
 
     A plain consumer with ``assign()`` (not the group consumer, so the group is not disturbed), reading
     committed data only. A key whose latest record is a tombstone is absent from the result. Raises
     :class:`StateError` when the end cannot be reached within ``timeout`` seconds.
     """
     wanted = set(keys)
+    starts = tuple(prefixes)
     consumer = Consumer(
         {
             **dict(connection),
@@ -325,7 +489,7 @@ def read_latest(
                     log.warning("reading state topic %s: %s (retrying)", topic, err.str())
                     continue
                 key = msg.key()
-                if key in wanted:
+                if key in wanted or (starts and key is not None and key.startswith(starts)):
                     latest[key] = msg.value()
         return {k: v for k, v in latest.items() if v is not None}
     except KafkaException as exc:
