@@ -46,15 +46,20 @@ def child(
     models: int, features: int, pending: int, refdir: str, bootstrap: str, checkpoints: int
 ) -> dict[str, Any]:
     import numpy as np
-    from common import gen_columns, to_json_events
     from confluent_kafka import Consumer
-    from memory import PER_MODEL, _config, peak_mb, reset_peak, rss_mb
 
+    # stream_monitor first: bench/common.py puts this tree on the path, and the modules imported
+    # before it are the ones measured.
     from stream_monitor.app import load_references
     from stream_monitor.config import parse_config
     from stream_monitor.kafka import checkpoint as checkpoint_module
     from stream_monitor.kafka.clients import OutputProducer
     from stream_monitor.kafka.service import PartitionTask, Service
+
+    from common import gen_columns, to_json_events  # isort: skip
+    from memory import PER_MODEL, _config, peak_mb, reset_peak, rss_mb  # isort: skip
+
+    assert Path(checkpoint_module.__file__).resolve().is_relative_to(TREE), checkpoint_module.__file__
 
     tag = uuid.uuid4().hex[:8]
     cfg = _config(Path(refdir), models, features)
@@ -75,8 +80,25 @@ def child(
         labels.add_predictions(
             [f"p-{j + x}" for x in range(k)], np.arange(j, j + k, dtype=float), np.full(k, 0.5), None
         )
-    task.offsets = {"predictions": 1, "labels": None}
+    # Offsets to commit on a real input topic (state topic made by the producer on first write).
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    inputs = f"bench-ckpt-in-{tag}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     state_topic = f"bench-ckpt-state-{tag}"
+    # The state topic as the service creates it (compacted, records up to 64 MiB).
+    state_config = {"cleanup.policy": "compact", "max.message.bytes": str(64 << 20)}
+    for made in admin.create_topics(
+        [NewTopic(inputs, 1, 1), NewTopic(state_topic, 1, 1, config=state_config)]
+    ).values():
+        made.result(60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(
+        admin.list_topics(t, timeout=10).topics[t].partitions for t in (inputs, state_topic)
+    ):
+        time.sleep(0.2)
+    task.topics = {"predictions": inputs, "labels": inputs}
+    task.offsets = {"predictions": 0, "labels": None}
 
     producer = OutputProducer({"bootstrap.servers": bootstrap}, triggers_topic="t", dlq_topic="d")
     consumer = Consumer(
@@ -89,6 +111,13 @@ def child(
         background = OutputProducer({"bootstrap.servers": bootstrap}, triggers_topic="t", dlq_topic="d")
         kwargs["background_producer"] = background
     cp = checkpoint_module.Checkpointer(consumer, producer, service.group, state_topic, **kwargs)
+    records: list[tuple[bytes, int]] = []  # (key, bytes) of every state-topic record, blobs included
+    for p in (producer, background):
+        if p is not None:
+            p.record = lambda topic, key, value, _record=p.record: (  # type: ignore[method-assign]
+                records.append((key, len(value or b""))),
+                _record(topic, key, value),
+            )[-1]
     out: list[dict[str, Any]] = []
     made = pending
     for n in range(checkpoints):
@@ -109,8 +138,9 @@ def child(
             made += 20_000
             joined = [f"p-{x}" for x in range(n * 10_000, (n + 1) * 10_000)]
             labels.join(joined, np.full(10_000, float(made)), np.ones(10_000), None, now=float(made))
-            task.offsets = {"predictions": 1 + n, "labels": None}
+            task.offsets = {"predictions": 0, "labels": None}
             task.dirty = True
+        del records[:]
         reset_peak()
         before = rss_mb()
         t0 = time.perf_counter()
@@ -134,6 +164,8 @@ def child(
                 "state_bytes": result.state_bytes,
                 "peak_extra_mb": peak_mb() - before,
                 "peak_mb": peak_mb(),
+                "records": len(records),
+                "blob_bytes": sum(size for key, size in records if b"/blob/" in key),
             }
         )
     if in_background:

@@ -143,14 +143,26 @@ class _Level:
         code: np.ndarray | None = None,
         dead: int = 0,
     ) -> None:
-        # Keys, scores and class codes never change in place (only ts does, when an entry dies), so
-        # they are read-only views: a checkpoint written in the background shares them instead of
-        # copying them (state_format.frozen copies only writeable arrays).
-        self.keys = _read_only(np.empty(0, np.uint64) if keys is None else keys)
+        self.keys = np.empty(0, np.uint64) if keys is None else keys
         self.ts = np.empty(0, np.float64) if ts is None else ts
-        self.score = _read_only(np.empty(0, np.float32) if score is None else score)
-        self.code = _read_only(np.empty(0, np.int16) if code is None else code)
+        self.score = np.empty(0, np.float32) if score is None else score
+        self.code = np.empty(0, np.int16) if code is None else code
         self.dead = dead
+
+    def sealed(self) -> _Level:
+        """This level with its keys, scores and class codes as read-only views, for the main level.
+
+        They never change in place (only ts does, when an entry dies), and the main level is rebuilt
+        only every ``len(main) // 8`` additions: read-only, a checkpoint taken in the background
+        shares them instead of copying them, and an incremental checkpoint writes them once per
+        rebuild as blobs (``state_format.frozen``, ``kafka/state.py``). The recent level changes with
+        every batch: it stays writeable (copied when taken, written inside every record)."""
+        self.keys, self.score, self.code = (
+            _read_only(self.keys),
+            _read_only(self.score),
+            _read_only(self.code),
+        )
+        return self
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -429,7 +441,7 @@ class LabelJoinBuffer:
         self.added += len(rows)
         self._min_ts = min(self._min_ts, float(batch.ts.min()))
         if len(self._recent) > max(4096, len(self._main) // 8):
-            self._main = self._main.merged(self._recent)
+            self._main = self._main.merged(self._recent).sealed()
             self._recent = _Level()
         if self._pending > self.max_entries:
             self._evict()
@@ -448,7 +460,7 @@ class LabelJoinBuffer:
 
     def _maybe_compact(self) -> None:
         if self._main.dead * 2 > len(self._main):
-            self._main = self._main.compacted()
+            self._main = self._main.compacted().sealed()
         if self._recent.dead * 2 > len(self._recent):
             self._recent = self._recent.compacted()
 
@@ -686,7 +698,7 @@ class LabelJoinBuffer:
             )
             if not 0 <= n_dead <= n or (n and (code.min() < -1 or code.max() >= len(buf._classes))):
                 raise StateError(f"{r.what}: {name} level's tombstones or class codes do not fit")
-        buf._main, buf._recent = levels
+        buf._main, buf._recent = levels[0].sealed(), levels[1]
         buf._pending = r.integer("pending", min_value=0)
         if buf._pending != sum(len(lv) - lv.dead for lv in levels):
             raise StateError(f"{r.what}: {buf._pending} pending, the arrays hold another number")
