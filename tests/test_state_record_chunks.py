@@ -218,6 +218,7 @@ def test_checkpointer_produces_a_sealed_record_that_restores(
     codec: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(state_mod, "CODEC", codec)
+    monkeypatch.setattr(state_mod, "BLOB_MIN_BYTES", 1 << 62)  # one whole record (blobs: elsewhere)
     producer = _Producer()
     signer = StateSigner([b"k" * 32])
     task = _Task()

@@ -11,13 +11,16 @@ Record layout: the one state format (:mod:`stream_monitor.core.state_format`), a
 container of the group, partition, offsets, counts, digest and creation time, and the engine snapshot
 (itself in that format) zlib-compressed as a bytes part, or stored as it is when a ``codec`` part says
 ``"stored"`` (a record without that part is zlib, as every record written before it existed).
-**Incremental.** A large array the state never changes in place (read-only: the label buffer's keys,
-scores and class codes, which make up most of it) is not written inside every record. It goes once
-into a *blob* record of its own, keyed ``<state key>/blob/<digest of its bytes>``, and the state
+
+**Incremental.** A large array part (:data:`BLOB_MIN_BYTES` or more: the label buffer's pending
+predictions, the windows' samples) is not written inside every record. It goes into a *blob*
+record of its own, keyed ``<state key>/blob/<digest of its dtype, shape and bytes>``, and the state
 record names it by that digest (a ``blobs`` part, and a reference container where the array was). A
-checkpoint writes only the blobs the topic does not have yet, and before the state record that
-needs them; once that record is delivered, blobs no record needs any more get a tombstone, so
-compaction keeps exactly what the latest record of each task needs. A restore reads the record and
+checkpoint writes only the blobs the topic does not have yet (an array unchanged since the last
+checkpoint is not written again: the label buffer's main level between two rebuilds, the windows of
+a model that had no traffic), and before the state record that needs them; once that record is
+delivered, blobs no record needs any more get a tombstone, so compaction keeps exactly what the
+latest record of each task needs. A restore reads the record and
 its blobs (:func:`read_latest` with the task's blob prefix; :func:`blob_reader`) and checks the
 digest of the whole state, which is that of the state as the uninterrupted run held it. A record
 without a ``blobs`` part is read as before.
@@ -100,17 +103,24 @@ def array_digest(values: np.ndarray) -> str:
 
 
 def blob_chunks(values: np.ndarray, blob: str) -> list[Any]:
-    """A blob record's bytes (as pieces, not joined), stored as they are: the blobs are hashes,
-    scores and codes, which zlib barely shrinks for its CPU."""
-    return state_format.encode_chunks(state_format.tagged(_BLOB, 1, digest=blob, values=values))
+    """A blob record's bytes (as pieces, not joined): the array in the state format, zlib level 1
+    (in slices, as a snapshot), behind the blob's digest."""
+    body = _compressed(state_format.encode_chunks({"values": values}))
+    return state_format.encode_chunks(state_format.tagged(_BLOB, 1, digest=blob, body=body))
 
 
 @state_format.restoring
 def decode_blob(data: bytes, blob: str) -> np.ndarray:
     """The array of a blob record; :class:`StateError` unless it is blob ``blob``, byte for byte."""
-    parts = state_format.decode(data)
-    r = StateReader.of(parts, f"state blob {blob}", _BLOB, 1)
-    found = parts.get("values")
+    r = StateReader.of(state_format.decode(data), f"state blob {blob}", _BLOB, 1)
+    decompressor = zlib.decompressobj()
+    try:
+        inner = decompressor.decompress(r.raw("body"), MAX_SNAPSHOT_BYTES)
+    except zlib.error as exc:
+        raise StateError(f"state blob {blob}: corrupt: {exc}") from exc
+    if decompressor.unconsumed_tail or not decompressor.eof:
+        raise StateError(f"state blob {blob}: truncated or larger than {MAX_SNAPSHOT_BYTES} bytes")
+    found = state_format.decode(inner).get("values")
     if r.text("digest") != blob or not isinstance(found, np.ndarray) or array_digest(found) != blob:
         raise StateError(f"state blob {blob}: its content is not that blob")
     return found
@@ -139,10 +149,10 @@ def blob_reader(
 
 
 def _moved_out(state: Mapping[str, Any], blobs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """``state`` with each large read-only array replaced by a reference (and put into ``blobs``)."""
+    """``state`` with each large array replaced by a reference (and put into ``blobs``)."""
     out: dict[str, Any] = {}
     for name, value in state.items():
-        if isinstance(value, np.ndarray) and not value.flags.writeable and value.nbytes >= BLOB_MIN_BYTES:
+        if isinstance(value, np.ndarray) and value.nbytes >= BLOB_MIN_BYTES:
             digest = array_digest(value)
             blobs[digest] = value
             value = state_format.tagged(
