@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Callable
 from typing import Any, Literal
+from unittest import mock
 
 import numpy as np
 import orjson
@@ -23,6 +24,7 @@ from stream_monitor.core.events import (
     possible_reasons,
 )
 from stream_monitor.core.schema import FeatureSpec, ModelSchema
+from stream_monitor.kafka import state as state_mod
 
 BINARY = ModelSchema(
     "churn",
@@ -1131,6 +1133,18 @@ def test_whatever_is_accepted_survives_a_snapshot(predictions: list[bytes], labe
         restored = small_engine()
         restored.restore(snapshot)
         assert restored.snapshot() == snapshot
+    # And as a checkpoint writes it: an incremental record whose every array is a blob record.
+    with mock.patch.object(state_mod, "BLOB_MIN_BYTES", 1):
+        record, blobs = state_mod.StateCapture.of(
+            "g", 0, {}, {}, engine.to_state(), 0.0, freeze=True
+        ).incremental()
+    topic = {
+        state_mod.blob_key(b"g/0", d): b"".join(state_mod.blob_chunks(values, d))
+        for d, values in blobs.items()
+    }
+    assert len(topic) == len(record.blobs) > 0
+    back = state_mod.StateRecord.decode(record.encode(), state_mod.blob_reader(topic, b"g/0", lambda k, v: v))
+    assert back.snapshot == flushed and back.digest == state_mod.digest(flushed)
 
 
 def _row(batch: Any, i: int) -> tuple[Any, ...]:
