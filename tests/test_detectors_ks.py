@@ -80,3 +80,24 @@ def test_a_strong_drift_needs_no_scipy_stats_and_equals_it(monkeypatch: pytest.M
     ours = ((n * d > 1.0) & (n * d < n - 1)) | (d >= 1.0)
     assert ours.sum() > 1500
     assert np.array_equal(kolmogorov_sf(d[ours], n[ours]), expected[ours], equal_nan=True)
+
+
+def test_no_drift_at_all_needs_no_scipy_stats_and_equals_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A distance so small that scipy uses Durbin's matrix (``n·d^1.5 <= 1.4``): computed here,
+    bit for bit, so a window with no drift at all does not import scipy.stats in the stream."""
+    rng = np.random.default_rng(1)
+    n = np.round(
+        rng.choice([141, 150, 340, 1000, 2500, 5000, 20000], size=1500) * rng.uniform(0.9, 1.1, 1500)
+    )
+    low, high = 1.0 / n, (1.4 / n) ** (2 / 3)
+    d = low + (high - low) * rng.uniform(0.0, 1.0, n.size)
+    ours = (n > 140) & (n * d**1.5 <= 1.4) & (n * d > 1.0)
+    expected = stats.kstwo.sf(d[ours], n[ours])
+
+    class _Refused:
+        def __getattr__(self, name: str) -> None:
+            raise AssertionError(f"scipy.stats.kstwo.{name} used")
+
+    monkeypatch.setattr(stats, "kstwo", _Refused())
+    assert ours.sum() > 1000
+    assert np.array_equal(kolmogorov_sf(d[ours], n[ours]), expected)

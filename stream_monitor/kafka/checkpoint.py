@@ -215,25 +215,25 @@ class Checkpointer:
             try:
                 record, blobs = capture.incremental()
                 new = [d for d in blobs if d not in task.state_blobs.on_topic]
-                sealed = [
-                    (blob_key(key, d), self.signer.seal(blob_key(key, d), blob_chunks(blobs[d], d)))
-                    for d in new
-                ]
                 # No full-size copy that is not needed: the record's pieces (the snapshot compressed
                 # in slices) are joined once, behind the tag.
                 chunks = record.encode_chunks()
                 value = self.signer.seal(key, chunks)
                 del chunks
+                for d in new:  # one sealed blob at a time (librdkafka copies each value)
+                    name = blob_key(key, d)
+                    blob = self.signer.seal(name, blob_chunks(blobs[d], d))
+                    task.state_blobs.written.add(d)  # on the topic, maybe: a tombstone later if unneeded
+                    producer.record(self.state_topic, name, blob)
+                    size += len(blob)
+                    del blob
+            except KafkaIOError:
+                raise  # the broker's failure, not the state's
             except Exception as exc:  # one task's unstorable state must not stop the others
                 unstorable.append((task, exc))
                 continue
-            for name, blob in sealed:
-                size += len(blob)
-                producer.record(self.state_topic, name, blob)  # librdkafka copies the value
-            del sealed
-            task.state_blobs.written.update(new)
             ready.append((value, _Produced(task, key, record.digest, record.blobs, new)))
-            del record
+            del record, blobs
         if not transactional and any(p.new for _, p in ready):
             self._flush_and_check("2 (state blobs)", timeout, producer)
             for _, p in ready:

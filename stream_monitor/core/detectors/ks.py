@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -135,7 +136,8 @@ def kolmogorov_sf(d: np.ndarray, n: np.ndarray) -> np.ndarray:
     call): 2.3 ms of every window, most of a small window's cost. For ``n > 140`` the cases a window
     meets are computed here, with scipy's formulas and operations in scipy's order — the survival
     function ``2 · smirnov(n, d)`` once ``n·d² >= 2.2``, 0 beyond 370, and Pelz–Good's approximation
-    below 2.2 (the no-drift case); for any ``n``, ``2 · smirnov(n, d)`` for ``0.5 <= d < 1`` and 0
+    below 2.2 (the no-drift case) or Durbin's matrix where scipy uses it (``n·d^1.5 <= 1.4``, a
+    distance of almost nothing); for any ``n``, ``2 · smirnov(n, d)`` for ``0.5 <= d < 1`` and 0
     from ``d >= 1`` (scipy's exact branches). The rest (small ``n`` and ``d``, ``d`` within ``1/n``
     of 0 or 1, Durbin's matrix for very small ``d``) goes to scipy. ``tests/test_detectors_ks.py``
     checks equality with ``kstwo.sf``.
@@ -160,18 +162,81 @@ def kolmogorov_sf(d: np.ndarray, n: np.ndarray) -> np.ndarray:
         far = whole & (d >= 0.5) & (d < 1.0) & (t > 1.0) & (t < n - 1)
         zero = separated | (ours & (nxsquared >= 370.0))
         smirnov = far | (ours & ~zero & (nxsquared >= 2.2))
-        pelz_good = ours & (nxsquared < 2.2) & ~((n <= 100000) & (n * d**1.5 <= 1.4))
+        durbin = ours & (nxsquared < 2.2) & (n <= 100000) & (n * d**1.5 <= 1.4)
+        pelz_good = ours & (nxsquared < 2.2) & ~durbin
     out[zero] = 0.0
     if smirnov.any():
         out[smirnov] = np.clip(2 * special.smirnov(n[smirnov].astype(np.int64), d[smirnov]), 0.0, 1.0)
     if pelz_good.any():
         out[pelz_good] = np.clip(1.0 - np.array(_pelz_good_cdf(n[pelz_good], d[pelz_good])), 0.0, 1.0)
-    rest = ~(zero | smirnov | pelz_good)
+    if durbin.any():
+        # A very small distance (no drift at all): Durbin's matrix, one value at a time as scipy
+        # (whose intermediate powers may overflow to inf, as here).
+        with np.errstate(over="ignore", invalid="ignore"):
+            cdf = [_durbin_cdf(int(ni), np.float64(di)) for ni, di in zip(n[durbin], d[durbin], strict=True)]
+        out[durbin] = [np.clip(1.0 - c, 0.0, 1.0) for c in cdf]
+    rest = ~(zero | smirnov | pelz_good | durbin)
     if rest.any():
         from scipy import stats  # only here: scipy.stats costs ~0.4 s and 46 MB to import
 
         out[rest] = stats.kstwo.sf(d[rest], n[rest])
     return out
+
+
+# scipy.stats._ksstats' scaling constants (a long double, as there: the results depend on it).
+_E128 = 128
+_EP128 = np.ldexp(np.longdouble(1), _E128)
+_EM128 = np.ldexp(np.longdouble(1), -_E128)
+
+
+def _durbin_cdf(n: int, d: np.float64) -> Any:
+    """scipy's ``_kolmogn_DMTW(n, d, cdf=True)`` (Durbin's matrix, Marsaglia–Tsang–Wang), the same
+    operations on the same types (scipy is BSD-licensed; this is its code), for ``n·d > 1``, ``d < 1``.
+
+    A window with no drift at all meets it (``n·d^1.5 <= 1.4``): without it, that window imported
+    scipy.stats inside the stream (~1 s once per process on a 2-core machine)."""
+    nd = n * d
+    k = int(np.ceil(nd))
+    h = k - nd
+    m = 2 * k - 1
+    H = np.zeros([m, m])
+    intm = np.arange(1, m + 1)
+    v = 1.0 - h**intm
+    w = np.empty(m)
+    fac: Any = 1.0
+    for j in intm:
+        w[j - 1] = fac
+        fac /= j
+        v[j - 1] *= fac
+    tt = max(2 * h - 1.0, 0) ** m - 2 * h**m
+    v[-1] = (1.0 + tt) * fac
+    for i in range(1, m):
+        H[i - 1 :, i] = w[: m - i + 1]
+    H[:, 0] = v
+    H[-1, :] = np.flip(v, axis=0)
+    Hpwr = np.eye(np.shape(H)[0])
+    nn = n
+    expnt = 0
+    Hexpnt = 0
+    while nn > 0:
+        if nn % 2:
+            Hpwr = np.matmul(Hpwr, H)
+            expnt += Hexpnt
+        H = np.matmul(H, H)
+        Hexpnt *= 2
+        if np.abs(H[k - 1, k - 1]) > _EP128:
+            H /= _EP128
+            Hexpnt += _E128
+        nn = nn // 2
+    p: Any = Hpwr[k - 1, k - 1]
+    for i in range(1, n + 1):
+        p = i * p / n
+        if np.abs(p) < _EM128:
+            p *= _EP128
+            expnt -= _E128
+    if expnt != 0:
+        p = np.ldexp(p, expnt)
+    return np.clip(np.where(True, p, 1.0 - p), 0.0, 1.0)
 
 
 def _pelz_good_cdf(n: np.ndarray, x: np.ndarray) -> list[float]:
