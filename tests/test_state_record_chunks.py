@@ -143,7 +143,7 @@ def test_stored_records_are_checked_like_zlib_ones() -> None:
     with pytest.raises(StateError, match="'codec'"):
         StateRecord.decode(state_format.encode(_container(codec=7)))
     # a stored snapshot labelled zlib (or the reverse) is refused, never misread
-    with pytest.raises(StateError, match="corrupt snapshot"):
+    with pytest.raises(StateError, match="snapshot corrupt"):
         StateRecord.decode(state_format.encode(_container(codec="zlib")))
     rec = StateRecord("g", 0, OFFSETS, COUNTS, b"snapshot bytes")
     zparts = state_format.decode(rec.encode(ZLIB))

@@ -113,14 +113,7 @@ def blob_chunks(values: np.ndarray, blob: str) -> list[Any]:
 def decode_blob(data: bytes, blob: str) -> np.ndarray:
     """The array of a blob record; :class:`StateError` unless it is blob ``blob``, byte for byte."""
     r = StateReader.of(state_format.decode(data), f"state blob {blob}", _BLOB, 1)
-    decompressor = zlib.decompressobj()
-    try:
-        inner = decompressor.decompress(r.raw("body"), MAX_SNAPSHOT_BYTES)
-    except zlib.error as exc:
-        raise StateError(f"state blob {blob}: corrupt: {exc}") from exc
-    if decompressor.unconsumed_tail or not decompressor.eof:
-        raise StateError(f"state blob {blob}: truncated or larger than {MAX_SNAPSHOT_BYTES} bytes")
-    found = state_format.decode(inner).get("values")
+    found = state_format.decode(_inflated(r.raw("body"), f"state blob {blob}")).get("values")
     if r.text("digest") != blob or not isinstance(found, np.ndarray) or array_digest(found) != blob:
         raise StateError(f"state blob {blob}: its content is not that blob")
     return found
@@ -253,13 +246,7 @@ class StateRecord:
         if codec == STORED:
             snapshot = r.raw("snapshot")
         elif codec == ZLIB:
-            decompressor = zlib.decompressobj()
-            try:
-                snapshot = decompressor.decompress(r.raw("snapshot"), MAX_SNAPSHOT_BYTES)
-            except zlib.error as exc:
-                raise StateError(f"{name}: corrupt snapshot: {exc}") from exc
-            if decompressor.unconsumed_tail or not decompressor.eof:
-                raise StateError(f"{name}: snapshot truncated or larger than {MAX_SNAPSHOT_BYTES} bytes")
+            snapshot = _inflated(r.raw("snapshot"), f"{name}: snapshot")
         else:
             raise StateError(f"{name}: snapshot stored with unknown codec {codec!r}")
         blobs = r.strings("blobs") if r.has("blobs") else []
@@ -359,6 +346,19 @@ class StateCapture:
             blobs=sorted(blobs),
         )
         return record, blobs
+
+
+def _inflated(data: bytes, what: str) -> bytes:
+    """zlib ``data`` inflated to at most :data:`MAX_SNAPSHOT_BYTES` (a hostile record cannot
+    exhaust memory); :class:`StateError` naming ``what`` when it is corrupt, cut short or larger."""
+    decompressor = zlib.decompressobj()
+    try:
+        inflated = decompressor.decompress(data, MAX_SNAPSHOT_BYTES)
+    except zlib.error as exc:
+        raise StateError(f"{what} corrupt: {exc}") from exc
+    if decompressor.unconsumed_tail or not decompressor.eof:
+        raise StateError(f"{what} truncated or larger than {MAX_SNAPSHOT_BYTES} bytes")
+    return inflated
 
 
 def _compressed(pieces: Iterable[Any]) -> state_format.Pieces:
