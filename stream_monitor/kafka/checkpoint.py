@@ -243,16 +243,24 @@ class Checkpointer:
             producer.record(self.state_topic, p.key, value)
         return [p for _, p in ready], unstorable, size
 
-    def _settle(self, producer: OutputProducer, produced: Sequence[_Produced]) -> None:
+    def _settle(self, producer: OutputProducer, produced: Sequence[_Produced], timeout: float) -> None:
         """After the state records are delivered (or their transaction committed): a tombstone for
-        each blob no latest record needs, so compaction drops it; the tasks' blob ledgers."""
+        each blob no latest record needs, so compaction drops it; the tasks' blob ledgers.
+
+        Outside a transaction the tombstones are waited for: the next checkpoint may go out on the
+        other producer (the worker's or the loop's) and write the same blob again, if its content
+        came back; a tombstone still queued here must not land after it."""
+        tombstones = 0
         for p in produced:
             ledger = p.task.state_blobs
             needed = set(p.blobs)
             for gone in sorted(ledger.written - needed):
                 producer.record(self.state_topic, blob_key(p.key, gone), None)
+                tombstones += 1
             ledger.on_topic, ledger.written = set(needed), set(needed)
             p.task.checkpointed_digest = p.digest
+        if tombstones and not producer.transactional:
+            self._flush_and_check("2 (tombstones)", timeout, producer)
 
     def run(
         self, tasks: Sequence[Checkpointable], reason: str, timeout: float | None = None
@@ -287,11 +295,11 @@ class Checkpointer:
         offsets = [tp for p in produced for tp in p.task.commit_offsets()]
         if transactional:
             self._commit_transaction(offsets)
-            self._settle(self.producer, produced)  # its tombstones go out with the next transaction
+            self._settle(self.producer, produced, flush_timeout)  # tombstones: in the next transaction
         else:
             self._flush_and_check("2 (state)", flush_timeout)
             crash_point("after_state")
-            self._settle(self.producer, produced)
+            self._settle(self.producer, produced, flush_timeout)
             # 3. offsets.
             crash_point("before_commit")
             self._commit(offsets)
@@ -356,7 +364,7 @@ class Checkpointer:
         del captures
         self._flush_and_check("2 (state)", self.flush_timeout, producer)
         crash_point("after_state")
-        self._settle(producer, produced)
+        self._settle(producer, produced, self.flush_timeout)
         return _Written([p.task for p in produced], unstorable, size)
 
     def collect(self, wait: float | None = 0.0) -> CheckpointResult | None:
