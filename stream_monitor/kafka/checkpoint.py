@@ -121,31 +121,49 @@ class CheckpointResult:
 
 
 @dataclass
-class _Produced:
-    """One task's state record, produced: what to settle once it is delivered."""
+class _Slot:
+    """One task's part of a checkpoint. Taken on the loop (:meth:`take`) with everything the writer
+    needs, so that the writer never reads the task: in the background it runs on the worker thread,
+    and live objects are read on the loop's thread only. Applied back on the loop (:meth:`apply`)."""
 
-    task: Checkpointable
+    task: Checkpointable  # carried along, never read off the loop
     key: bytes
-    digest: str
-    blobs: list[str]  # the blobs the record needs
-    new: list[str]  # of those, the ones this checkpoint wrote
+    capture: StateCapture
+    offsets: list[TopicPartition]
+    on_topic: set[str]  # the task's blob ledger (StateBlobs), as the writer leaves it
+    written: set[str]
+    digest: str = ""
+    needed: list[str] = field(default_factory=list)  # the blobs the produced record refers to
+    new: list[str] = field(default_factory=list)  # of those, the ones this checkpoint wrote
+    produced: bool = False
+    settled: bool = False  # the record is delivered (or its transaction committed)
+    error: BaseException | None = None  # the state could not be stored
 
+    @classmethod
+    def take(cls, task: Checkpointable, group: str, now: float, *, freeze: bool) -> _Slot:
+        ledger = task.state_blobs
+        return cls(
+            task,
+            task.changelog_key(group),
+            task.state_capture(group, now, freeze=freeze),
+            task.commit_offsets(),
+            set(ledger.on_topic),
+            set(ledger.written),
+        )
 
-@dataclass
-class _Written:
-    """What the worker thread did with a background checkpoint's captures."""
-
-    written: list[Checkpointable]
-    unstorable: list[tuple[Checkpointable, BaseException]]
-    state_bytes: int
+    def apply(self) -> None:
+        """On the loop: the task's blob ledger and, once its record is delivered, its digest."""
+        self.task.state_blobs = StateBlobs(self.on_topic, self.written)
+        if self.settled:
+            self.task.checkpointed_digest = self.digest
 
 
 @dataclass
 class _Job:
     """A background checkpoint in flight."""
 
-    future: Future[_Written]
-    captured: list[tuple[Checkpointable, StateCapture, list[TopicPartition]]]
+    future: Future[int]  # the state bytes written
+    slots: list[_Slot]
     unstorable: list[tuple[Checkpointable, BaseException]]
     reason: str
     started: float
@@ -197,68 +215,63 @@ class Checkpointer:
         if remaining:
             raise CheckpointDeferred(f"checkpoint step {step}: {remaining} record(s) not acknowledged yet")
 
-    def _produce_states(
-        self,
-        producer: OutputProducer,
-        captures: Sequence[tuple[Checkpointable, StateCapture]],
-        timeout: float,
-    ) -> tuple[list[_Produced], list[tuple[Checkpointable, BaseException]], int]:
+    def _produce_states(self, producer: OutputProducer, slots: Sequence[_Slot], timeout: float) -> int:
         """Step 2 up to the last produce: each task's new blobs, then (once those are delivered:
-        a record must never land before a blob it needs) the state records. The caller flushes,
-        commits and then calls :meth:`_settle`."""
-        transactional = producer.transactional
-        ready: list[tuple[bytes, _Produced]] = []
-        unstorable: list[tuple[Checkpointable, BaseException]] = []
+        a record must never land before a blob it needs) the state records; the bytes produced.
+        A task whose state cannot be stored gets its ``error``. The caller flushes, commits and then
+        calls :meth:`_settle`."""
+        ready: list[tuple[bytes, _Slot]] = []
         size = 0
-        for task, capture in captures:
-            key = task.changelog_key(self.group)
+        for slot in slots:
             try:
-                record, blobs = capture.incremental()
-                new = [d for d in blobs if d not in task.state_blobs.on_topic]
+                record, blobs = slot.capture.incremental()
+                new = [d for d in blobs if d not in slot.on_topic]
                 # No full-size copy that is not needed: the record's pieces (the snapshot compressed
                 # in slices) are joined once, behind the tag.
                 chunks = record.encode_chunks()
-                value = self.signer.seal(key, chunks)
+                value = self.signer.seal(slot.key, chunks)
                 del chunks
                 for d in new:  # one sealed blob at a time (librdkafka copies each value)
-                    name = blob_key(key, d)
+                    name = blob_key(slot.key, d)
                     blob = self.signer.seal(name, blob_chunks(blobs[d], d))
-                    task.state_blobs.written.add(d)  # on the topic, maybe: a tombstone later if unneeded
+                    slot.written.add(d)  # on the topic, maybe: a tombstone later if unneeded
                     producer.record(self.state_topic, name, blob)
                     size += len(blob)
                     del blob
             except KafkaIOError:
                 raise  # the broker's failure, not the state's
             except Exception as exc:  # one task's unstorable state must not stop the others
-                unstorable.append((task, exc))
+                slot.error = exc
                 continue
-            ready.append((value, _Produced(task, key, record.digest, record.blobs, new)))
+            slot.digest, slot.needed, slot.new = record.digest, record.blobs, new
+            ready.append((value, slot))
             del record, blobs
-        if not transactional and any(p.new for _, p in ready):
+        if not producer.transactional and any(slot.new for _, slot in ready):
             self._flush_and_check("2 (state blobs)", timeout, producer)
-            for _, p in ready:
-                p.task.state_blobs.on_topic.update(p.new)
-        for value, p in ready:
+            for _, slot in ready:
+                slot.on_topic.update(slot.new)
+        for value, slot in ready:
             size += len(value)
-            producer.record(self.state_topic, p.key, value)
-        return [p for _, p in ready], unstorable, size
+            producer.record(self.state_topic, slot.key, value)
+            slot.produced = True
+        return size
 
-    def _settle(self, producer: OutputProducer, produced: Sequence[_Produced], timeout: float) -> None:
+    def _settle(self, producer: OutputProducer, slots: Sequence[_Slot], timeout: float) -> None:
         """After the state records are delivered (or their transaction committed): a tombstone for
-        each blob no latest record needs, so compaction drops it; the tasks' blob ledgers.
+        each blob no latest record needs, so compaction drops it.
 
         Outside a transaction the tombstones are waited for: the next checkpoint may go out on the
         other producer (the worker's or the loop's) and write the same blob again, if its content
         came back; a tombstone still queued here must not land after it."""
         tombstones = 0
-        for p in produced:
-            ledger = p.task.state_blobs
-            needed = set(p.blobs)
-            for gone in sorted(ledger.written - needed):
-                producer.record(self.state_topic, blob_key(p.key, gone), None)
+        for slot in slots:
+            if not slot.produced:
+                continue
+            needed = set(slot.needed)
+            for gone in sorted(slot.written - needed):
+                producer.record(self.state_topic, blob_key(slot.key, gone), None)
                 tombstones += 1
-            ledger.on_topic, ledger.written = set(needed), set(needed)
-            p.task.checkpointed_digest = p.digest
+            slot.on_topic, slot.written, slot.settled = set(needed), set(needed), True
         if tombstones and not producer.transactional:
             self._flush_and_check("2 (tombstones)", timeout, producer)
 
@@ -282,27 +295,30 @@ class Checkpointer:
             crash_point("after_outputs")
         # 2. state records, tagged with the offsets they reflect (and the blobs they need).
         now = time.time()
-        captures: list[tuple[Checkpointable, StateCapture]] = []
+        slots: list[_Slot] = []
         unstorable: list[tuple[Checkpointable, BaseException]] = []
         for task in dirty:
             try:
-                captures.append((task, task.state_capture(self.group, now, freeze=False)))
+                slots.append(_Slot.take(task, self.group, now, freeze=False))
             except Exception as exc:  # one task's unstorable state must not stop the others
                 unstorable.append((task, exc))
-        produced, failed_here, size = self._produce_states(self.producer, captures, flush_timeout)
-        del captures
-        unstorable += failed_here
-        offsets = [tp for p in produced for tp in p.task.commit_offsets()]
-        if transactional:
-            self._commit_transaction(offsets)
-            self._settle(self.producer, produced, flush_timeout)  # tombstones: in the next transaction
-        else:
-            self._flush_and_check("2 (state)", flush_timeout)
-            crash_point("after_state")
-            self._settle(self.producer, produced, flush_timeout)
-            # 3. offsets.
-            crash_point("before_commit")
-            self._commit(offsets)
+        try:
+            size = self._produce_states(self.producer, slots, flush_timeout)
+            unstorable += [(slot.task, slot.error) for slot in slots if slot.error is not None]
+            offsets = [tp for slot in slots if slot.produced for tp in slot.offsets]
+            if transactional:
+                self._commit_transaction(offsets)
+                self._settle(self.producer, slots, flush_timeout)  # tombstones: in the next transaction
+            else:
+                self._flush_and_check("2 (state)", flush_timeout)
+                crash_point("after_state")
+                self._settle(self.producer, slots, flush_timeout)
+                # 3. offsets.
+                crash_point("before_commit")
+                self._commit(offsets)
+        finally:
+            for slot in slots:
+                slot.apply()
         failed = {id(task) for task, _ in unstorable}
         for task in dirty:
             if id(task) not in failed:
@@ -339,33 +355,34 @@ class Checkpointer:
         self._flush_and_check("1 (outputs)", self.flush_timeout)
         crash_point("after_outputs")
         now = time.time()
-        captured: list[tuple[Checkpointable, StateCapture, list[TopicPartition]]] = []
+        slots: list[_Slot] = []
         unstorable: list[tuple[Checkpointable, BaseException]] = []
         for task in dirty:
             try:
-                capture = task.state_capture(self.group, now, freeze=True)
+                slots.append(_Slot.take(task, self.group, now, freeze=True))
             except Exception as exc:  # one task's unstorable state must not stop the others
                 unstorable.append((task, exc))
                 continue
             # Clean as of this capture: a batch processed while the worker writes makes it dirty
             # again, and a write that fails makes it dirty in collect().
             task.dirty = False
-            captured.append((task, capture, task.commit_offsets()))
-        future = self._worker.submit(self._write, [(task, cap) for task, cap, _ in captured])
+        future = self._worker.submit(self._write, slots)
         loop_seconds = time.perf_counter() - started
-        self._job = _Job(future, captured, unstorable, reason, started, loop_seconds)
+        self._job = _Job(future, slots, unstorable, reason, started, loop_seconds)
         return True
 
-    def _write(self, captures: list[tuple[Checkpointable, StateCapture]]) -> _Written:
-        """Step 2 on the worker thread: encode, compress, sign and produce; wait for delivery."""
+    def _write(self, slots: list[_Slot]) -> int:
+        """Step 2 on the worker thread (it reads the slots, never a task): encode, compress, sign
+        and produce; wait for delivery; the bytes written."""
         producer = self.background_producer
         assert producer is not None
-        produced, unstorable, size = self._produce_states(producer, captures, self.flush_timeout)
-        del captures
+        size = self._produce_states(producer, slots, self.flush_timeout)
         self._flush_and_check("2 (state)", self.flush_timeout, producer)
         crash_point("after_state")
-        self._settle(producer, produced, self.flush_timeout)
-        return _Written([p.task for p in produced], unstorable, size)
+        self._settle(producer, slots, self.flush_timeout)
+        for slot in slots:
+            slot.capture.state = {}  # the frozen copy is not needed any more
+        return size
 
     def collect(self, wait: float | None = 0.0) -> CheckpointResult | None:
         """On the loop thread: once the background checkpoint's state records are delivered, commit
@@ -386,34 +403,37 @@ class Checkpointer:
                 return None
         self._job = None
         try:
-            written = job.future.result()
+            size = job.future.result()
         except BaseException:
-            for task, _, _ in job.captured:
-                task.dirty = True
+            for slot in job.slots:
+                slot.apply()
+                slot.task.dirty = True
             raise
-        failed = {id(task) for task, _ in written.unstorable}
-        offsets = [tp for task, _, tps in job.captured if id(task) not in failed for tp in tps]
+        for slot in job.slots:
+            slot.apply()
+        unstorable = [(slot.task, slot.error) for slot in job.slots if slot.error is not None]
+        offsets = [tp for slot in job.slots if slot.produced for tp in slot.offsets]
         crash_point("before_commit")
         self._commit(offsets)
-        for task, _ in written.unstorable:
+        for task, _ in unstorable:
             task.dirty = True
         self.last_success = time.time()
         seconds = time.perf_counter() - job.started
         log.debug(
             "checkpoint (%s, background): %d task(s), %d offsets, %d state bytes in %.3fs (loop: %.3fs)",
             job.reason,
-            len(job.captured),
+            len(job.slots),
             len(offsets),
-            written.state_bytes,
+            size,
             seconds,
             job.loop_seconds,
         )
         return CheckpointResult(
-            len(job.captured) + len(job.unstorable),
+            len(job.slots) + len(job.unstorable),
             len(offsets),
             seconds,
-            written.state_bytes,
-            job.unstorable + written.unstorable,
+            size,
+            job.unstorable + unstorable,
             job.loop_seconds,
         )
 
