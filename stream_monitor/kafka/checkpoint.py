@@ -215,6 +215,20 @@ class Checkpointer:
         if remaining:
             raise CheckpointDeferred(f"checkpoint step {step}: {remaining} record(s) not acknowledged yet")
 
+    def _take(
+        self, tasks: Sequence[Checkpointable], *, freeze: bool
+    ) -> tuple[list[_Slot], list[tuple[Checkpointable, BaseException]]]:
+        """On the loop: each task's part of this checkpoint, and the tasks whose state cannot be taken."""
+        now = time.time()
+        slots: list[_Slot] = []
+        unstorable: list[tuple[Checkpointable, BaseException]] = []
+        for task in tasks:
+            try:
+                slots.append(_Slot.take(task, self.group, now, freeze=freeze))
+            except Exception as exc:  # one task's unstorable state must not stop the others
+                unstorable.append((task, exc))
+        return slots, unstorable
+
     def _produce_states(self, producer: OutputProducer, slots: Sequence[_Slot], timeout: float) -> int:
         """Step 2 up to the last produce: each task's new blobs, then (once those are delivered:
         a record must never land before a blob it needs) the state records; the bytes produced.
@@ -294,14 +308,7 @@ class Checkpointer:
             self._flush_and_check("1 (outputs)", flush_timeout)
             crash_point("after_outputs")
         # 2. state records, tagged with the offsets they reflect (and the blobs they need).
-        now = time.time()
-        slots: list[_Slot] = []
-        unstorable: list[tuple[Checkpointable, BaseException]] = []
-        for task in dirty:
-            try:
-                slots.append(_Slot.take(task, self.group, now, freeze=False))
-            except Exception as exc:  # one task's unstorable state must not stop the others
-                unstorable.append((task, exc))
+        slots, unstorable = self._take(dirty, freeze=False)
         try:
             size = self._produce_states(self.producer, slots, flush_timeout)
             unstorable += [(slot.task, slot.error) for slot in slots if slot.error is not None]
@@ -354,18 +361,11 @@ class Checkpointer:
         # 1. outputs first, as on the loop: usually already delivered (they go out as they are made).
         self._flush_and_check("1 (outputs)", self.flush_timeout)
         crash_point("after_outputs")
-        now = time.time()
-        slots: list[_Slot] = []
-        unstorable: list[tuple[Checkpointable, BaseException]] = []
-        for task in dirty:
-            try:
-                slots.append(_Slot.take(task, self.group, now, freeze=True))
-            except Exception as exc:  # one task's unstorable state must not stop the others
-                unstorable.append((task, exc))
-                continue
+        slots, unstorable = self._take(dirty, freeze=True)
+        for slot in slots:
             # Clean as of this capture: a batch processed while the worker writes makes it dirty
             # again, and a write that fails makes it dirty in collect().
-            task.dirty = False
+            slot.task.dirty = False
         future = self._worker.submit(self._write, slots)
         loop_seconds = time.perf_counter() - started
         self._job = _Job(future, slots, unstorable, reason, started, loop_seconds)
